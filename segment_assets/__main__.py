@@ -1,0 +1,3 @@
+from segment_assets.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,282 @@
+"""The one factory that turns stream declarations into Dagster assets, and the body they share.
+
+A child stream depends on its parent asset and takes its ids from the parent's stored
+table, so the asset graph mirrors the API's fan-out. Requests for many parents run
+concurrently (bounded); pages become Arrow batches and go to the storage target, which
+stages them and applies the write in one transaction.
+"""
+
+
+import itertools
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    asset,
+)
+
+from segment_assets.client import SegmentClient, StreamUnavailable
+from segment_assets.resources import DuckDBTargetResource, SegmentResource
+from segment_assets.storage import SCHEMA, Target, WriteResult
+from segment_assets.streams import StreamSpec, materialized_streams
+from segment_assets.tables import TableDef, table_def
+
+KEY_PREFIX = "segment"
+POOL = "segment_api"
+PK_CHECK = "primary_key_unique_not_null"
+
+
+def asset_key(stream_name: str) -> AssetKey:
+    return AssetKey([KEY_PREFIX, stream_name])
+
+
+@dataclass(frozen=True)
+class Request:
+    path: dict[str, str]
+    query: dict[str, Any]
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return {**self.query, **self.path}
+
+
+@dataclass
+class FetchOutcome:
+    requests: int = 0  # parameter sets (parents x fan-out values) requested
+    unavailable: list[str] = field(default_factory=list)  # why, per parameter set refused
+
+    @property
+    def fully_unavailable(self) -> bool:
+        return bool(self.unavailable) and len(self.unavailable) == self.requests
+
+
+def plan_requests(stream: StreamSpec, target: Target, extra_query: Mapping[str, Any] | None = None) -> list[Request]:
+    """Every parameter set the stream must be read with: parent ids x fixed fan-out values."""
+    sets: list[dict[str, Any]] = [{}]
+    if stream.parent:
+        params = list(stream.parent.params)
+        rows = target.parent_keys(stream.parent.stream, list(stream.parent.params.values()), stream.parent.where)
+        sets = [dict(zip(params, row)) for row in rows]
+    for param, values in stream.fan_out.items():
+        sets = [{**s, param: v} for s in sets for v in values]
+    path_names = set(stream.operation.path_params)
+    return [
+        Request(
+            path={k: str(v) for k, v in s.items() if k in path_names},
+            query={**{k: v for k, v in s.items() if k not in path_names}, **(extra_query or {})},
+        )
+        for s in sets
+    ]
+
+
+def fetch_batches(
+    stream: StreamSpec, client: SegmentClient, requests: list[Request], outcome: FetchOutcome, concurrency: int
+) -> Iterator[pa.RecordBatch]:
+    """Pages of all requests as Arrow batches. A single request streams page by page; many
+    requests (fan-out) run on a bounded pool, each collecting its own (small) pages."""
+    table = table_def(stream.name)
+    outcome.requests = len(requests)
+
+    def one(request: Request) -> list[pa.RecordBatch]:
+        try:
+            return [table.to_batch(p.records, _context(request, p.record_kind), p.data)
+                    for p in client.pages(stream, request.path, request.query)]
+        except StreamUnavailable as exc:
+            outcome.unavailable.append(str(exc))
+            return []
+
+    if len(requests) == 1:
+        try:
+            for page in client.pages(stream, requests[0].path, requests[0].query):
+                yield table.to_batch(page.records, _context(requests[0], page.record_kind), page.data)
+        except StreamUnavailable as exc:
+            outcome.unavailable.append(str(exc))
+        return
+    pending: set[Future[list[pa.RecordBatch]]] = set()
+    todo = iter(requests)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix=f"segment-{stream.name}") as pool:
+        try:
+            for request in itertools.islice(todo, concurrency * 2):
+                pending.add(pool.submit(one, request))
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield from future.result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending.add(pool.submit(one, nxt))
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _context(request: Request, record_kind: str | None) -> dict[str, Any]:
+    ctx = request.context
+    if record_kind:
+        ctx["recordKind"] = record_kind
+    return ctx
+
+
+def column_schema(table: TableDef) -> TableSchema:
+    return TableSchema(columns=[TableColumn(name, kind) for name, kind in table.column_schema()])
+
+
+def materialize_stream(
+    context: AssetExecutionContext, stream: StreamSpec, segment: SegmentResource, storage: DuckDBTargetResource
+) -> MaterializeResult:
+    table = table_def(stream.name)
+    target = storage.get_target()
+    started = time.monotonic()
+    metadata: dict[str, Any] = {
+        "dagster/table_name": f"{SCHEMA}.{table.name}",
+        "dagster/column_schema": column_schema(table),
+        "segment/operation_id": stream.operation_id,
+        "segment/connection": segment.connection_name,
+        "segment/update_method": stream.update_method.value,
+    }
+    if stream.stability not in segment.stabilities:
+        target.ensure_table(table)
+        return _unavailable(context, stream, target, table, metadata,
+                            f"{stream.stability} endpoints are switched off in configuration (stabilities={segment.stabilities})")
+
+    client = segment.get_client()
+    before = client.stats.snapshot()
+    requests = plan_requests(stream, target)
+    outcome = FetchOutcome()
+    batches = fetch_batches(stream, client, requests, outcome, segment.max_concurrency)
+    # Knowing a stream is refused before the write keeps a gated stream's old table intact.
+    staged = _peek_unavailable(batches, outcome)
+    if outcome.fully_unavailable:
+        target.ensure_table(table)
+        _add_request_stats(metadata, client, before)
+        return _unavailable(context, stream, target, table, metadata, outcome.unavailable[0])
+    result = target.write_snapshot(table, staged, method=stream.update_method, run_id=context.run_id)
+    _add_request_stats(metadata, client, before)
+    metadata.update(_write_metadata(result))
+    metadata["segment/parameter_sets"] = len(requests)
+    if outcome.unavailable:
+        metadata["segment/unavailable_parameter_sets"] = len(outcome.unavailable)
+        metadata["segment/unavailable_example"] = outcome.unavailable[0]
+    metadata["segment/seconds"] = round(time.monotonic() - started, 3)
+    context.log.info(
+        "%s: %d rows (%d read, +%d ~%d -%d) in %d requests, %d pages",
+        stream.name, result.rows, result.staged, result.inserted, result.updated, result.deleted,
+        metadata["segment/api_requests"], metadata["segment/pages"],
+    )
+    return MaterializeResult(metadata=metadata, check_results=[_key_check(target, table)])
+
+
+def _peek_unavailable(batches: Iterator[pa.RecordBatch], outcome: FetchOutcome) -> Iterator[pa.RecordBatch]:
+    """Pull the first batch before the target is touched, so a refused stream is known up front."""
+    first = next(batches, None)
+
+    def chain() -> Iterator[pa.RecordBatch]:
+        if first is not None:
+            yield first
+        yield from batches
+
+    return chain()
+
+
+def _add_request_stats(metadata: dict[str, Any], client: SegmentClient, before: Mapping[str, Any]) -> None:
+    after = client.stats.snapshot()
+    metadata["segment/api_requests"] = after["requests"] - before["requests"]
+    metadata["segment/pages"] = after["pages"] - before["pages"]
+    metadata["segment/retries"] = after["retries"] - before["retries"]
+    metadata["segment/rate_limited_429"] = after["rate_limited"] - before["rate_limited"]
+    metadata["segment/rate_limit_waits"] = after["rate_limit_waits"] - before["rate_limit_waits"]
+    metadata["segment/rate_limit_wait_seconds"] = round(after["wait_seconds"] - before["wait_seconds"], 3)
+
+
+def _write_metadata(result: WriteResult) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "dagster/row_count": result.rows,
+        "segment/rows_read": result.staged,
+        "segment/inserted": result.inserted,
+        "segment/updated": result.updated,
+        "segment/deleted": result.deleted,
+        "segment/change_rows": result.change_rows,
+        "segment/write_seconds": round(result.seconds, 3),
+    }
+    if result.change_seq_first:
+        out["segment/change_seq_range"] = f"{result.change_seq_first} .. {result.change_seq_last}"
+    return out
+
+
+def _unavailable(context: AssetExecutionContext, stream: StreamSpec, target: Target, table: TableDef,
+                 metadata: dict[str, Any], why: str) -> MaterializeResult:
+    context.log.warning("%s: stream unavailable, table left as it was: %s", stream.name, why)
+    check = _key_check(target, table)
+    metadata.update({
+        "segment/status": "unavailable",
+        "segment/unavailable_reason": why,
+        "dagster/row_count": check.metadata["rows"].value if "rows" in check.metadata else 0,
+    })
+    metadata.setdefault("segment/api_requests", 0)
+    return MaterializeResult(metadata=metadata, check_results=[check])
+
+
+def _key_check(target: Target, table: TableDef) -> AssetCheckResult:
+    check = target.check_primary_key(table)
+    return AssetCheckResult(
+        check_name=PK_CHECK,
+        passed=check.passed,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "primary_key": MetadataValue.text(", ".join(table.primary_key)),
+            "rows": check.rows,
+            "duplicate_keys": check.duplicate_keys,
+            "null_keys": check.null_keys,
+        },
+    )
+
+
+def build_asset(stream: StreamSpec) -> AssetsDefinition:
+    key = asset_key(stream.name)
+    op = stream.operation
+    deps = [asset_key(stream.parent.stream)] if stream.parent else []
+    description = (
+        f"Segment `{stream.operation_id}` (GET {stream.path}, {stream.stability}) into "
+        f"`{SCHEMA}.{stream.table}`; key ({', '.join(stream.primary_key)}); {stream.update_method.value}."
+        + (f" Requires the '{op.feature_gate}' feature." if op.feature_gate else "")
+        + (f" {stream.decision}." if stream.decision else "")
+    )
+
+    @asset(
+        key=key,
+        group_name=stream.group,
+        kinds={"segment", "duckdb"},
+        deps=deps,
+        description=description,
+        check_specs=[AssetCheckSpec(PK_CHECK, asset=key, description="Primary key is unique and never null")],
+        pool=POOL,
+        tags={"segment/stability": stream.stability},
+        metadata={
+            "dagster/table_name": f"{SCHEMA}.{stream.table}",
+            "dagster/column_schema": column_schema(table_def(stream.name)),
+            "segment/operation_id": stream.operation_id,
+            "segment/path": stream.path,
+        },
+    )
+    def _asset(context: AssetExecutionContext, segment: SegmentResource, storage: DuckDBTargetResource) -> MaterializeResult:
+        return materialize_stream(context, stream, segment, storage)
+
+    return _asset
+
+
+def build_assets() -> list[AssetsDefinition]:
+    return [build_asset(s) for s in materialized_streams()]

@@ -1,0 +1,152 @@
+"""`segment-assets`: simulate, sync, streams, demo.
+
+`sync` materializes assets in-process against a real Dagster instance (DAGSTER_HOME,
+default `.dagster_home/`), so its runs and materializations show in the UI afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DAGSTER_HOME = ".dagster_home"
+
+
+def _instance() -> Any:
+    from dagster import DagsterInstance
+
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(DEFAULT_DAGSTER_HOME).absolute())))
+    home.mkdir(parents=True, exist_ok=True)
+    project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
+    if not (home / "dagster.yaml").exists() and project_config.exists():
+        shutil.copy(project_config, home / "dagster.yaml")
+    return DagsterInstance.get()
+
+
+def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = None, out: Any = sys.stdout) -> list[dict[str, Any]]:
+    """Materialize the selected streams (default all) in dependency order; returns summary rows."""
+    from dagster import materialize
+
+    from segment_assets.assets import asset_key, build_assets
+    from segment_assets.definitions import segment_resource_from_env
+    from segment_assets.resources import DuckDBTargetResource, default_duckdb_path
+    from segment_assets.streams import STREAMS
+
+    unknown = [s for s in select or () if s not in STREAMS]
+    if unknown:
+        raise SystemExit(f"unknown stream(s): {', '.join(unknown)}; `segment-assets streams` lists them")
+    assets = build_assets()
+    selection = [asset_key(s) for s in select] if select else None
+    segment = segment or segment_resource_from_env()
+    storage = storage or DuckDBTargetResource(path=default_duckdb_path())
+    print(f"syncing {len(select) if select else len(assets)} stream(s) from {segment.base_url} into {storage.path}", file=out)
+    started = time.monotonic()
+    result = materialize(
+        assets,
+        instance=_instance(),
+        resources={"segment": segment, "storage": storage},
+        selection=selection,
+        raise_on_error=False,
+        tags={"segment/connection": segment.connection_name},
+    )
+    rows = []
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+        rows.append({
+            "stream": mat.asset_key.path[-1],
+            "rows": md.get("dagster/row_count", 0),
+            "requests": md.get("segment/api_requests", 0),
+            "seconds": md.get("segment/seconds", 0.0),
+            "status": md.get("segment/status", "ok"),
+            "changes": f"+{md.get('segment/inserted', 0)} ~{md.get('segment/updated', 0)} -{md.get('segment/deleted', 0)}",
+        })
+    _print_summary(rows, time.monotonic() - started, out)
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.is_step_failure]
+        for event in result.all_events:
+            if event.is_step_failure:
+                print(f"FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}", file=out)
+        raise SystemExit(f"sync failed for {len(failed)} stream(s)")
+    return rows
+
+
+def _print_summary(rows: list[dict[str, Any]], seconds: float, out: Any) -> None:
+    print(f"\n{'stream':44} {'rows':>9} {'requests':>9} {'seconds':>8}  changes", file=out)
+    for r in sorted(rows, key=lambda r: r["stream"]):
+        status = "" if r["status"] == "ok" else f"  ({r['status']})"
+        print(f"{r['stream']:44} {r['rows']:>9} {r['requests']:>9} {r['seconds']:>8.2f}  {r['changes']}{status}", file=out)
+    print(f"{'TOTAL':44} {sum(r['rows'] for r in rows):>9} {sum(r['requests'] for r in rows):>9} {seconds:>8.2f}", file=out)
+
+
+def cmd_streams(args: argparse.Namespace) -> int:
+    from segment_assets.streams import STREAMS
+
+    if args.json:
+        print(json.dumps([s.as_dict() for s in STREAMS.values()], indent=2))
+    else:
+        for s in STREAMS.values():
+            where = f"segment.{s.table}" if s.materialized else f"(covered by {s.covered_by})"
+            print(f"{s.name:44} {s.operation_id:52} {where}")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    run_sync(args.select)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from segment_assets.resources import DuckDBTargetResource, SegmentResource, default_duckdb_path
+    from segment_assets.simulator import Simulator
+    from segment_assets.storage import DuckDBTarget
+
+    path = args.duckdb or default_duckdb_path()
+    with Simulator(seed=args.seed, scale=args.scale) as sim:
+        print(f"simulator serving a demo workspace at {sim.url} (seed {args.seed}, scale {args.scale})")
+        segment = SegmentResource(api_token=sim.token, api_url=sim.url, connection_name="demo", pace_requests=False)
+        run_sync(args.select, segment=segment, storage=DuckDBTargetResource(path=path))
+    sample = "SELECT id, name, enabled FROM segment.sources ORDER BY name LIMIT 5"
+    print(f"\n{sample};")
+    for row in DuckDBTarget(path).query(sample):
+        print("  ", row)
+    print(f"\ntables are in {Path(path).absolute()} (schema `segment`)")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
+    from segment_assets.simulator import main as simulator_main
+
+    return simulator_main(rest)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="segment-assets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("streams", help="list the stream registry")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("sync", help="materialize streams in-process (SEGMENT_API_TOKEN, SEGMENT_API_URL/SEGMENT_REGION)")
+    p.add_argument("--select", nargs="+", metavar="STREAM")
+    p = sub.add_parser("demo", help="start the simulator, sync it all into DuckDB, print a summary")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--duckdb", help="DuckDB file (default SEGMENT_DUCKDB_PATH or data/segment.duckdb)")
+    p.add_argument("--select", nargs="+", metavar="STREAM")
+    sub.add_parser("simulate", help="run the Segment API simulator in the foreground (see `simulate --help`)",
+                   add_help=False)
+    if argv[:1] == ["simulate"]:
+        return cmd_simulate(argparse.Namespace(), argv[1:])
+    args = parser.parse_args(argv)
+    return {"streams": cmd_streams, "sync": cmd_sync, "demo": cmd_demo}[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,407 @@
+"""SegmentClient: the one place that speaks HTTP to the Segment Public API.
+
+Auth, region, versioned media types, pagination (every documented variant, chosen by the
+stream declaration), pacing by per-endpoint token buckets, 429 handling with
+`msBeforeNext`, bounded retries and the mapping of status codes to typed errors live
+here. Pages are yielded as they arrive; nothing holds a whole stream in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from segment_assets.streams import Paging, StreamSpec
+
+log = logging.getLogger(__name__)
+
+REGIONS: Mapping[str, str] = {
+    "us": "https://api.segmentapis.com",
+    "eu": "https://eu1.api.segmentapis.com",
+}
+
+TOKEN_HELP = (
+    "Set SEGMENT_API_TOKEN to a Segment *Public API* token (Settings > Workspace settings > "
+    "Access Management > Tokens > Create token; a Workspace Member token is enough to read). "
+    "A legacy Config API token does not work with the Public API."
+)
+
+# Global ceiling per token: Segment publishes none, so this is deliberately generous and
+# the per-endpoint limits below (from the operation descriptions) do the real pacing.
+DEFAULT_GLOBAL_PER_MINUTE = 1200.0
+
+
+class SegmentError(Exception):
+    """Base of every error the client raises."""
+
+
+class SegmentAuthError(SegmentError):
+    """401: the token is missing, invalid, revoked, or lacks permission."""
+
+
+class StreamUnavailable(SegmentError):
+    """403, or 404 on a feature-gated endpoint: the workspace's plan or features exclude it."""
+
+    def __init__(self, operation_id: str, status: int, message: str, feature: str | None) -> None:
+        self.operation_id = operation_id
+        self.status = status
+        self.feature = feature
+        why = f"feature '{feature}' is not enabled for this workspace" if feature else "not available to this token"
+        super().__init__(f"{operation_id}: HTTP {status}, {why} ({message})")
+
+
+class SegmentAPIError(SegmentError):
+    """A 4xx the API explains (422 validation, 404 on an ungated endpoint...)."""
+
+
+class TransientError(SegmentError):
+    """Retries ran out on 5xx, timeouts, broken connections or unreadable bodies."""
+
+
+class PaginationError(SegmentError):
+    """The API sent a cursor it already sent: following it would loop forever."""
+
+
+@dataclass
+class RequestStats:
+    requests: int = 0
+    pages: int = 0
+    retries: int = 0
+    rate_limited: int = 0  # 429 responses received
+    rate_limit_waits: int = 0  # times a request waited (429, exhausted headers or token bucket)
+    wait_seconds: float = 0.0
+    by_status: dict[int, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: float) -> None:
+        with self._lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    def status(self, code: int) -> None:
+        with self._lock:
+            self.by_status[code] = self.by_status.get(code, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "pages": self.pages,
+                "retries": self.retries,
+                "rate_limited": self.rate_limited,
+                "rate_limit_waits": self.rate_limit_waits,
+                "wait_seconds": round(self.wait_seconds, 3),
+            }
+
+
+class TokenBucket:
+    """Classic token bucket; `reserve` returns how long the caller must sleep."""
+
+    def __init__(self, per_minute: float, burst: float | None = None) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, burst if burst is not None else min(per_minute / 6.0, 50.0))
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+        self.lock = threading.Lock()
+
+    def reserve(self) -> float:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            self.tokens -= 1.0
+            return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+class RateLimiter:
+    """Per-endpoint token buckets plus a global pause set by 429s and exhausted headers."""
+
+    def __init__(self, per_endpoint: Mapping[str, float], global_per_minute: float | None) -> None:
+        self.buckets = {op: TokenBucket(rate) for op, rate in per_endpoint.items()}
+        self.global_bucket = TokenBucket(global_per_minute) if global_per_minute else None
+        self.paused_until = 0.0
+        self.lock = threading.Lock()
+
+    def wait_time(self, operation_id: str) -> float:
+        wait = 0.0
+        if self.global_bucket:
+            wait = self.global_bucket.reserve()
+        bucket = self.buckets.get(operation_id)
+        if bucket:
+            wait = max(wait, bucket.reserve())
+        with self.lock:
+            wait = max(wait, self.paused_until - time.monotonic())
+        return max(0.0, wait)
+
+    def pause(self, seconds: float) -> None:
+        with self.lock:
+            self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[Any]
+    data: dict[str, Any]
+    record_kind: str | None = None  # which data key the records came from (multi-key endpoints)
+
+
+class SegmentClient:
+    def __init__(
+        self,
+        token: str,
+        base_url: str | None = None,
+        *,
+        region: str = "us",
+        page_size: int | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_retries: int = 6,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        rate_limits: Mapping[str, float] | None = None,
+        global_rate_limit: float | None = DEFAULT_GLOBAL_PER_MINUTE,
+        max_connections: int = 16,
+        sleep: Any = time.sleep,
+    ) -> None:
+        if not token:
+            raise SegmentAuthError(f"No Segment API token. {TOKEN_HELP}")
+        if region not in REGIONS:
+            raise ValueError(f"SEGMENT_REGION must be one of {sorted(REGIONS)}, got {region!r}")
+        self.base_url = (base_url or REGIONS[region]).rstrip("/")
+        self.page_size = page_size
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.limiter = RateLimiter(rate_limits or {}, global_rate_limit)
+        self.stats = RequestStats()
+        self._sleep = sleep
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "segment-assets/0.1"},
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    def __repr__(self) -> str:
+        return f"SegmentClient(base_url={self.base_url!r}, token=<hidden>)"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SegmentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one request --------------------------------------------------------------------
+
+    def request(self, stream: StreamSpec, path_params: Mapping[str, str], query: Mapping[str, Any]) -> dict[str, Any]:
+        """GET one page of `stream`; returns `data`. Retries what is transient, raises the rest."""
+        path = stream.path.format(**{k: _quote(v) for k, v in path_params.items()})
+        headers = {"Accept": stream.operation.media_type}
+        attempt = 0
+        while True:
+            attempt += 1
+            self._pace(stream.operation_id)
+            self.stats.add(requests=1)
+            try:
+                response = self._http.get(path, params=_encode_query(query), headers=headers)
+                body = response.content
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                self._retry_or_raise(stream, attempt, f"{type(exc).__name__}")
+                continue
+            status = response.status_code
+            self.stats.status(status)
+            self._observe_headers(response)
+            if status == 200:
+                try:
+                    parsed = orjson.loads(body)
+                    data = parsed["data"]
+                    if not isinstance(data, dict):
+                        raise TypeError("`data` is not an object")
+                except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                    self._retry_or_raise(stream, attempt, f"unreadable 200 body ({exc}; {len(body)} bytes)")
+                    continue
+                return data
+            message = _error_message(body)
+            if status == 429:
+                self.stats.add(rate_limited=1)
+                wait = self._rate_limit_wait(body, response, attempt)
+                log.info("%s: 429 Too Many Requests, waiting %.2fs", stream.name, wait)
+                self._wait(wait)
+                if attempt > self.max_retries * 4:
+                    raise TransientError(f"stream {stream.name}: still rate limited after {attempt} attempts")
+                continue
+            if status >= 500:
+                self._retry_or_raise(stream, attempt, f"HTTP {status} {message}")
+                continue
+            if status == 401:
+                raise SegmentAuthError(
+                    f"stream {stream.name}: the Segment API refused the token (HTTP 401: {message}). {TOKEN_HELP}"
+                )
+            if status == 403 or (status == 404 and stream.feature_gate):
+                raise StreamUnavailable(stream.operation_id, status, message, stream.feature_gate)
+            raise SegmentAPIError(f"stream {stream.name}: GET {stream.path} answered HTTP {status}: {message}")
+
+    def _pace(self, operation_id: str) -> None:
+        wait = self.limiter.wait_time(operation_id)
+        if wait > 0:
+            self._wait(wait)
+
+    def _wait(self, seconds: float) -> None:
+        self.stats.add(rate_limit_waits=1, wait_seconds=seconds)
+        self._sleep(seconds)
+
+    def _retry_or_raise(self, stream: StreamSpec, attempt: int, what: str) -> None:
+        if attempt > self.max_retries:
+            raise TransientError(f"stream {stream.name}: GET {stream.path} failed {attempt} times, last: {what}")
+        self.stats.add(retries=1)
+        delay = self._backoff(attempt)
+        log.info("%s: %s, retry %d in %.2fs", stream.name, what, attempt, delay)
+        self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        # "Full jitter": spreads retries of concurrent workers instead of synchronising them.
+        return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
+
+    def _rate_limit_wait(self, body: bytes, response: httpx.Response, attempt: int) -> float:
+        try:
+            ms = orjson.loads(body)["errors"][0]["data"]["msBeforeNext"]
+            wait = float(ms) / 1000.0
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
+            wait = _reset_wait(response) or self._backoff(attempt) + self.backoff_base
+        self.limiter.pause(wait)
+        return wait
+
+    def _observe_headers(self, response: httpx.Response) -> None:
+        remaining = response.headers.get("X-RateLimit-Remaining")
+        if remaining is not None and remaining.strip() in ("0", "0.0"):
+            wait = _reset_wait(response)
+            if wait:
+                self.limiter.pause(wait)
+
+    # -- pagination ---------------------------------------------------------------------
+
+    def pages(
+        self, stream: StreamSpec, path_params: Mapping[str, str] | None = None, query: Mapping[str, Any] | None = None
+    ) -> Iterator[Page]:
+        """Yield every page of `stream` for one set of parameters, following its paging mode."""
+        path_params = dict(path_params or {})
+        base_query = {**stream.query, **(query or {})}
+        count = min(self.page_size or stream.max_page_size, stream.max_page_size)
+        if stream.paging is Paging.PER_KEY:
+            yield from self._pages_per_key(stream, path_params, base_query, count)
+            return
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            q = dict(base_query)
+            if stream.paging in (Paging.CURSOR, Paging.SINGLE):
+                q["pagination"] = {"count": count, **({"cursor": cursor} if cursor else {})}
+            elif stream.paging is Paging.TOP_LEVEL:
+                q["count"] = count
+                if cursor:
+                    q["cursor"] = cursor
+            data = self.request(stream, path_params, q)
+            self.stats.add(pages=1)
+            yield Page(_records(stream, data, stream.data_key), data)
+            if stream.paging not in (Paging.CURSOR, Paging.TOP_LEVEL):
+                return
+            nxt = (data.get("pagination") or {}).get("next")
+            if not nxt:
+                return
+            if nxt in seen or nxt == cursor:
+                raise PaginationError(
+                    f"stream {stream.name}: the API returned cursor {nxt!r} twice; stopping instead of looping "
+                    f"({len(seen) + 1} pages read). Nothing from this run was written."
+                )
+            seen.add(nxt)
+            cursor = nxt
+
+    def _pages_per_key(
+        self, stream: StreamSpec, path_params: dict[str, str], base_query: dict[str, Any], count: int
+    ) -> Iterator[Page]:
+        # Each data key has its own cursor; a key is dropped from the request once exhausted,
+        # and records for an exhausted key (its first page, served again) are ignored.
+        cursors: dict[str, str | None] = {k: None for k in stream.data_keys}
+        seen: set[tuple[str, str]] = set()
+        while cursors:
+            q = dict(base_query)
+            for key, cur in cursors.items():
+                q[f"{key}Pagination"] = {"count": count, **({"cursor": cur} if cur else {})}
+            data = self.request(stream, path_params, q)
+            self.stats.add(pages=1)
+            for key in list(cursors):
+                yield Page(_records(stream, data, key), data, record_kind=key)
+                nxt = (data.get(f"{key}Pagination") or {}).get("next")
+                if not nxt:
+                    del cursors[key]
+                elif (key, nxt) in seen:
+                    raise PaginationError(f"stream {stream.name}: cursor {nxt!r} for {key} repeated")
+                else:
+                    seen.add((key, nxt))
+                    cursors[key] = nxt
+
+
+def _records(stream: StreamSpec, data: dict[str, Any], key: str | tuple[str, ...] | None) -> list[Any]:
+    if key is None:
+        return [data]
+    if isinstance(key, tuple):
+        key = key[0]
+    value = data.get(key)
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict) and stream.map_key_column:
+        return [{stream.map_key_column: k, "value": v} for k, v in value.items()]
+    return [value]
+
+
+def _quote(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+def _encode_query(query: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Objects as `name[field]` (what the official SDKs send), arrays as `name.0`, `name.1`."""
+    out: list[tuple[str, str]] = []
+    for name, value in query.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            out.extend((f"{name}[{k}]", str(v)) for k, v in value.items() if v is not None)
+        elif isinstance(value, (list, tuple)):
+            out.extend((f"{name}.{i}", str(v)) for i, v in enumerate(value))
+        else:
+            out.append((name, str(value)))
+    return out
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        errors = orjson.loads(body).get("errors") or []
+        return "; ".join(str(e.get("message") or e.get("type")) for e in errors) or body[:200].decode(errors="replace")
+    except (orjson.JSONDecodeError, AttributeError):
+        return body[:200].decode(errors="replace")
+
+
+def _reset_wait(response: httpx.Response) -> float | None:
+    reset = response.headers.get("X-RateLimit-Reset")
+    if not reset:
+        return None
+    try:
+        when = parsedate_to_datetime(reset).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, min(when - time.time(), 300.0))

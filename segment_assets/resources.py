@@ -1,0 +1,92 @@
+"""Dagster resources: the Segment API connection and the storage target.
+
+Assets receive these and never build URLs, sleep, or open files themselves.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import ConfigurableResource
+from pydantic import Field, PrivateAttr
+
+from segment_assets import spec
+from segment_assets.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, SegmentClient
+from segment_assets.storage import DuckDBTarget, Target
+
+DEFAULT_DUCKDB_PATH = "data/segment.duckdb"
+STABILITIES = ("v1", "beta", "alpha")
+
+
+class SegmentResource(ConfigurableResource):
+    """One Segment workspace, reached with one Public API token."""
+
+    api_token: str = Field(description="Segment Public API token (bearer). Pass it as EnvVar('SEGMENT_API_TOKEN').")
+    api_url: str | None = Field(default=None, description="Base URL; overrides region (e.g. a simulator on 127.0.0.1).")
+    region: str = Field(default="us", description="'us' (api.segmentapis.com) or 'eu' (eu1.api.segmentapis.com).")
+    connection_name: str = Field(default="default", description="Names this workspace when several are replicated.")
+    page_size: int | None = Field(default=None, description="Page size; default the largest each endpoint allows.")
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_retries: int = 6
+    pace_requests: bool = Field(
+        default=True,
+        description="Pace each endpoint with a token bucket at its documented limit (e.g. 2/min for warehouse syncs).",
+    )
+    global_rate_limit_per_minute: float = DEFAULT_GLOBAL_PER_MINUTE
+    rate_limit_overrides: dict[str, float] = Field(default_factory=dict, description="operationId -> requests/min.")
+    max_concurrency: int = Field(default=8, description="Parallel requests when a stream fans out over parents.")
+    stabilities: list[str] = Field(
+        default_factory=lambda: list(STABILITIES),
+        description="API stabilities to read; drop 'alpha' and/or 'beta' to skip those endpoints.",
+    )
+
+    _client: SegmentClient | None = PrivateAttr(default=None)
+
+    def __repr__(self) -> str:
+        return f"SegmentResource(connection_name={self.connection_name!r}, url={self.base_url!r}, api_token=<hidden>)"
+
+    @property
+    def base_url(self) -> str:
+        if self.api_url:
+            return self.api_url.rstrip("/")
+        if self.region not in REGIONS:
+            raise ValueError(f"SEGMENT_REGION must be one of {sorted(REGIONS)}, got {self.region!r}")
+        return REGIONS[self.region]
+
+    def rate_limits(self) -> dict[str, float]:
+        if not self.pace_requests:
+            return dict(self.rate_limit_overrides)
+        limits = {op.operation_id: op.rate_limit_per_minute for op in spec.operations().values() if op.rate_limit_per_minute}
+        limits.update(self.rate_limit_overrides)
+        return limits
+
+    def get_client(self) -> SegmentClient:
+        """One pooled client per resource instance (per run process), shared by its assets."""
+        if self._client is None:
+            self._client = SegmentClient(
+                self.api_token,
+                self.base_url,
+                page_size=self.page_size,
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
+                max_retries=self.max_retries,
+                rate_limits=self.rate_limits(),
+                global_rate_limit=self.global_rate_limit_per_minute if self.pace_requests else None,
+                max_connections=max(4, self.max_concurrency * 2),
+            )
+        return self._client
+
+
+class DuckDBTargetResource(ConfigurableResource):
+    """The DuckDB file the tables land in (schema `segment`)."""
+
+    path: str = Field(default=DEFAULT_DUCKDB_PATH, description="DuckDB file; SEGMENT_DUCKDB_PATH overrides the default.")
+    lock_timeout: float = Field(default=900.0, description="Seconds to wait for another writer to release the file.")
+
+    def get_target(self) -> Target:
+        return DuckDBTarget(self.path, lock_timeout=self.lock_timeout)
+
+
+def default_duckdb_path() -> str:
+    return os.environ.get("SEGMENT_DUCKDB_PATH", DEFAULT_DUCKDB_PATH)

@@ -1,0 +1,238 @@
+"""Table layout of a stream, derived from its response schema, and records -> Arrow batches.
+
+Columns are the record's top-level properties in snake_case, typed from the OpenAPI
+schema (scalars as SQL types; objects, arrays and unions as JSON), preceded by the
+parent key columns and followed by `_extra`, a JSON object of any field the schema does
+not know, so a new API field is kept, never dropped. The layout exists before any row
+arrives, so a stream with zero rows still gets a table with the right columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from segment_assets import spec
+from segment_assets.streams import STREAMS, StreamSpec
+
+EXTRA_COLUMN = "_extra"
+
+ARROW_TYPES: Mapping[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "BIGINT": pa.int64(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "JSON": pa.string(),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+}
+
+
+class RecordShapeError(ValueError):
+    """A page's records do not fit the stream's declared shape (missing key, changed type)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    source: str  # "context" (parent key / fan-out value), "data", "record", "item", "extra"
+    api_name: str
+
+
+@dataclass(frozen=True)
+class TableDef:
+    stream: StreamSpec
+    columns: tuple[Column, ...]
+
+    @property
+    def name(self) -> str:
+        return self.stream.table
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        return self.stream.primary_key
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([(c.name, ARROW_TYPES[c.type]) for c in self.columns])
+
+    def column_schema(self) -> list[tuple[str, str]]:
+        return [(c.name, c.type) for c in self.columns]
+
+    def to_batch(self, records: Iterable[Any], context: Mapping[str, Any], data: Mapping[str, Any]) -> pa.RecordBatch:
+        return _Shaper(self).batch(records, context, data)
+
+
+def _record_schema(stream: StreamSpec) -> dict[str, Any]:
+    data_schema = stream.operation.data_schema
+    if not stream.data_keys:
+        return data_schema
+    schema = spec.resolve(spec.properties(data_schema)[stream.data_keys[0]])
+    if schema.get("type") == "array":
+        return spec.resolve(schema["items"])
+    return schema
+
+
+@cache
+def table_def(name: str) -> TableDef:
+    stream = STREAMS[name]
+    columns: list[Column] = []
+    seen: set[str] = set()
+
+    def add(api_name: str, prop: dict[str, Any] | None, source: str, prefix: str = "") -> None:
+        col = spec.snake_case(prefix + api_name if prefix else api_name)
+        if col in seen:
+            return
+        seen.add(col)
+        kind = stream.column_types.get(col) or (spec.column_type(prop) if prop is not None else "VARCHAR")
+        columns.append(Column(col, kind, source, api_name))
+
+    data_props = spec.properties(stream.operation.data_schema)
+    context_params = list(stream.parent.params) if stream.parent else []
+    context_params += [p for p in stream.fan_out if p not in context_params]
+    for param in context_params:
+        add(param, None, "context")
+    if len(stream.data_keys) > 1:
+        add("recordKind", None, "context")
+    for name_ in stream.data_fields:
+        add(name_, data_props.get(name_), "data")
+
+    record = _record_schema(stream)
+    if stream.scalar_column and not stream.explode:
+        add(stream.scalar_column, None, "record")
+    elif stream.map_key_column:
+        add(stream.map_key_column, None, "record")
+        add("value", {"type": "object"}, "record")
+    else:
+        record_props = spec.properties(record)
+        for api_name, prop in record_props.items():
+            if api_name == stream.explode:
+                continue
+            add(api_name, prop, "record")
+        if stream.explode:
+            item = spec.resolve(spec.resolve(record_props[stream.explode]).get("items", {}))
+            if stream.scalar_column:
+                add(stream.scalar_column, item, "item")
+            else:
+                for api_name, prop in spec.properties(item).items():
+                    prefix = stream.explode + "_" if spec.snake_case(api_name) in seen else ""
+                    add(api_name, prop, "item", prefix)
+    columns.append(Column(EXTRA_COLUMN, "JSON", "extra", EXTRA_COLUMN))
+    for key in stream.primary_key:
+        if key not in seen:
+            raise ValueError(f"stream {stream.name}: primary key column {key!r} is not among its columns {sorted(seen)}")
+    return TableDef(stream, tuple(columns))
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+class _Shaper:
+    def __init__(self, table: TableDef) -> None:
+        self.table = table
+        self.stream = table.stream
+        self.record_cols = [c for c in table.columns if c.source == "record"]
+        self.item_cols = [c for c in table.columns if c.source == "item"]
+        known = {c.api_name for c in self.record_cols}
+        if self.stream.explode:
+            known.add(self.stream.explode)
+        self.known = known
+
+    def rows(self, records: Iterable[Any], context: Mapping[str, Any], data: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+        stream = self.stream
+        base: dict[str, Any] = {}
+        for c in self.table.columns:
+            if c.source == "context":
+                base[c.name] = context.get(c.api_name)
+            elif c.source == "data":
+                base[c.name] = data.get(c.api_name)
+        for rec in records:
+            if stream.scalar_column and not stream.explode:
+                yield {**base, stream.scalar_column: rec, EXTRA_COLUMN: None}
+                continue
+            if not isinstance(rec, dict):
+                raise RecordShapeError(f"stream {stream.name}: expected objects in the page, got {type(rec).__name__}")
+            row = dict(base)
+            for c in self.record_cols:
+                row[c.name] = rec.get(c.api_name)
+            extra = {k: v for k, v in rec.items() if k not in self.known}
+            row[EXTRA_COLUMN] = extra or None
+            if not stream.explode:
+                yield row
+                continue
+            for item in rec.get(stream.explode) or ():
+                out = dict(row)
+                if stream.scalar_column:
+                    out[stream.scalar_column] = item
+                else:
+                    for c in self.item_cols:
+                        out[c.name] = item.get(c.api_name)
+                yield out
+
+    def batch(self, records: Iterable[Any], context: Mapping[str, Any], data: Mapping[str, Any]) -> pa.RecordBatch:
+        rows = list(self.rows(records, context, data))
+        arrays = []
+        for c in self.table.columns:
+            values = [r.get(c.name) for r in rows]
+            arrays.append(self._array(c, values))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.table.arrow_schema())
+        for key in self.table.primary_key:
+            if batch.column(key).null_count:
+                raise RecordShapeError(
+                    f"stream {self.stream.name}: {batch.column(key).null_count} record(s) lack the primary-key "
+                    f"field {key!r}; the API response is incomplete, nothing was written"
+                )
+        return batch
+
+    def _array(self, c: Column, values: list[Any]) -> pa.Array:
+        if c.type == "JSON":
+            values = [_json(v) for v in values]
+        elif c.type == "BIGINT":
+            values = [int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v for v in values]
+        elif c.type == "TIMESTAMPTZ":
+            values = [_timestamp(v) for v in values]
+        elif c.type == "DOUBLE":
+            values = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values]
+        try:
+            return pa.array(values, type=ARROW_TYPES[c.type])
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            bad = next((v for v in values if v is not None and not _fits(v, c.type)), None)
+            raise RecordShapeError(
+                f"stream {self.stream.name}: field {c.api_name!r} (column {c.name}, {c.type}) received "
+                f"{type(bad).__name__} value {bad!r:.60}; the API changed the field's type. Nothing was written; "
+                f"declare column_types={{{c.name!r}: 'JSON'}} for this stream to keep it as JSON"
+            ) from exc
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """ISO-8601 strings (what most endpoints send) or unix seconds (MTU period bounds)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return value  # type: ignore[return-value]  # pa.array reports it with the column name
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _fits(value: Any, kind: str) -> bool:
+    return {
+        "VARCHAR": isinstance(value, str),
+        "BIGINT": isinstance(value, int) and not isinstance(value, bool),
+        "DOUBLE": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "BOOLEAN": isinstance(value, bool),
+    }.get(kind, True)
