@@ -8,10 +8,13 @@ stages them and applies the write in one transaction.
 
 
 import itertools
+import os
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
@@ -22,7 +25,11 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
     MaterializeResult,
+    MonthlyPartitionsDefinition,
+    PartitionsDefinition,
     MetadataValue,
     TableColumn,
     TableSchema,
@@ -32,8 +39,8 @@ from dagster import (
 from segment_assets.client import SegmentClient, StreamUnavailable
 from segment_assets.resources import DuckDBTargetResource, SegmentResource
 from segment_assets.storage import SCHEMA, Target, WriteResult
-from segment_assets.streams import StreamSpec, materialized_streams
-from segment_assets.tables import TableDef, table_def
+from segment_assets.streams import StreamSpec, TimeWindowing, Window, materialized_streams
+from segment_assets.tables import RECORD_KIND, WINDOW_END, WINDOW_START, TableDef, table_def
 
 KEY_PREFIX = "segment"
 POOL = "segment_api"
@@ -44,10 +51,70 @@ def asset_key(stream_name: str) -> AssetKey:
     return AssetKey([KEY_PREFIX, stream_name])
 
 
+DAILY_HISTORY_DAYS = 90  # the audit trail's retention, the longest of the daily streams
+
+
+@cache
+def partitions_def(window: Window) -> PartitionsDefinition:
+    """One daily and one monthly partitioning shared by all time-based streams, so a schedule
+    or backfill can cover them together. Start dates: SEGMENT_DAILY_START / SEGMENT_MONTHLY_START
+    (YYYY-MM-DD), else as far back as the API keeps data. Each stream clamps to its own retention."""
+    today = datetime.now(timezone.utc).date()
+    if window is Window.DAILY:
+        start = os.environ.get("SEGMENT_DAILY_START") or str(today - timedelta(days=DAILY_HISTORY_DAYS - 1))
+        return DailyPartitionsDefinition(start_date=start, timezone="UTC")
+    start = os.environ.get("SEGMENT_MONTHLY_START") or str(date(today.year - 1, today.month, 1))
+    # end_offset=1: the current month is a partition too; its cumulative counts are re-read.
+    return MonthlyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=1)
+
+
+def window_queries(windowing: TimeWindowing, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Request parameters covering [start, end): months for `period`, else time chunks no longer
+    than the API accepts in one request (or exactly one chunk per day for per-window snapshots)."""
+    if windowing.period_param:
+        out, month = [], date(start.year, start.month, 1)
+        while datetime(month.year, month.month, 1, tzinfo=timezone.utc) < end:
+            out.append({windowing.period_param: month.isoformat()})
+            month = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+        return out
+    step = timedelta(days=windowing.chunk_days or windowing.max_range_days or 10_000)
+    out, a = [], start
+    while a < end:
+        b = min(a + step, end)
+        q: dict[str, Any] = {windowing.start_param: _iso(a), windowing.end_param: _iso(b)}
+        if windowing.granularity:
+            q["granularity"] = windowing.granularity
+        if windowing.window_columns:
+            q[WINDOW_START], q[WINDOW_END] = a, b
+        out.append(q)
+        a = b
+    return out
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def clamp_to_retention(windowing: TimeWindowing, start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
+    """The part of [start, end) the API still serves; None when all of it is older than retention."""
+    if not windowing.retention_days:
+        return start, end
+    oldest = datetime.now(timezone.utc) - timedelta(days=windowing.retention_days)
+    if windowing.partition is Window.MONTHLY:
+        oldest = oldest.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if end <= oldest:
+        return None
+    return max(start, oldest), end
+
+
 @dataclass(frozen=True)
 class Request:
     path: dict[str, str]
-    query: dict[str, Any]
+    query: dict[str, Any]  # may hold context-only keys (the window bounds), never sent
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.query.items() if k not in (WINDOW_START, WINDOW_END)}
 
     @property
     def context(self) -> dict[str, Any]:
@@ -64,8 +131,8 @@ class FetchOutcome:
         return bool(self.unavailable) and len(self.unavailable) == self.requests
 
 
-def plan_requests(stream: StreamSpec, target: Target, extra_query: Mapping[str, Any] | None = None) -> list[Request]:
-    """Every parameter set the stream must be read with: parent ids x fixed fan-out values."""
+def plan_requests(stream: StreamSpec, target: Target, windows: list[dict[str, Any]] | None = None) -> list[Request]:
+    """Every parameter set the stream must be read with: parent ids x fan-out values x time windows."""
     sets: list[dict[str, Any]] = [{}]
     if stream.parent:
         params = list(stream.parent.params)
@@ -77,9 +144,10 @@ def plan_requests(stream: StreamSpec, target: Target, extra_query: Mapping[str, 
     return [
         Request(
             path={k: str(v) for k, v in s.items() if k in path_names},
-            query={**{k: v for k, v in s.items() if k not in path_names}, **(extra_query or {})},
+            query={**{k: v for k, v in s.items() if k not in path_names}, **window},
         )
         for s in sets
+        for window in (windows or [{}])
     ]
 
 
@@ -94,14 +162,14 @@ def fetch_batches(
     def one(request: Request) -> list[pa.RecordBatch]:
         try:
             return [table.to_batch(p.records, _context(request, p.record_kind), p.data)
-                    for p in client.pages(stream, request.path, request.query)]
+                    for p in client.pages(stream, request.path, request.params)]
         except StreamUnavailable as exc:
             outcome.unavailable.append(str(exc))
             return []
 
     if len(requests) == 1:
         try:
-            for page in client.pages(stream, requests[0].path, requests[0].query):
+            for page in client.pages(stream, requests[0].path, requests[0].params):
                 yield table.to_batch(page.records, _context(requests[0], page.record_kind), page.data)
         except StreamUnavailable as exc:
             outcome.unavailable.append(str(exc))
@@ -127,7 +195,7 @@ def fetch_batches(
 def _context(request: Request, record_kind: str | None) -> dict[str, Any]:
     ctx = request.context
     if record_kind:
-        ctx["recordKind"] = record_kind
+        ctx[RECORD_KIND] = record_kind
     return ctx
 
 
@@ -153,9 +221,22 @@ def materialize_stream(
         return _unavailable(context, stream, target, table, metadata,
                             f"{stream.stability} endpoints are switched off in configuration (stabilities={segment.stabilities})")
 
+    window: tuple[datetime, datetime] | None = None
+    windows: list[dict[str, Any]] | None = None
+    if stream.windowing:
+        tw = context.partition_time_window
+        window = clamp_to_retention(stream.windowing, tw.start, tw.end)
+        metadata["segment/window"] = f"{_iso(tw.start)} .. {_iso(tw.end)}"
+        if window is None:
+            target.ensure_table(table)
+            return _unavailable(context, stream, target, table, metadata,
+                                f"the window is older than the API's {stream.windowing.retention_days}-day retention: "
+                                "nothing was requested and rows already loaded for it are kept")
+        windows = window_queries(stream.windowing, *window)
+
     client = segment.get_client()
     before = client.stats.snapshot()
-    requests = plan_requests(stream, target)
+    requests = plan_requests(stream, target, windows)
     outcome = FetchOutcome()
     batches = fetch_batches(stream, client, requests, outcome, segment.max_concurrency)
     # Knowing a stream is refused before the write keeps a gated stream's old table intact.
@@ -164,7 +245,11 @@ def materialize_stream(
         target.ensure_table(table)
         _add_request_stats(metadata, client, before)
         return _unavailable(context, stream, target, table, metadata, outcome.unavailable[0])
-    result = target.write_snapshot(table, staged, method=stream.update_method, run_id=context.run_id)
+    if window is not None and stream.windowing:
+        result = target.replace_window(table, staged, time_column=stream.windowing.time_column,
+                                       start=window[0], end=window[1], run_id=context.run_id)
+    else:
+        result = target.write_snapshot(table, staged, method=stream.update_method, run_id=context.run_id)
     _add_request_stats(metadata, client, before)
     metadata.update(_write_metadata(result))
     metadata["segment/parameter_sets"] = len(requests)
@@ -264,6 +349,9 @@ def build_asset(stream: StreamSpec) -> AssetsDefinition:
         description=description,
         check_specs=[AssetCheckSpec(PK_CHECK, asset=key, description="Primary key is unique and never null")],
         pool=POOL,
+        partitions_def=partitions_def(stream.windowing.partition) if stream.windowing else None,
+        # Partition code reads the run's whole time window, so a range backfill is one run.
+        backfill_policy=BackfillPolicy.single_run() if stream.windowing else None,
         tags={"segment/stability": stream.stability},
         metadata={
             "dagster/table_name": f"{SCHEMA}.{stream.table}",

@@ -34,30 +34,40 @@ def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = N
     """Materialize the selected streams (default all) in dependency order; returns summary rows."""
     from dagster import materialize
 
-    from segment_assets.assets import asset_key, build_assets
+    from segment_assets.assets import asset_key, build_assets, partitions_def
     from segment_assets.definitions import segment_resource_from_env
     from segment_assets.resources import DuckDBTargetResource, default_duckdb_path
-    from segment_assets.streams import STREAMS
+    from segment_assets.streams import STREAMS, Window
 
     unknown = [s for s in select or () if s not in STREAMS]
     if unknown:
         raise SystemExit(f"unknown stream(s): {', '.join(unknown)}; `segment-assets streams` lists them")
     assets = build_assets()
-    selection = [asset_key(s) for s in select] if select else None
+    wanted = set(select) if select else {s.name for s in STREAMS.values() if s.materialized}
     segment = segment or segment_resource_from_env()
     storage = storage or DuckDBTargetResource(path=default_duckdb_path())
-    print(f"syncing {len(select) if select else len(assets)} stream(s) from {segment.base_url} into {storage.path}", file=out)
+    print(f"syncing {len(wanted)} stream(s) from {segment.base_url} into {storage.path}", file=out)
     started = time.monotonic()
-    result = materialize(
-        assets,
-        instance=_instance(),
-        resources={"segment": segment, "storage": storage},
-        selection=selection,
-        raise_on_error=False,
-        tags={"segment/connection": segment.connection_name},
-    )
+    instance = _instance()
+    results = []
+    # Unpartitioned streams first (time-based ones fan out over their tables), then each
+    # partitioning with its latest partition: the last complete day, the current month.
+    for window in (None, Window.DAILY, Window.MONTHLY):
+        names = [n for n in wanted if STREAMS[n].materialized
+                 and (STREAMS[n].windowing.partition if STREAMS[n].windowing else None) is window]
+        if not names:
+            continue
+        results.append(materialize(
+            assets,
+            instance=instance,
+            resources={"segment": segment, "storage": storage},
+            selection=[asset_key(n) for n in names],
+            partition_key=partitions_def(window).get_last_partition_key() if window else None,
+            raise_on_error=False,
+            tags={"segment/connection": segment.connection_name},
+        ))
     rows = []
-    for event in result.get_asset_materialization_events():
+    for event in (e for result in results for e in result.get_asset_materialization_events()):
         mat = event.event_specific_data.materialization
         md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
         rows.append({
@@ -69,12 +79,11 @@ def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = N
             "changes": f"+{md.get('segment/inserted', 0)} ~{md.get('segment/updated', 0)} -{md.get('segment/deleted', 0)}",
         })
     _print_summary(rows, time.monotonic() - started, out)
-    if not result.success:
-        failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        for event in result.all_events:
-            if event.is_step_failure:
-                print(f"FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}", file=out)
-        raise SystemExit(f"sync failed for {len(failed)} stream(s)")
+    failures = [e for result in results for e in result.all_events if e.is_step_failure]
+    for event in failures:
+        print(f"FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}", file=out)
+    if failures:
+        raise SystemExit(f"sync failed for {len(failures)} stream(s)")
     return rows
 
 

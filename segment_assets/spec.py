@@ -54,9 +54,13 @@ class Operation:
 
 
 def resolve(schema: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in schema:
-        schema = document()["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
-    return schema
+    while True:
+        if "$ref" in schema:
+            schema = document()["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+        elif len(schema.get("allOf", ())) == 1:  # the SDK's way of writing a nullable $ref
+            schema = schema["allOf"][0]
+        else:
+            return schema
 
 
 @cache

@@ -193,8 +193,9 @@ class DuckDBTarget:
 
     def _load_stage(self, con: duckdb.DuckDBPyConnection, table: TableDef, path: str) -> None:
         cols = ", ".join(q(c) for c in table.column_names)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS SELECT {cols} FROM read_parquet(?)", [path])
         key = ", ".join(q(k) for k in table.primary_key)
+        distinct = f"DISTINCT ON ({key}) " if table.stream.dedupe else ""
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS SELECT {distinct}{cols} FROM read_parquet(?)", [path])
         dupes = con.execute(
             f"SELECT {key}, count(*) AS n FROM _stage GROUP BY ALL HAVING count(*) > 1 LIMIT 3"
         ).fetchall()

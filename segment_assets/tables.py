@@ -22,6 +22,9 @@ from segment_assets import spec
 from segment_assets.streams import STREAMS, StreamSpec
 
 EXTRA_COLUMN = "_extra"
+RECORD_KIND = "recordKind"  # context key naming which data key a record came from
+WINDOW_START = "windowStart"  # context keys of the request window, for windowed snapshots
+WINDOW_END = "windowEnd"
 
 ARROW_TYPES: Mapping[str, pa.DataType] = {
     "VARCHAR": pa.string(),
@@ -88,8 +91,8 @@ def table_def(name: str) -> TableDef:
     columns: list[Column] = []
     seen: set[str] = set()
 
-    def add(api_name: str, prop: dict[str, Any] | None, source: str, prefix: str = "") -> None:
-        col = spec.snake_case(prefix + api_name if prefix else api_name)
+    def add(api_name: str, prop: dict[str, Any] | None, source: str, col: str | None = None) -> None:
+        col = col or spec.snake_case(api_name)
         if col in seen:
             return
         seen.add(col)
@@ -97,12 +100,16 @@ def table_def(name: str) -> TableDef:
         columns.append(Column(col, kind, source, api_name))
 
     data_props = spec.properties(stream.operation.data_schema)
-    context_params = list(stream.parent.params) if stream.parent else []
-    context_params += [p for p in stream.fan_out if p not in context_params]
-    for param in context_params:
+    if stream.parent:
+        for param in stream.parent.params:
+            add(param, None, "context", stream.parent.column_for(param))
+    for param in stream.fan_out:
         add(param, None, "context")
+    if stream.windowing and stream.windowing.window_columns:
+        add(WINDOW_START, None, "context")
+        add(WINDOW_END, None, "context")
     if len(stream.data_keys) > 1:
-        add("recordKind", None, "context")
+        add(RECORD_KIND, None, "context")
     for name_ in stream.data_fields:
         add(name_, data_props.get(name_), "data")
 
@@ -124,8 +131,10 @@ def table_def(name: str) -> TableDef:
                 add(stream.scalar_column, item, "item")
             else:
                 for api_name, prop in spec.properties(item).items():
-                    prefix = stream.explode + "_" if spec.snake_case(api_name) in seen else ""
-                    add(api_name, prop, "item", prefix)
+                    clash = spec.snake_case(api_name) in seen
+                    add(api_name, prop, "item", spec.snake_case(f"{stream.explode}_{api_name}") if clash else None)
+    for col, path in stream.derived.items():
+        add(path, None, "derived", col)
     columns.append(Column(EXTRA_COLUMN, "JSON", "extra", EXTRA_COLUMN))
     for key in stream.primary_key:
         if key not in seen:
@@ -143,6 +152,7 @@ class _Shaper:
         self.stream = table.stream
         self.record_cols = [c for c in table.columns if c.source == "record"]
         self.item_cols = [c for c in table.columns if c.source == "item"]
+        self.derived_cols = [(c.name, c.api_name.split(".")) for c in table.columns if c.source == "derived"]
         known = {c.api_name for c in self.record_cols}
         if self.stream.explode:
             known.add(self.stream.explode)
@@ -165,6 +175,11 @@ class _Shaper:
             row = dict(base)
             for c in self.record_cols:
                 row[c.name] = rec.get(c.api_name)
+            for col, path in self.derived_cols:
+                value: Any = rec
+                for part in path:
+                    value = value.get(part) if isinstance(value, dict) else None
+                row[col] = value
             extra = {k: v for k, v in rec.items() if k not in self.known}
             row[EXTRA_COLUMN] = extra or None
             if not stream.explode:
@@ -195,6 +210,9 @@ class _Shaper:
         return batch
 
     def _array(self, c: Column, values: list[Any]) -> pa.Array:
+        default = self.stream.key_defaults.get(c.name)
+        if default is not None:
+            values = [default if v is None else v for v in values]
         if c.type == "JSON":
             values = [_json(v) for v in values]
         elif c.type == "BIGINT":
