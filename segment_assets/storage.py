@@ -102,6 +102,7 @@ class DuckDBTarget:
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 900.0) -> None:
         self.path = str(Path(path).expanduser().absolute())
         self.lock_timeout = lock_timeout
+        self._catalog = Path(self.path).stem
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
 
     def describe(self) -> str:
@@ -133,7 +134,9 @@ class DuckDBTarget:
                     time.sleep(delay)
                     delay = min(delay * 1.5, 2.0)
             try:
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+                # A file named segment.duckdb makes a catalog called "segment" too: always qualify.
+                self._catalog = con.execute("SELECT current_database()").fetchone()[0]
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(self._catalog)}.{SCHEMA}")
                 yield con
             finally:
                 con.close()
@@ -141,7 +144,7 @@ class DuckDBTarget:
     # -- DDL -------------------------------------------------------------------------------
 
     def _qualified(self, name: str) -> str:
-        return f"{SCHEMA}.{q(name)}"
+        return f"{q(self._catalog)}.{SCHEMA}.{q(name)}"
 
     def _existing_columns(self, con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
         rows = con.execute(
@@ -368,5 +371,8 @@ class DuckDBTarget:
         return KeyCheck(rows=rows, duplicate_keys=rows - distinct, null_keys=nulls)
 
     def query(self, sql: str, params: Sequence[object] | None = None) -> list[tuple[object, ...]]:
+        """Run SQL with schema `segment` as the default, so `SELECT * FROM sources` works whatever
+        the file is called (with the default file name, `segment.sources` alone is ambiguous)."""
         with self.connect() as con:
+            con.execute(f"USE {q(self._catalog)}.{SCHEMA}")
             return con.execute(sql, params or []).fetchall()
