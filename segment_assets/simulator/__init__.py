@@ -1,0 +1,156 @@
+"""A local, seeded Segment Public API (v73 GET surface) over real HTTP.
+
+>>> with Simulator(seed=7) as sim:
+...     httpx.get(f"{sim.url}/sources", headers={"Authorization": f"Bearer {sim.token}"})
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from .api import Api, Stats
+from .faults import FAULT_KINDS, Fault, FaultPlan
+from .ratelimit import REALISTIC_GLOBAL_PER_MINUTE, RateLimiter
+from .server import HttpServer
+from .spec import load_spec
+from .workspace import AUDIT_RESOURCE_TYPES, Workspace
+
+__all__ = ["AUDIT_RESOURCE_TYPES", "FAULT_KINDS", "REALISTIC_GLOBAL_PER_MINUTE", "Simulator", "Workspace", "main"]
+
+
+class Simulator:
+    """The Segment Public API, seeded and local. See the module docstring for an example.
+
+    ``now`` fixes the clock the seeded data is anchored to; afterwards the simulator clock
+    advances with real time from there (mutation audit events get that clock's time).
+    """
+
+    def __init__(self, seed: int = 7, scale: float = 1.0, counts: dict[str, int] | None = None,
+                 latency_ms: float = 0, faults: str | dict[str, float] | None = None,
+                 disabled_features: tuple[str, ...] | list[str] = (), rate_limits: dict[str, int] | str | None = None,
+                 tokens: tuple[str, ...] | list[str] = ("sim-token",), now: datetime | None = None) -> None:
+        if not tokens:
+            raise ValueError("at least one token is required")
+        self.seed = seed
+        anchor = now if now is not None else datetime.now(timezone.utc).replace(microsecond=0)
+        if anchor.tzinfo is None:
+            anchor = anchor.replace(tzinfo=timezone.utc)
+        self.anchor = anchor.astimezone(timezone.utc)
+        self._mono0 = time.monotonic()
+        self.spec = load_spec()
+        self.workspace = Workspace(seed, scale, counts, self.anchor, self.now, self.spec)
+        self.tokens = tuple(tokens)
+        self.faults = FaultPlan(seed, faults)
+        self.limiter = RateLimiter(rate_limits, self.spec)
+        self.stats = Stats()
+        self.api = Api(self.spec, self.workspace, self.tokens, self.faults, self.limiter,
+                       tuple(disabled_features), self.stats)
+        self._server = HttpServer(self.api, latency_ms)
+        self.url: str | None = None
+
+    def now(self) -> datetime:
+        return self.anchor + timedelta(seconds=time.monotonic() - self._mono0)
+
+    @property
+    def token(self) -> str:
+        return self.tokens[0]
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._server.start(host, port)
+        self.url = f"http://{self._server.host}:{self._server.port}"
+        return self.url
+
+    def stop(self) -> None:
+        self._server.stop()
+        self.url = None
+
+    def serve_forever(self, host: str = "127.0.0.1", port: int = 8765, announce: bool = True) -> None:
+        def ready() -> None:
+            self.url = f"http://{self._server.host}:{self._server.port}"
+            if announce:
+                print(f"Segment API simulator on {self.url} (seed={self.seed}, "
+                      f"{len(self.spec.operations)} GET operations); Ctrl-C stops", flush=True)
+        try:
+            self._server.serve_forever(host, port, ready)
+        except KeyboardInterrupt:
+            pass
+
+    def __enter__(self) -> "Simulator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- inspection and control --------------------------------------------------------------
+
+    def items(self, operation_id: str, path_params: dict[str, str] | None = None,
+              query: dict[str, Any] | None = None) -> list[Any]:
+        """Every item the endpoint serves for these params, as paging over HTTP returns them.
+
+        Lists: the items in order. Single-object gets: ``[object]`` when `data` holds one
+        object, else ``[data]`` (getSource -> ``[{"source": ..., "trackingPlanId": ...}]``).
+        listSupportedDestinationsFromAudience: the map's values (each carries its key as
+        ``id``). listCredentialConsumers: the sources, then the warehouses.
+        """
+        if operation_id not in self.spec.operations:
+            raise KeyError(f"unknown operation {operation_id!r}")
+        return self.api.items(operation_id, path_params, query)
+
+    def reset_stats(self) -> None:
+        self.stats.reset()
+
+    def inject(self, kind: str, operation_id: str | None = None, times: int = 1, **params: Any) -> Fault:
+        """Make the next ``times`` requests (of ``operation_id``, or of any operation) fail.
+
+        Kinds: 429 (ms_before_next=200), 500, 502, 503, 401, 403, timeout (seconds=30),
+        reset, malformed, truncated, repeat_cursor, missing_field (field=), type_change (field=).
+        """
+        if operation_id is not None and operation_id not in self.spec.operations:
+            raise KeyError(f"unknown operation {operation_id!r}")
+        return self.faults.inject(kind, operation_id, times, **params)
+
+
+def _parse_counts(values: list[str]) -> dict[str, int]:
+    counts = {}
+    for value in values:
+        kind, _, n = value.partition("=")
+        if not n.isdigit():
+            raise argparse.ArgumentTypeError(f"--count expects KIND=N, got {value!r}")
+        counts[kind.strip()] = int(n)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="segment-assets simulate",
+                                     description="Serve a seeded Segment Public API (GET operations) on localhost.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--count", action="append", default=[], metavar="KIND=N",
+                        help="override a collection's base size (per parent for child kinds), repeatable")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--faults", default=None, metavar="SPEC", help='e.g. "429:0.05,500:0.1,timeout:0.02"')
+    parser.add_argument("--disable-features", default="", metavar="A,B",
+                        help='feature gates to switch off, e.g. "Protocols,Audit Trail"')
+    parser.add_argument("--rate-limits", choices=("none", "realistic"), default="none")
+    parser.add_argument("--token", action="append", default=[], help="accepted bearer token, repeatable")
+    args = parser.parse_args(argv)
+    try:
+        sim = Simulator(seed=args.seed, scale=args.scale, counts=_parse_counts(args.count),
+                        latency_ms=args.latency_ms, faults=args.faults,
+                        disabled_features=tuple(f.strip() for f in args.disable_features.split(",") if f.strip()),
+                        rate_limits=None if args.rate_limits == "none" else "realistic",
+                        tokens=tuple(args.token) or ("sim-token",))
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sim.serve_forever(args.host, args.port)
+    return 0
