@@ -8,8 +8,10 @@ import base64
 import binascii
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -305,8 +307,6 @@ class Api:
     def _status_fault(self, fault: Fault) -> ApiError:
         if fault.kind == "429":
             ms = int(fault.params.get("ms_before_next", 200))
-            from email.utils import formatdate
-            import time
             return ApiError(429, "Too many requests", data={"remainingPoints": 0, "msBeforeNext": ms,
                                                             "consumedPoints": 1},
                             headers={"X-RateLimit-Consumed": "1", "X-RateLimit-Remaining": "0",

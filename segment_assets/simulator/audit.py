@@ -128,6 +128,12 @@ class AuditTrail:
             out.append(self.append(rtype, action, template["resourceId"], template["resourceName"], when))
         return out
 
+    def latest(self) -> datetime:
+        """The newest event time: the default endTime, so unchanged data gives identical cursors."""
+        with self.ws.lock:
+            ms = max(self.t0_ms, self._extra[-1][0] if self._extra else self.t0_ms)
+        return datetime.fromtimestamp(ms / 1000, timezone.utc)
+
     # ---- queries -----------------------------------------------------------------------------
 
     def query(self, start: datetime | None = None, end: datetime | None = None,

@@ -164,7 +164,7 @@ def _audit_events(ws: Workspace, path: dict[str, str], query: dict[str, Any]) ->
         elif state:
             end = parse_time(state)
         else:
-            end = ws.now() + timedelta(milliseconds=1)
+            end = ws.audit.latest() + timedelta(milliseconds=1)
     except ValueError:
         raise invalid("startTime and endTime must be ISO-8601 timestamps", "startTime") from None
     rtype = query.get("resourceType")
@@ -233,8 +233,8 @@ def _live_plugin(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> 
 def _regulation(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> dict[str, Any]:
     row = _require(ws, "regulations", path["regulateId"])
     entry = row.obj
-    destinations = ws.children("destinations", None, ()) if False else [
-        d.obj for d in ws.rows("destinations") if d.obj["sourceId"] == (row.pkey[0] if row.pkey else "")]
+    source_id = row.pkey[0] if row.pkey else ""
+    destinations = [d.obj for d in ws.rows("destinations") if d.obj["sourceId"] == source_id]
     regulation = {"id": entry["id"], "workspaceId": ws.workspace_id, "overallStatus": entry["status"],
                   "createdAt": entry["createdAt"],
                   "streamStatus": [{"id": row.pkey[0] if row.pkey else entry["id"], "destinationStatus": [
@@ -566,3 +566,112 @@ ENDPOINTS: dict[str, Handler] = {
     "getDailyWorkspaceMTUUsage": _usage("mtu", False),
     "getDailyPerSourceMTUUsage": _usage("mtu", True),
 }
+
+
+# ---- example requests ------------------------------------------------------------------------
+
+# Path segment before a "{param}" -> the kind whose id fills it; a kind whose parent was
+# picked just before is taken among that parent's children.
+SEGMENT_KINDS: dict[str, tuple[str, ...]] = {
+    "spaces": ("spaces",), "audiences": ("audiences",), "activations": ("activations",),
+    "schedules": ("audience_schedules",), "computed-traits": ("computed_traits",),
+    "entities": ("entity_paths",), "events": ("space_events",), "traits": ("traits",),
+    "properties": ("event_properties", "entity_properties"), "profiles-warehouses": ("profiles_warehouses",),
+    "sources": ("sources",), "connected-sources": ("warehouse_connections",), "warehouses": ("warehouses",),
+    "destinations": ("destinations",), "destination": ("destinations",),
+    "filters": ("space_filters", "destination_filters"), "subscriptions": ("destination_subscriptions",),
+    "tracking-plans": ("tracking_plans",), "transformations": ("transformations",), "functions": ("functions",),
+    "versions": ("function_versions",), "insert-function-instances": ("insert_function_instances",),
+    "groups": ("user_groups",), "users": ("users",), "credentials": ("credentials",),
+    "regulations": ("regulations",), "reverse-etl-models": ("reverse_etl_models",),
+    "subscriptionId": ("destination_subscriptions",), "syncs": ("reverse_etl_syncs",),
+}
+CATALOG_KINDS = {"sourceMetadataId": "source_metadata", "destinationMetadataId": "destination_metadata",
+                 "warehouseMetadataId": "warehouse_metadata"}
+
+
+def example_request(ws: Workspace, operation_id: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Valid path params and required query params for an operation, chosen so that list
+    endpoints return at least one item at scale 1."""
+    op = load_spec().operations[operation_id]
+    path: dict[str, str] = {}
+    context: Row | None = None
+    model: Row | None = None
+    segments = op.path.strip("/").split("/")
+    for before, segment in zip([""] + segments, segments):
+        if not segment.startswith("{"):
+            continue
+        name = segment[1:-1]
+        if name in CATALOG_KINDS:
+            row = ws.rows(CATALOG_KINDS[name])[0]
+        elif name == "audienceType":
+            path[name] = "USERS"
+            continue
+        elif name == "regulateId":
+            row = ws.rows("regulations")[0]
+        else:
+            row = _example_row(ws, SEGMENT_KINDS[before], context, model)
+        if before == "reverse-etl-models":
+            model = row
+        path[name] = row.ident
+        context = row
+    return path, _example_query(ws, op, path, context)
+
+
+def _example_row(ws: Workspace, kinds: tuple[str, ...], context: Row | None, model: Row | None) -> Row:
+    for kind in kinds:
+        spec = ws.kind(kind)
+        if model is not None and kind in ("destination_subscriptions", "reverse_etl_syncs"):
+            rows = [r for r in ws.rows(kind) if r.obj.get("modelId") == model.ident]
+        elif context is not None and spec.parent and ws.kind(spec.parent).name == _kind_of(ws, context):
+            rows = ws.children(kind, context)
+        elif context is not None and spec.parent:
+            continue
+        else:
+            rows = ws.rows(kind)
+        if kind == "functions":
+            rows = [r for r in rows if ws.children("function_versions", r)]
+        if rows:
+            return rows[0]
+    raise LookupError(f"no example row for {kinds}")
+
+
+def _kind_of(ws: Workspace, row: Row) -> str:
+    for kind in ws.kinds_by_name.values():
+        rows = ws._rows.get(kind.name)
+        if rows and any(r is row for r in rows):
+            return kind.name
+    return ""
+
+
+def _example_query(ws: Workspace, op: Any, path: dict[str, str], context: Row | None) -> dict[str, Any]:
+    query: dict[str, Any] = {}
+    hour = ws.anchor.replace(minute=0, second=0, microsecond=0)
+    source = ws.rows("sources")[0]
+    for name in op.required_query:
+        if name == "period":
+            query[name] = ws.anchor.date().replace(day=1).isoformat()
+        elif name == "resourceType":
+            query[name] = "SOURCE"
+        elif name == "functionId":
+            query[name] = next(r.ident for r in ws.rows("functions") if r.obj["resourceType"].startswith("INSERT_")
+                               and ws.children("insert_function_instances", r))
+        elif name == "integrationId":
+            query[name] = ws.rows("spaces")[0].ident
+        elif name == "sourceId":
+            query[name] = path.get("sourceId") or (
+                ws.get_row("destinations", path["destinationId"]).obj["sourceId"]  # type: ignore[union-attr]
+                if "destinationId" in path else source.ident)
+        elif name == "destinationConfigId":
+            query[name] = next(r.ident for r in ws.rows("destinations") if r.obj["sourceId"] == source.ident)
+        elif name == "granularity":
+            query[name] = "HOUR"
+        elif name == "startTime":
+            query[name] = iso(hour - timedelta(hours=3))
+        elif name == "endTime":
+            query[name] = iso(hour)
+        elif name == "propertyType":
+            query[name] = context.obj["type"] if context else "PROPERTY"
+        elif name == "message":
+            query[name] = "hello"
+    return query

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote
 
 SCHEMA_PREFIX = "#/components/schemas/"
 
@@ -131,7 +132,7 @@ class ApiSpec:
                 continue
             m = op.pattern.match(path)
             if m:
-                return op, m.groupdict()
+                return op, {k: unquote(v) for k, v in m.groupdict().items()}
         return None
 
     def item_schema(self, op: Operation, key: str | None = None) -> dict[str, Any] | None:
