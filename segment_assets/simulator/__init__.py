@@ -11,8 +11,10 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 from .api import Api, Stats
+from .endpoints import example_request
 from .faults import FAULT_KINDS, Fault, FaultPlan
 from .ratelimit import REALISTIC_GLOBAL_PER_MINUTE, RateLimiter
 from .server import HttpServer
@@ -102,6 +104,17 @@ class Simulator:
         if operation_id not in self.spec.operations:
             raise KeyError(f"unknown operation {operation_id!r}")
         return self.api.items(operation_id, path_params, query)
+
+    def example_request(self, operation_id: str) -> tuple[dict[str, str], dict[str, Any]]:
+        """(path_params, query) that make ``operation_id`` answer 200 with at least one item."""
+        return example_request(self.workspace, operation_id)
+
+    def path(self, operation_id: str, path_params: dict[str, str] | None = None) -> str:
+        """The request path of an operation with its path params filled in and quoted."""
+        path = self.spec.operations[operation_id].path
+        for name, value in (path_params or {}).items():
+            path = path.replace("{" + name + "}", quote(str(value), safe=""))
+        return path
 
     def reset_stats(self) -> None:
         self.stats.reset()

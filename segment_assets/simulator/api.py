@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 
@@ -109,6 +109,20 @@ def parse_query(text: str) -> dict[str, Any]:
     return out
 
 
+def normalize_query(query: dict[str, Any]) -> dict[str, Any]:
+    """Accept a query given as HTTP would send it (``{"pagination[count]": 5, "groupBy": [...]}``)
+    or already nested (``{"pagination": {"count": 5}}``)."""
+    pairs: list[tuple[str, str]] = []
+    nested: dict[str, Any] = {}
+    for key, value in query.items():
+        if isinstance(value, dict):
+            nested[key] = value
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            pairs.append((key, str(v).lower() if isinstance(v, bool) else str(v)))
+    return {**parse_query(urlencode(pairs)), **nested}
+
+
 def encode_cursor(offset: int, state: str | None = None) -> str:
     text = str(offset) if state is None else f"{offset}|{state}"
     return base64.b64encode(text.encode()).decode()
@@ -189,7 +203,7 @@ class Api:
         """Every item the operation serves for these params, unpaginated (see Simulator.items)."""
         op = self.spec.operations[operation_id]
         path = dict(path_params or {})
-        query = dict(query or {})
+        query = normalize_query(dict(query or {}))
         self._validate(op, query)
         result = ENDPOINTS[operation_id](self.ws, path, query)
         if isinstance(result, Listing):
