@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -166,6 +168,10 @@ class Api:
         self.tokens = frozenset(tokens)
         self.faults = faults
         self.limiter = limiter
+        known = {op.feature_gate for op in spec.operations.values() if op.feature_gate} | {"Audit Trail"}
+        unknown = {f for f in disabled_features if f.lower() not in {k.lower() for k in known}}
+        if unknown:
+            raise ValueError(f"unknown features {sorted(unknown)}; known: {', '.join(sorted(known))}")
         self.disabled = frozenset(f.lower() for f in disabled_features)
         self.stats = stats or Stats()
 
@@ -261,7 +267,10 @@ class Api:
         try:
             response = self._handle(method, parts.query, headers, matched)
         except ApiError as error:
-            response = self._error(error, matched[0] if matched else None)
+            response = self._error(error)
+        except Exception as error:  # a simulator bug: answer like the API would, and say so
+            traceback.print_exc(file=sys.stderr)
+            response = self._error(ApiError(500, f"Simulator error: {error!r}", type_="server-error"))
         self.stats.record(op_id, response.status, accept)
         return response
 
@@ -315,7 +324,7 @@ class Api:
                     return candidate
         return op.media_type
 
-    def _error(self, error: ApiError, op: Operation | None) -> Response:
+    def _error(self, error: ApiError) -> Response:
         return Response(error.status, orjson.dumps(error.body()), ERROR_MEDIA_TYPE, list(error.headers.items()))
 
     def _status_fault(self, fault: Fault) -> ApiError:

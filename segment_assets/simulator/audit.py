@@ -27,16 +27,27 @@ BASE_EVENT_KINDS = (
 ACTIONS = ("Modified", "Modified", "Modified", "Modified", "Created", "Created", "Deleted")
 
 
+_PAIRS = tuple(a + b for a in BASE62 for b in BASE62)  # two base62 digits per divmod: ids are a hot path
+_MINUTES: dict[int, str] = {}
+
+
 def _b62(n: int) -> str:
+    """22 base62 characters of a 128-bit number."""
     out = []
     for _ in range(11):
-        n, r = divmod(n, 62)
-        out.append(BASE62[r])
+        n, r = divmod(n, 3844)
+        out.append(_PAIRS[r])
     return "".join(out)
 
 
 def iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    minute, rest = divmod(ms, 60_000)
+    prefix = _MINUTES.get(minute)
+    if prefix is None:
+        if len(_MINUTES) > 100_000:
+            _MINUTES.clear()
+        prefix = _MINUTES[minute] = datetime.fromtimestamp(minute * 60, timezone.utc).strftime("%Y-%m-%dT%H:%M:")
+    return f"{prefix}{rest // 1000:02d}.{rest % 1000:03d}Z"
 
 
 class AuditTrail:
@@ -83,7 +94,7 @@ class AuditTrail:
         ident, name = resources[(h >> 12) % len(resources)]
         actor, email = self._actors[(h >> 28) % len(self._actors)]
         event = {
-            "id": _b62(mix(self._s1 ^ 0x5A5A, i)) + _b62(h),
+            "id": _b62((mix(self._s1 ^ 0x5A5A, i) << 64) | h),
             "timestamp": iso_ms(self.ts_ms(i)),
             "type": f"{rtype} {ACTIONS[(h >> 40) % len(ACTIONS)]}",
             "actor": actor,

@@ -87,6 +87,8 @@ class Ctx:
     i: int                  # index among all rows of the kind
     j: int                  # index among the rows of the same parent
     parent: Row | None
+    p: int = 0              # index of the parent among its kind's rows
+    parent_count: int = 1   # rows of the parent kind
 
 
 Finisher = Callable[[dict[str, Any], Ctx], "dict[str, Any] | None"]
@@ -95,7 +97,7 @@ Finisher = Callable[[dict[str, Any], Ctx], "dict[str, Any] | None"]
 @dataclass(frozen=True)
 class Kind:
     name: str
-    schema: str | None          # None: the finisher builds the whole row (link rows)
+    schema: str | None          # generated first, then finished; None: the finisher builds the whole row
     base: int                   # rows at scale 1; per parent row for child kinds
     parent: str | None = None
     parent_field: str | None = None   # create() keyword that names the parent id
@@ -105,6 +107,13 @@ class Kind:
     finish: Finisher | None = None
     ident: Callable[[dict[str, Any]], str] | None = None
     spread: bool = True         # vary the per-parent count around `base`
+    # Whether `scale` multiplies `base`. Top-level kinds scale; child kinds keep their
+    # per-parent size (else totals grow as scale**depth) except the long histories.
+    scales: bool | None = None
+
+    @property
+    def scaled(self) -> bool:
+        return self.parent is None if self.scales is None else self.scales
 
     def ident_of(self, obj: dict[str, Any]) -> str:
         if self.ident is not None:
@@ -188,7 +197,6 @@ def _rule(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     rtype = RULE_TYPES[c.j % len(RULE_TYPES)] if c.j >= 3 else "TRACK"
     key = f"{EVENT_NAMES[c.j % len(EVENT_NAMES)]}" + (f" {c.j // len(EVENT_NAMES)}" if c.j >= len(EVENT_NAMES) else "")
     created = c.ws.anchor - timedelta(days=c.rng.randint(30, 400))
-    obj.clear()
     obj.update(type=rtype, key=key if rtype in ("TRACK", "PAGE", "SCREEN") else f"{rtype.title()} {c.j}",
                jsonSchema={"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
                            "properties": {"properties": {"type": "object", "required": [PROPERTY_NAMES[c.j % 10]],
@@ -226,7 +234,6 @@ def _user_group(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _label(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     keys = ("environment", "team", "region", "product")
-    obj.clear()
     obj.update(key=keys[c.i % len(keys)], value=f"{WORDS[(c.i * 3) % len(WORDS)]}{c.i // len(keys) or ''}",
                description=f"Label {c.i}")
     return obj
@@ -346,7 +353,6 @@ REGULATION_STATUS = ("FINISHED", "FINISHED", "RUNNING", "INITIALIZED", "FAILED")
 def _regulation(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     created = c.ws.anchor - timedelta(days=c.rng.randint(1, 89), minutes=c.i)
     status = REGULATION_STATUS[c.i % len(REGULATION_STATUS)]
-    obj.clear()
     obj.update(id=segment_id(c.ws.seed, "regulation", c.i), subjectType="USER_ID",
                subjects=[f"user-{c.i}-{k}" for k in range(1 + c.i % 2)], status=status, createdAt=iso(created),
                regulationType=REGULATION_TYPES[c.i % len(REGULATION_TYPES)])
@@ -512,29 +518,27 @@ def _warehouse_selective_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 def _connection(target: str, field: str) -> Finisher:
     """Link rows: the j-th link of the p-th parent points at target row (p + j * parents)."""
     def finish(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-        parents = c.ws.rows(c.ws.kinds_by_name[c.ws.current_kind].parent)  # type: ignore[arg-type]
-        p = parents.index(c.parent)
-        return {field: _pick(c.ws, target, p + c.j * len(parents)).ident}
+        return {field: _pick(c.ws, target, c.p + c.j * c.parent_count).ident}
     return finish
 
 
 def _tracking_plan_source(obj: dict[str, Any], c: Ctx) -> dict[str, Any] | None:
     # A source belongs to at most one tracking plan; the last two sources to none.
-    plans = c.ws.rows("tracking_plans")
     sources = c.ws.rows("sources")
-    p = plans.index(c.parent)  # type: ignore[arg-type]
-    n = p + c.j * len(plans)
+    n = c.p + c.j * c.parent_count
     if n >= max(len(sources) - 2, 1):
         return None
     return {"sourceId": sources[n].ident}
 
 
 KINDS: tuple[Kind, ...] = (
-    Kind("source_metadata", "SourceMetadataV1", 40, finish=_catalog(SOURCE_CATALOG, "source-metadata"), spread=False),
-    Kind("destination_metadata", "DestinationMetadataV1", 60, finish=_destination_metadata, spread=False),
+    # The catalog is Segment's, not the workspace's: it does not grow with `scale`.
+    Kind("source_metadata", "SourceMetadataV1", 40, finish=_catalog(SOURCE_CATALOG, "source-metadata"),
+         scales=False),
+    Kind("destination_metadata", "DestinationMetadataV1", 60, finish=_destination_metadata, scales=False),
     Kind("warehouse_metadata", "WarehouseMetadataV1", 8, finish=_catalog(WAREHOUSE_CATALOG, "warehouse-metadata"),
-         spread=False),
-    Kind("labels", "LabelV1", 6, id_field=None, resource_type="Label", name_field="value", finish=_label,
+         scales=False),
+    Kind("labels", None, 6, id_field=None, resource_type="Label", name_field="value", finish=_label,
          ident=lambda o: f"{o['key']}:{o['value']}"),
     Kind("roles", "RoleV1", 6, finish=_role),
     Kind("users", "UserV1", 20, resource_type="User", finish=_user),
@@ -554,8 +558,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("warehouse_selective_syncs", None, 3, parent="warehouse_connections", parent_field="sourceId",
          id_field="collection", finish=_warehouse_selective_sync),
     Kind("tracking_plans", "TrackingPlanV1", 3, resource_type="Tracking Plan", finish=_tracking_plan),
-    Kind("rules", "RuleV1", 20, parent="tracking_plans", parent_field="trackingPlanId", id_field=None,
-         name_field="key", finish=_rule, ident=lambda o: f"{o['type']}:{o.get('key')}"),
+    Kind("rules", None, 20, parent="tracking_plans", parent_field="trackingPlanId", id_field=None,
+         name_field="key", finish=_rule, ident=lambda o: f"{o['type']}:{o.get('key')}", scales=True),
     Kind("tracking_plan_sources", None, 4, parent="tracking_plans", parent_field="trackingPlanId",
          id_field="sourceId", finish=_tracking_plan_source, spread=False),
     Kind("transformations", "TransformationV1", 4, resource_type="Transformation", finish=_transformation),
@@ -575,16 +579,16 @@ KINDS: tuple[Kind, ...] = (
          finish=_connection("sources", "sourceId"), spread=False),
     Kind("credential_warehouses", None, 1, parent="credentials", parent_field="credentialId", id_field="warehouseId",
          finish=_connection("warehouses", "warehouseId"), spread=False),
-    Kind("regulations", "RegulationListEntryV1", 2, parent="sources", parent_field="sourceId",
+    Kind("regulations", None, 2, parent="sources", parent_field="sourceId",
          resource_type="Regulation", name_field="regulationType", finish=_regulation, spread=False),
-    Kind("suppressions", "SuppressedInner", 5, id_field=None, finish=_suppression,
+    Kind("suppressions", None, 5, id_field=None, finish=_suppression,
          ident=lambda o: o["subjectIds"][0]),
     Kind("live_plugins", "LivePluginsAlpha", 2, parent="sources", parent_field="sourceId", finish=_live_plugin,
          spread=False),
-    Kind("spaces", "Space", 2, resource_type="Space", finish=_space),
+    Kind("spaces", None, 2, resource_type="Space", finish=_space),
     Kind("audiences", "AudienceSummaryWithAudienceTypeAndLookback", 4, parent="spaces", parent_field="spaceId",
          resource_type="Audience", finish=_audience),
-    Kind("audience_schedules", "AudienceSchedule", 1, parent="audiences", parent_field="audienceId",
+    Kind("audience_schedules", None, 1, parent="audiences", parent_field="audienceId",
          finish=_schedule, spread=False),
     Kind("audience_connections", "SimpleDestination", 2, parent="audiences", parent_field="audienceId",
          finish=_audience_connection),
@@ -648,7 +652,6 @@ class Workspace:
         self._children: dict[str, dict[tuple[str, ...], list[Row]]] = {}
         self._created: dict[str, int] = {}
         self.seeded: dict[str, tuple[tuple[str, str], ...]] = {}  # (ident, name) at seed time, for audit events
-        self.current_kind = ""
         self.audit = AuditTrail(self, self.count("audit_events", 3000))
 
     # ---- reading -----------------------------------------------------------------------------
@@ -662,10 +665,10 @@ class Workspace:
         except KeyError:
             raise KeyError(f"unknown kind {name!r}; known: {', '.join(self.kinds())}") from None
 
-    def count(self, kind: str, base: int) -> int:
+    def count(self, kind: str, base: int, scaled: bool = True) -> int:
         if kind in self.counts:
             return int(self.counts[kind])
-        return max(1, round(base * self.scale))
+        return max(1, round(base * self.scale)) if scaled else base
 
     def rows(self, kind: str) -> list[Row]:
         """The live row list of a kind (callers must not mutate it)."""
@@ -708,9 +711,6 @@ class Workspace:
         n = len(prefix)
         return [r for r in self.rows(kind) if r.pkey[:n] == prefix]
 
-    def position(self, kind: str, row: Row) -> int:
-        return self.rows(kind).index(row)
-
     def parent_row(self, kind: Kind, pkey: tuple[str, ...]) -> Row | None:
         if kind.parent is None:
             return None
@@ -726,18 +726,14 @@ class Workspace:
         self._children[kind.name] = {}
         rows: list[Row] = []
         self._rows[kind.name] = rows  # visible early so finishers may look at siblings
-        total = self.count(kind.name, kind.base)
+        total = self.count(kind.name, kind.base, kind.scaled)
         i = 0
-        for parent in parents:
+        for p, parent in enumerate(parents):
             n = total
             if parent is not None and kind.spread and kind.name not in self.counts and n > 2:
                 n = max(1, round(n * (0.5 + (digest(self.seed, kind.name, parent.ident) % 1000) / 1000)))
             for j in range(n):
-                previous, self.current_kind = self.current_kind, kind.name
-                try:
-                    obj = self._generate(kind, Ctx(self, rng_for(self.seed, kind.name, i), i, j, parent))
-                finally:
-                    self.current_kind = previous
+                obj = self._generate(kind, Ctx(self, rng_for(self.seed, kind.name, i), i, j, parent, p, len(parents)))
                 i += 1
                 if obj is None:
                     continue
@@ -780,10 +776,10 @@ class Workspace:
             n = self._created.get(kind, 0)
             self._created[kind] = n + 1
             base = len(self.rows(kind))
-            ctx = Ctx(self, rng_for(self.seed, kind, "created", n), base + n, len(self.children(kind, parent)), parent)
-            self.current_kind = kind
+            parents = self.rows(spec.parent) if spec.parent else [None]
+            ctx = Ctx(self, rng_for(self.seed, kind, "created", n), base + n, len(self.children(kind, parent)), parent,
+                      next((k for k, r in enumerate(parents) if r is parent), 0), len(parents))
             obj = self._generate(spec, ctx) or {}
-            self.current_kind = ""
             if spec.id_field == "id" and "id" in obj:
                 obj["id"] = segment_id(self.seed, kind, "created", n)
             schema_props = self.spec.schemas[spec.schema].get("properties", {}) if spec.schema else {}
