@@ -532,3 +532,36 @@ def test_command_line_serves(tmp_path: Any) -> None:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+def test_concurrent_mutations_and_requests() -> None:
+    import threading
+
+    with Simulator(seed=7, now=NOW) as sim:
+        errors: list[BaseException] = []
+
+        def mutate() -> None:
+            try:
+                for n in range(150):
+                    source = sim.workspace.create("sources", name=f"Churn {n}")
+                    sim.workspace.update("sources", source["id"], enabled=False)
+                    if n % 2:
+                        sim.workspace.delete("sources", source["id"])
+            except BaseException as error:  # surfaced below
+                errors.append(error)
+
+        def read(statuses: list[int]) -> None:
+            with httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {sim.token}"}) as http:
+                for _ in range(60):
+                    statuses.append(http.get("/sources", params={"pagination[count]": 50}).status_code)
+                    statuses.append(http.get("/audit-events", params={"pagination[count]": 100}).status_code)
+
+        statuses: list[int] = []
+        threads = [threading.Thread(target=mutate)] + [threading.Thread(target=read, args=(statuses,)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and set(statuses) == {200} and len(statuses) == 360
+        assert len(sim.items("listSources")) == 10 + 75
+        assert sum(e["type"] == "Source Created" for e in sim.items("listAuditEvents")) >= 150

@@ -165,7 +165,7 @@ class AuditTrail:
                 self._filter_cache[key] = cached
             base = cached
         with self.ws.lock:
-            extra = [e for ms, _, e in reversed(self._extra)
+            extra = [(ms, e) for ms, _, e in reversed(self._extra)
                      if (start_ms is None or ms >= start_ms) and (end_ms is None or ms < end_ms)
                      and self._matches(e, resource_id, resource_type)]
         return AuditView(self, base, extra)
@@ -179,15 +179,12 @@ class AuditTrail:
 class AuditView:
     """A newest-first merge of seeded events (by index) and mutation events, sliceable by offset."""
 
-    def __init__(self, trail: AuditTrail, base: range | list[int], extra: list[dict[str, Any]]) -> None:
+    def __init__(self, trail: AuditTrail, base: range | list[int], extra: list[tuple[int, dict[str, Any]]]) -> None:
         self.trail = trail
         self.base = base
-        self.extra = extra
+        self.extra = [e for _, e in extra]
         # Merged position of each extra event: extras precede seeded events of equal or older time.
-        self._pos = []
-        for j, e in enumerate(extra):
-            ms = _parse_ms(e["timestamp"])
-            self._pos.append(j + self._newer_base(ms))
+        self._pos = [j + self._newer_base(ms) for j, (ms, _) in enumerate(extra)]
 
     def _newer_base(self, ms: int) -> int:
         lo, hi = 0, len(self.base)
@@ -217,7 +214,3 @@ class AuditView:
             k += 1
         return out
 
-
-def _parse_ms(text: str) -> int:
-    ts = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-    return int(ts.timestamp() * 1000)

@@ -623,7 +623,7 @@ def _example_row(ws: Workspace, kinds: tuple[str, ...], context: Row | None, mod
         spec = ws.kind(kind)
         if model is not None and kind in ("destination_subscriptions", "reverse_etl_syncs"):
             rows = [r for r in ws.rows(kind) if r.obj.get("modelId") == model.ident]
-        elif context is not None and spec.parent and ws.kind(spec.parent).name == _kind_of(ws, context):
+        elif context is not None and spec.parent and spec.parent == context.kind:
             rows = ws.children(kind, context)
         elif context is not None and spec.parent:
             continue
@@ -634,14 +634,6 @@ def _example_row(ws: Workspace, kinds: tuple[str, ...], context: Row | None, mod
         if rows:
             return rows[0]
     raise LookupError(f"no example row for {kinds}")
-
-
-def _kind_of(ws: Workspace, row: Row) -> str:
-    for kind in ws.kinds_by_name.values():
-        rows = ws._rows.get(kind.name)
-        if rows and any(r is row for r in rows):
-            return kind.name
-    return ""
 
 
 def _example_query(ws: Workspace, op: Any, path: dict[str, str], context: Row | None) -> dict[str, Any]:

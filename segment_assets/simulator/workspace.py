@@ -74,8 +74,9 @@ COLLECTIONS = ("identifies", "tracks", "pages", "screens", "groups", "users", "a
 @dataclass(slots=True)
 class Row:
     obj: dict[str, Any]
-    pkey: tuple[str, ...]
+    pkey: tuple[str, ...]   # ids of the ancestors, outermost first
     ident: str
+    kind: str
 
 
 @dataclass(slots=True)
@@ -741,7 +742,7 @@ class Workspace:
                 ident = kind.ident_of(obj)
                 if pkey + (ident,) in self._by_key[kind.name]:
                     continue  # link rows may collide when a parent has more links than targets
-                self._index(kind, Row(obj, pkey, ident))
+                self._index(kind, Row(obj, pkey, ident, kind.name))
         self.seeded[kind.name] = tuple((r.ident, str(r.obj.get(kind.name_field, r.ident))) for r in rows)
         return rows
 
@@ -785,7 +786,7 @@ class Workspace:
             schema_props = self.spec.schemas[spec.schema].get("properties", {}) if spec.schema else {}
             obj.update({k: v for k, v in fields.items() if k != spec.parent_field or k in schema_props})
             pkey = parent.pkey + (parent.ident,) if parent else ()
-            row = Row(obj, pkey, spec.ident_of(obj))
+            row = Row(obj, pkey, spec.ident_of(obj), kind)
             if pkey + (row.ident,) in self._by_key[kind]:
                 raise ValueError(f"{kind} {row.ident!r} already exists")
             self._index(spec, row)
