@@ -247,9 +247,9 @@ def materialize_stream(
         return _unavailable(context, stream, target, table, metadata, outcome.unavailable[0])
     if window is not None and stream.windowing:
         result = target.replace_window(table, staged, time_column=stream.windowing.time_column,
-                                       start=window[0], end=window[1], run_id=context.run_id)
+                                       start=window[0], end=window[1], run_id=context.run.run_id)
     else:
-        result = target.write_snapshot(table, staged, method=stream.update_method, run_id=context.run_id)
+        result = target.write_snapshot(table, staged, method=stream.update_method, run_id=context.run.run_id)
     _add_request_stats(metadata, client, before)
     metadata.update(_write_metadata(result))
     metadata["segment/parameter_sets"] = len(requests)

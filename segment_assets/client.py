@@ -31,7 +31,7 @@ REGIONS: Mapping[str, str] = {
 }
 
 TOKEN_HELP = (
-    "Set SEGMENT_API_TOKEN to a Segment *Public API* token (Settings > Workspace settings > "
+    "Set SEGMENT_API_TOKEN to a Segment Public API token (Settings > Workspace settings > "
     "Access Management > Tokens > Create token; a Workspace Member token is enough to read). "
     "A legacy Config API token does not work with the Public API."
 )
