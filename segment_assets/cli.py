@@ -65,6 +65,8 @@ def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = N
             partition_key=partitions_def(window).get_last_partition_key() if window else None,
             raise_on_error=False,
             tags={"segment/connection": segment.connection_name},
+            # One INFO line per stream is the progress report; Dagster's DEBUG engine events are not.
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         ))
     rows = []
     for event in (e for result in results for e in result.get_asset_materialization_events()):
