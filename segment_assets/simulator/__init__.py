@@ -165,5 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, argparse.ArgumentTypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    sim.serve_forever(args.host, args.port)
+    try:
+        sim.serve_forever(args.host, args.port)
+    except OSError as error:  # e.g. the port is taken
+        print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
     return 0
