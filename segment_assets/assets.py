@@ -38,11 +38,12 @@ from dagster import (
     asset,
 )
 
+from segment_assets import spec
 from segment_assets.client import SegmentClient, StreamUnavailable
 from segment_assets.resources import DuckDBTargetResource, SegmentResource
 from segment_assets.storage import SCHEMA, Target, WriteResult
 from segment_assets.streams import StreamSpec, TimeWindowing, Window, materialized_streams
-from segment_assets.tables import RECORD_KIND, WINDOW_END, WINDOW_START, TableDef, table_def
+from segment_assets.tables import RECORD_KIND, WINDOW_END, WINDOW_START, TableDef, table_def, timestamp
 
 KEY_PREFIX = "segment"
 POOL = "segment_api"
@@ -126,6 +127,7 @@ class Request:
 @dataclass
 class FetchOutcome:
     requests: int = 0  # parameter sets (parents x fan-out values) requested
+    watermark_stops: int = 0  # requests whose paging stopped below the stored watermark
     unavailable: list[str] = field(default_factory=list)  # why, per parameter set refused
 
     @property
@@ -153,45 +155,65 @@ def plan_requests(stream: StreamSpec, target: Target, windows: list[dict[str, An
     ]
 
 
+WATERMARK_OVERLAP = timedelta(days=1)  # re-read a day below the watermark: late-finishing syncs change
+
+
 def fetch_batches(
-    stream: StreamSpec, client: SegmentClient, requests: list[Request], outcome: FetchOutcome, concurrency: int
+    stream: StreamSpec, client: SegmentClient, requests: list[Request], outcome: FetchOutcome, concurrency: int,
+    watermarks: Mapping[tuple[str, ...], datetime] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Pages of all requests as Arrow batches. A single request streams page by page; many
     requests (fan-out) run on a bounded pool, each collecting its own (small) pages."""
     table = table_def(stream.name)
     outcome.requests = len(requests)
 
-    def one(request: Request) -> list[pa.RecordBatch]:
+    def read(request: Request) -> Iterator[pa.RecordBatch]:
+        floor = (watermarks or {}).get(_parent_key(stream, request))
         try:
-            return [table.to_batch(p.records, _context(request, p.record_kind), p.data)
-                    for p in client.pages(stream, request.path, request.params)]
+            for page in client.pages(stream, request.path, request.params):
+                yield table.to_batch(page.records, _context(request, page.record_kind), page.data)
+                if floor is not None and _all_older(page.records, stream.watermark, floor - WATERMARK_OVERLAP):
+                    outcome.watermark_stops += 1
+                    return
         except StreamUnavailable as exc:
             outcome.unavailable.append(str(exc))
-            return []
 
     if len(requests) == 1:
-        try:
-            for page in client.pages(stream, requests[0].path, requests[0].params):
-                yield table.to_batch(page.records, _context(requests[0], page.record_kind), page.data)
-        except StreamUnavailable as exc:
-            outcome.unavailable.append(str(exc))
+        yield from read(requests[0])
         return
     pending: set[Future[list[pa.RecordBatch]]] = set()
     todo = iter(requests)
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix=f"segment-{stream.name}") as pool:
         try:
             for request in itertools.islice(todo, concurrency * 2):
-                pending.add(pool.submit(one, request))
+                pending.add(pool.submit(lambda r: list(read(r)), request))
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield from future.result()
                     nxt = next(todo, None)
                     if nxt is not None:
-                        pending.add(pool.submit(one, nxt))
+                        pending.add(pool.submit(lambda r: list(read(r)), nxt))
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _parent_key(stream: StreamSpec, request: Request) -> tuple[str, ...]:
+    ctx = request.context
+    return tuple(str(ctx[p]) for p in stream.parent.params) if stream.parent else ()
+
+
+def _all_older(records: list[Any], field_name: str | None, floor: datetime) -> bool:
+    times = [timestamp(r.get(field_name)) for r in records if isinstance(r, dict)] if field_name else []
+    return bool(times) and all(isinstance(t, datetime) and t < floor for t in times)
+
+
+def stored_watermarks(stream: StreamSpec, target: Target) -> dict[tuple[str, ...], datetime]:
+    if not stream.watermark:
+        return {}
+    group = [stream.parent.column_for(p) for p in stream.parent.params] if stream.parent else []
+    return target.max_by(stream.table, group, spec.snake_case(stream.watermark))  # type: ignore[return-value]
 
 
 def _context(request: Request, record_kind: str | None) -> dict[str, Any]:
@@ -240,7 +262,8 @@ def materialize_stream(
     before = client.stats.snapshot()
     requests = plan_requests(stream, target, windows)
     outcome = FetchOutcome()
-    batches = fetch_batches(stream, client, requests, outcome, segment.max_concurrency)
+    batches = fetch_batches(stream, client, requests, outcome, segment.max_concurrency,
+                            stored_watermarks(stream, target))
     # Knowing a stream is refused before the write keeps a gated stream's old table intact.
     staged = _peek_unavailable(batches, outcome)
     if outcome.fully_unavailable:
@@ -255,6 +278,8 @@ def materialize_stream(
     _add_request_stats(metadata, client, before)
     metadata.update(_write_metadata(result))
     metadata["segment/parameter_sets"] = len(requests)
+    if stream.watermark:
+        metadata["segment/watermark_stops"] = outcome.watermark_stops
     if outcome.unavailable:
         metadata["segment/unavailable_parameter_sets"] = len(outcome.unavailable)
         metadata["segment/unavailable_example"] = outcome.unavailable[0]

@@ -80,6 +80,16 @@ class Target(Protocol):
 
     def parent_keys(self, table: str, columns: Sequence[str], where: str | None = None) -> list[tuple[object, ...]]: ...
 
+    def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[object, ...], object]:
+        """max(column) per group key: the watermark of each parent of a watermark stream."""
+        with self.connect() as con:
+            if not self._existing_columns(con, table):
+                return {}
+            cols = ", ".join(q(c) for c in group)
+            sql = f"SELECT {cols + ', ' if cols else ''}max({q(column)}) FROM {self._qualified(table)}"
+            rows = con.execute(sql + (f" GROUP BY {cols}" if cols else "")).fetchall()
+        return {tuple(str(v) for v in r[:-1]): r[-1] for r in rows if r[-1] is not None}
+
     def check_primary_key(self, table: TableDef) -> KeyCheck: ...
 
     def describe(self) -> str: ...
@@ -172,7 +182,7 @@ class DuckDBTarget:
 
     def ensure_table(self, table: TableDef) -> None:
         with self.connect() as con:
-            self._ensure_all(con, table, table.stream.update_method is UpdateMethod.RELOAD_AND_COMPARE)
+            self._ensure_all(con, table, table.stream.update_method.keeps_changes)
 
     # -- staging ---------------------------------------------------------------------------
 
@@ -215,13 +225,15 @@ class DuckDBTarget:
         started = time.monotonic()
         with self._staged(table, batches) as (path, staged):
             with self.connect() as con:
-                compare = method is UpdateMethod.RELOAD_AND_COMPARE
+                compare = method.keeps_changes
                 self._ensure_all(con, table, compare)
                 self._load_stage(con, table, path)
                 con.execute("BEGIN TRANSACTION")
                 try:
                     if compare:
-                        result = self._apply_compare(con, table, run_id, before_images)
+                        # A watermark read sees only the newest rows: absent rows are not deletes.
+                        result = self._apply_compare(con, table, run_id, before_images,
+                                                     deletes=method is UpdateMethod.RELOAD_AND_COMPARE)
                     else:
                         con.execute(f"DELETE FROM {self._qualified(table.name)}")
                         self._insert_from(con, table, "_stage")
@@ -241,7 +253,7 @@ class DuckDBTarget:
         con.execute(f"INSERT INTO {self._qualified(table.name)} ({cols}) SELECT {cols} FROM {source} {where}", params or [])
 
     def _apply_compare(self, con: duckdb.DuckDBPyConnection, table: TableDef, run_id: str,
-                       before_images: bool) -> WriteResult:
+                       before_images: bool, deletes: bool = True) -> WriteResult:
         cur = self._qualified(table.name)
         keys = table.primary_key
         join = " AND ".join(f"s.{q(k)} = c.{q(k)}" for k in keys)
@@ -263,8 +275,7 @@ class DuckDBTarget:
             UNION ALL
             SELECT 'U', 2, {s_cols} FROM _stage s JOIN {cur} c ON {join} WHERE ROW({s_row}) IS DISTINCT FROM ROW({c_row})
             {before}
-            UNION ALL
-            SELECT 'D', 0, {c_cols} FROM {cur} c ANTI JOIN _stage s ON {join}
+            {f"UNION ALL SELECT 'D', 0, {c_cols} FROM {cur} c ANTI JOIN _stage s ON {join}" if deletes else ""}
         """)
         counts = dict(con.execute("SELECT op, count(*) FROM _changes GROUP BY op").fetchall())
         total = sum(counts.values())
@@ -359,6 +370,16 @@ class DuckDBTarget:
             if where:
                 sql += f" AND ({where})"
             return con.execute(sql + f" ORDER BY {cols}").fetchall()
+
+    def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[object, ...], object]:
+        """max(column) per group key: the watermark of each parent of a watermark stream."""
+        with self.connect() as con:
+            if not self._existing_columns(con, table):
+                return {}
+            cols = ", ".join(q(c) for c in group)
+            sql = f"SELECT {cols + ', ' if cols else ''}max({q(column)}) FROM {self._qualified(table)}"
+            rows = con.execute(sql + (f" GROUP BY {cols}" if cols else "")).fetchall()
+        return {tuple(str(v) for v in r[:-1]): r[-1] for r in rows if r[-1] is not None}
 
     def check_primary_key(self, table: TableDef) -> KeyCheck:
         keys = ", ".join(q(k) for k in table.primary_key)

@@ -31,6 +31,11 @@ class Paging(enum.Enum):
 class UpdateMethod(str, enum.Enum):
     FULL_LOAD = "full_load"  # replace the table, no change table
     RELOAD_AND_COMPARE = "reload_and_compare"  # full read diffed on primary key into <table>__ct
+    WATERMARK = "watermark"  # newest records only (paging stops below the stored max), upserted with I/U change rows
+
+    @property
+    def keeps_changes(self) -> bool:
+        return self in (UpdateMethod.RELOAD_AND_COMPARE, UpdateMethod.WATERMARK)
     INCREMENTAL = "incremental"  # time-partitioned: each partition replaces its window
 
 
@@ -88,6 +93,7 @@ class StreamSpec:
     derived: Mapping[str, str] = field(default_factory=dict)  # column -> dotted path inside the record
     key_defaults: Mapping[str, str] = field(default_factory=dict)  # value for an absent optional key part
     dedupe: bool = False  # the API may repeat a record across pages (documented for listTraits)
+    watermark: str | None = None  # record time field for UpdateMethod.WATERMARK
     column_types: Mapping[str, str] = field(default_factory=dict)
     update_method: UpdateMethod = UpdateMethod.RELOAD_AND_COMPARE
     windowing: TimeWindowing | None = None
@@ -172,6 +178,8 @@ _DELIVERY = ("time", "count", "retry_count")
 
 
 _S = StreamSpec
+_SYNCS = ("2 requests/minute: paging stops once a page is older than the stored watermark (max start less a day), "
+          "and the rows read are upserted; no filter exists server-side and the order is undocumented")
 _COVERED = "the list endpoint already returns the full object; a get per id would only spend rate limit"
 
 _DECLARATIONS: tuple[StreamSpec, ...] = (
@@ -227,10 +235,12 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
        parent=_p("warehouse_connected_sources", warehouseId="warehouse_id", sourceId="id"),
        decision="items have no id: keyed by (warehouse, source, collection) per REFERENCE §6"),
     _S("warehouse_syncs", "listSyncsFromWarehouse", "warehouses", ("warehouse_id", "source_id", "start"),
-       data_key="reports", parent=_p("warehouses", warehouseId="id"), column_types={"start": _TS, "end": _TS}),
+       data_key="reports", parent=_p("warehouses", warehouseId="id"), column_types={"start": _TS, "end": _TS},
+       update_method=UpdateMethod.WATERMARK, watermark="start", decision=_SYNCS),
     _S("warehouse_source_syncs", "listSyncsFromWarehouseAndSource", "warehouses", ("warehouse_id", "source_id", "start"),
        data_key="reports", parent=_p("warehouse_connected_sources", warehouseId="warehouse_id", sourceId="id"),
-       column_types={"start": _TS, "end": _TS}),
+       column_types={"start": _TS, "end": _TS}, update_method=UpdateMethod.WATERMARK, watermark="start",
+       decision=_SYNCS),
     # --- protocols ---------------------------------------------------------------------------
     _S("tracking_plans", "listTrackingPlans", "protocols", ("id",), data_key="trackingPlans"),
     _S("tracking_plan_get", "getTrackingPlan", "protocols", ("id",), covered_by="tracking_plans", decision=_COVERED),
@@ -304,8 +314,10 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
     _S("reverse_etl_sync_statuses", "listReverseETLSyncStatusesFromModelAndSubscriptionId", "reverse_etl",
        ("sync_id",), data_key="syncStatuses", paging=Paging.TOP_LEVEL, max_page_size=100,
        parent=_p("destination_subscriptions", "model_id IS NOT NULL", modelId="model_id", subscriptionId="id"),
-       column_types={"started_at": _TS, "finished_at": _TS},
-       decision="statuses exist per (model, subscription): the subscriptions that carry a modelId"),
+       column_types={"started_at": _TS, "finished_at": _TS}, update_method=UpdateMethod.WATERMARK,
+       watermark="startedAt",
+       decision="statuses exist per (model, subscription): the subscriptions that carry a modelId; paging stops "
+                "below the stored startedAt watermark"),
     _S("reverse_etl_sync_status_get", "getReverseETLSyncStatus", "reverse_etl", ("sync_id",),
        covered_by="reverse_etl_sync_statuses", decision=_COVERED),
     # --- spaces (Engage / Unify) -------------------------------------------------------------

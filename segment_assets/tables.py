@@ -218,7 +218,7 @@ class _Shaper:
         elif c.type == "BIGINT":
             values = [int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v for v in values]
         elif c.type == "TIMESTAMPTZ":
-            values = [_timestamp(v) for v in values]
+            values = [timestamp(v) for v in values]
         elif c.type == "DOUBLE":
             values = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values]
         try:
@@ -232,7 +232,7 @@ class _Shaper:
             ) from exc
 
 
-def _timestamp(value: Any) -> datetime | None:
+def timestamp(value: Any) -> datetime | None:
     """ISO-8601 strings (what most endpoints send) or unix seconds (MTU period bounds)."""
     if value is None or isinstance(value, datetime):
         return value

@@ -154,3 +154,27 @@ def test_partitioned_stream_loads_its_window(sim: Simulator, storage: DuckDBTarg
                                                "endTime": window.end.strftime("%Y-%m-%dT%H:%M:%SZ")})
     loaded = target.query("SELECT id FROM audit_events ORDER BY id")
     assert served and sorted(e["id"] for e in served) == [r[0] for r in loaded]
+
+
+def test_watermark_stream_reads_only_new_pages_and_never_deletes(storage: DuckDBTargetResource,
+                                                                   target: DuckDBTarget) -> None:
+    with Simulator(seed=7, counts={"warehouse_syncs": 40}) as sim:
+        resources = {"segment": segment_for(sim, page_size=10), "storage": storage}
+        selection = [asset_key("warehouses"), asset_key("warehouse_syncs")]
+        first = materialize(build_assets(), resources=resources, selection=selection)
+        served = sum(len(sim.items("listSyncsFromWarehouse", {"warehouseId": w["id"]}))
+                     for w in sim.items("listWarehouses"))
+        md = first.asset_materializations_for_node("segment__warehouse_syncs")[0].metadata
+        assert md["dagster/row_count"].value == served and md["segment/api_requests"].value == -(-served // 10)
+
+        warehouse = sim.items("listWarehouses")[0]["id"]
+        source = sim.items("listSyncsFromWarehouse", {"warehouseId": warehouse})[0]["sourceId"]
+        new = sim.workspace.create("warehouse_syncs", sourceId=source, start=sim.now().strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+        second = materialize(build_assets(), resources=resources, selection=[asset_key("warehouse_syncs")])
+        md = second.asset_materializations_for_node("segment__warehouse_syncs")[0].metadata
+    assert md["segment/watermark_stops"].value == 3
+    assert md["segment/api_requests"].value <= 3 * 3, "only the pages around the watermark are read again"
+    assert (md["segment/inserted"].value, md["segment/deleted"].value) == (1, 0)
+    assert md["dagster/row_count"].value == served + 1, "rows older than the re-read pages are kept"
+    assert target.query("SELECT header__change_oper, source_id FROM warehouse_syncs__ct WHERE header__run_id = ?",
+                        [second.run_id]) == [("I", new["sourceId"])]
