@@ -124,7 +124,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"simulator serving a demo workspace at {sim.url} (seed {args.seed}, scale {args.scale})")
         segment = SegmentResource(api_token=sim.token, api_url=sim.url, connection_name="demo", pace_requests=False)
         run_sync(args.select, segment=segment, storage=DuckDBTargetResource(path=path))
-    sample = "SELECT id, name, enabled FROM segment.segment.sources ORDER BY name LIMIT 5"
+    # DuckDB names the file's catalog after it: `segment.segment.sources` for the default file.
+    sample = f"SELECT id, name, enabled FROM {Path(path).stem}.segment.sources ORDER BY name LIMIT 5"
     print(f"\n{sample};")
     for row in DuckDBTarget(path).query(sample):
         print("  ", row)
