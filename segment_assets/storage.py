@@ -80,15 +80,7 @@ class Target(Protocol):
 
     def parent_keys(self, table: str, columns: Sequence[str], where: str | None = None) -> list[tuple[object, ...]]: ...
 
-    def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[object, ...], object]:
-        """max(column) per group key: the watermark of each parent of a watermark stream."""
-        with self.connect() as con:
-            if not self._existing_columns(con, table):
-                return {}
-            cols = ", ".join(q(c) for c in group)
-            sql = f"SELECT {cols + ', ' if cols else ''}max({q(column)}) FROM {self._qualified(table)}"
-            rows = con.execute(sql + (f" GROUP BY {cols}" if cols else "")).fetchall()
-        return {tuple(str(v) for v in r[:-1]): r[-1] for r in rows if r[-1] is not None}
+    def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[object, ...], object]: ...
 
     def check_primary_key(self, table: TableDef) -> KeyCheck: ...
 
