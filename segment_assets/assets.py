@@ -39,7 +39,7 @@ from dagster import (
 )
 
 from segment_assets import spec
-from segment_assets.client import SegmentClient, StreamUnavailable
+from segment_assets.client import NotFound, SegmentClient, StreamUnavailable
 from segment_assets.resources import DuckDBTargetResource, SegmentResource
 from segment_assets.storage import SCHEMA, Target, WriteResult
 from segment_assets.streams import StreamSpec, TimeWindowing, Window, materialized_streams
@@ -128,6 +128,7 @@ class Request:
 class FetchOutcome:
     requests: int = 0  # parameter sets (parents x fan-out values) requested
     watermark_stops: int = 0  # requests whose paging stopped below the stored watermark
+    parents_gone: int = 0  # parent ids that answered 404 (deleted since the parent table was loaded)
     unavailable: list[str] = field(default_factory=list)  # why, per parameter set refused
 
     @property
@@ -177,6 +178,10 @@ def fetch_batches(
                     return
         except StreamUnavailable as exc:
             outcome.unavailable.append(str(exc))
+        except NotFound:
+            if not stream.parent:
+                raise
+            outcome.parents_gone += 1  # deleted between the parent's load and this read
 
     if len(requests) == 1:
         yield from read(requests[0])
@@ -280,6 +285,8 @@ def materialize_stream(
     metadata["segment/parameter_sets"] = len(requests)
     if stream.watermark:
         metadata["segment/watermark_stops"] = outcome.watermark_stops
+    if outcome.parents_gone:
+        metadata["segment/parents_gone"] = outcome.parents_gone
     if outcome.unavailable:
         metadata["segment/unavailable_parameter_sets"] = len(outcome.unavailable)
         metadata["segment/unavailable_example"] = outcome.unavailable[0]

@@ -64,6 +64,10 @@ class SegmentAPIError(SegmentError):
     """A 4xx the API explains (422 validation, 404 on an ungated endpoint...)."""
 
 
+class NotFound(SegmentAPIError):
+    """404 on an ungated endpoint: for a child stream, the parent vanished since it was read."""
+
+
 class TransientError(SegmentError):
     """Retries ran out on 5xx, timeouts, broken connections or unreadable bodies."""
 
@@ -252,6 +256,8 @@ class SegmentClient:
                 )
             if status == 403 or (status == 404 and stream.feature_gate):
                 raise StreamUnavailable(stream.operation_id, status, message, stream.feature_gate)
+            if status == 404:
+                raise NotFound(f"stream {stream.name}: GET {path} answered 404: {message}")
             raise SegmentAPIError(f"stream {stream.name}: GET {stream.path} answered HTTP {status}: {message}")
 
     def _pace(self, operation_id: str) -> None:

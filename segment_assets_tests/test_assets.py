@@ -178,3 +178,17 @@ def test_watermark_stream_reads_only_new_pages_and_never_deletes(storage: DuckDB
     assert md["dagster/row_count"].value == served + 1, "rows older than the re-read pages are kept"
     assert target.query("SELECT header__change_oper, source_id FROM warehouse_syncs__ct WHERE header__run_id = ?",
                         [second.run_id]) == [("I", new["sourceId"])]
+
+
+def test_parent_deleted_after_its_table_was_loaded_is_skipped(sim: Simulator, storage: DuckDBTargetResource,
+                                                              target: DuckDBTarget) -> None:
+    resources = {"segment": segment_for(sim), "storage": storage}
+    assert materialize(build_assets(), resources=resources, selection=[asset_key("user_groups")]).success
+    gone = sim.items("listUserGroups")[0]["id"]
+    sim.workspace.delete("user_groups", gone)
+    result = materialize(build_assets(), resources=resources, selection=[asset_key("user_group_users")])
+    md = result.asset_materializations_for_node("segment__user_group_users")[0].metadata
+    assert md["segment/parents_gone"].value == 1
+    assert target.query("SELECT count(*) FROM user_group_users WHERE user_group_id = ?", [gone]) == [(0,)]
+    assert md["dagster/row_count"].value == sum(
+        len(sim.items("listUsersFromUserGroup", {"userGroupId": g["id"]})) for g in sim.items("listUserGroups"))
