@@ -66,7 +66,7 @@ def expected_rows(stream: StreamSpec, target: DuckDBTarget, sim: Simulator) -> l
 def loaded_rows(stream: StreamSpec, target: DuckDBTarget) -> list[dict[str, Any]]:
     table = table_def(stream.name)
     with target.connect() as con:
-        arrow = con.execute(f"SELECT * FROM {target._qualified(table.name)}").to_arrow_table()
+        arrow = con.sql(f"SELECT * FROM {target._qualified(table.name)}").to_arrow_table()
     return arrow.cast(table.arrow_schema()).to_pylist() if arrow.num_rows else []
 
 
