@@ -1,0 +1,493 @@
+"""When Segment assets run: schedules per partitioning, the audit-trail sensor, freshness policies.
+
+- `segment_config_schedule`: every configuration (non-partitioned) stream, reload and compare,
+  on `SEGMENT_CONFIG_CRON` (default hourly).
+- `segment_daily_schedule`: the last complete day of every daily-partitioned stream.
+- `segment_monthly_schedule`: the current month of the monthly usage streams, every day.
+- `segment_audit_trail_sensor`: reads `/audit-events` from a cursor and re-syncs only the
+  configuration streams the new events touch, between scheduled full syncs.
+
+All start STOPPED; switch them on in the UI or with `dagster schedule start` / `dagster sensor start`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    AssetSpec,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    FreshnessPolicy,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    apply_freshness_policy,
+    define_asset_job,
+    schedule,
+    sensor,
+)
+
+from segment_assets.assets import asset_key, partitions_def
+from segment_assets.client import SegmentClient, StreamUnavailable
+from segment_assets.resources import SegmentResource
+from segment_assets.streams import STREAMS, StreamSpec, Window, children_of, materialized_streams
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+TIMEZONE = "UTC"
+CONFIG_CRON_ENV = "SEGMENT_CONFIG_CRON"
+DEFAULT_CONFIG_CRON = "0 * * * *"
+CONFIG_JOB, DAILY_JOB, MONTHLY_JOB = "segment_config", "segment_daily", "segment_monthly"
+AUDIT_SENSOR = "segment_audit_trail_sensor"
+TRIGGER_TAG = "segment/trigger"
+
+# Late metric buckets settle after midnight; the daily run starts an hour into the next day.
+DAILY_HOUR, DAILY_MINUTE = 1, 0
+MONTHLY_CRON = "30 1 * * *"
+# Usage counts of a closed month can still move for a day or two: re-read it that long.
+MONTHLY_SETTLE_DAYS = 2
+
+# Freshness: a config stream may be this much later than its cron interval; a partitioned
+# stream runs daily, so it should have materialized within a day plus this slack.
+CONFIG_WARN_SLACK, CONFIG_FAIL_SLACK = timedelta(hours=1), timedelta(hours=2)
+PARTITIONED_WARN, PARTITIONED_FAIL = timedelta(hours=25), timedelta(hours=26)
+
+# The audit trail's resourceType (as events spell it) -> the config streams holding that
+# resource. Their config descendants (children_of, transitively) are added at lookup time.
+# A kind with no audit type of its own (rules, connections...) logs "<parent type> Modified".
+AUDIT_RESOURCE_STREAMS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "Workspace": ("workspace",),
+    "Source": ("sources",),
+    # Connected destinations are destinations seen from their source.
+    "Destination": ("destinations", "source_connected_destinations"),
+    "Destination Filter": ("destination_filters",),
+    "Destination Subscription": ("destination_subscriptions",),
+    "Warehouse": ("warehouses", "source_connected_warehouses"),
+    # The source -> plan link is on getSource (trackingPlanId) as well as under the plan.
+    "Tracking Plan": ("tracking_plans", "source_details"),
+    "Transformation": ("transformations",),
+    "Function": ("functions",),
+    "Insert Function Instance": ("insert_function_instances",),
+    "Reverse ETL Model": ("reverse_etl_models",),
+    "User": ("users",),
+    "User Group": ("user_groups",),
+    "Invite": ("invites",),
+    "Label": ("labels",),
+    "Credential": ("credentials",),
+    # Regulations are listed workspace-wide and per source.
+    "Regulation": ("regulations", "source_regulations"),
+    "Space": ("spaces",),
+    "Audience": ("audiences",),
+    "Computed Trait": ("computed_traits",),
+    "Profiles Warehouse": ("profiles_warehouses",),
+    "Space Filter": ("space_filters",),
+})
+
+AUDIT_MAX_PAGES = 10  # pages per tick; a longer backlog triggers a full config sync instead
+AUDIT_TIME_BUDGET_SECONDS = 20.0  # Dagster cancels a sensor evaluation after 60 s by default
+AUDIT_INITIAL_LOOKBACK = timedelta(minutes=5)  # first tick, no cursor yet: clock skew margin
+AUDIT_SENSOR_INTERVAL_SECONDS = 60
+
+
+# -- stream sets ---------------------------------------------------------------------------
+
+
+def config_streams() -> list[StreamSpec]:
+    """Every materialized non-partitioned stream: configuration read in full and diffed into
+    `<table>__ct`, and the sync histories read from their watermark."""
+    return [s for s in materialized_streams() if s.windowing is None]
+
+
+def partitioned_streams(window: Window) -> list[StreamSpec]:
+    return [s for s in materialized_streams() if s.windowing and s.windowing.partition is window]
+
+
+def _keys(streams: Iterable[StreamSpec]) -> list[AssetKey]:
+    return [asset_key(s.name) for s in streams]
+
+
+def config_descendants(name: str) -> list[str]:
+    """The config streams whose ids come from `name`, directly or through other streams."""
+    out: list[str] = []
+    todo = [name]
+    while todo:
+        for child in children_of(todo.pop()):
+            if child.materialized and child.windowing is None and child.name not in out:
+                out.append(child.name)
+                todo.append(child.name)
+    return out
+
+
+def streams_for_resource_type(resource_type: str) -> set[str] | None:
+    """Config streams an audit event on `resource_type` may have changed; None if the type is unknown."""
+    roots = _AUDIT_TYPES_FOLDED.get(resource_type.strip().casefold())
+    if roots is None:
+        return None
+    out = set(roots)
+    for root in roots:
+        out.update(config_descendants(root))
+    return out
+
+
+_AUDIT_TYPES_FOLDED = {k.casefold(): v for k, v in AUDIT_RESOURCE_STREAMS.items()}
+
+
+# -- jobs and schedules --------------------------------------------------------------------
+
+
+def config_cron() -> str:
+    return os.environ.get(CONFIG_CRON_ENV, "").strip() or DEFAULT_CONFIG_CRON
+
+
+def build_jobs() -> dict[str, UnresolvedAssetJobDefinition]:
+    return {
+        CONFIG_JOB: define_asset_job(
+            CONFIG_JOB, selection=AssetSelection.assets(*_keys(config_streams())),
+            description="Every non-partitioned Segment stream: configuration (reload and compare into "
+                        "<table>__ct) and sync histories (from their watermark).",
+        ),
+        DAILY_JOB: define_asset_job(
+            DAILY_JOB, selection=AssetSelection.assets(*_keys(partitioned_streams(Window.DAILY))),
+            description="Daily-partitioned Segment streams (audit trail, event volume, delivery); "
+                        "each run replaces its days.",
+        ),
+        MONTHLY_JOB: define_asset_job(
+            MONTHLY_JOB, selection=AssetSelection.assets(*_keys(partitioned_streams(Window.MONTHLY))),
+            description="Monthly-partitioned Segment usage streams; each run replaces its months.",
+        ),
+    }
+
+
+def build_schedules(jobs: Mapping[str, UnresolvedAssetJobDefinition], cron: str | None = None) -> list[ScheduleDefinition]:
+    cron = cron or config_cron()
+    config = ScheduleDefinition(
+        name="segment_config_schedule",
+        job=jobs[CONFIG_JOB],
+        cron_schedule=cron,
+        execution_timezone=TIMEZONE,
+        default_status=DefaultScheduleStatus.STOPPED,
+        tags={TRIGGER_TAG: "schedule"},
+        description=(
+            f"Sync every non-partitioned stream ({len(config_streams())} assets) on `{cron}` ({TIMEZONE}); set "
+            f"{CONFIG_CRON_ENV} to change it (default `{DEFAULT_CONFIG_CRON}`, hourly). Configuration is reloaded "
+            f"and compared: each run diffs the full read against the tables and appends I/U/D rows to "
+            f"<table>__ct; sync histories are read from their watermark. Between these runs the audit-trail "
+            f"sensor re-syncs only what changed."
+        ),
+    )
+    return [config, _daily_schedule(jobs[DAILY_JOB]), _monthly_schedule(jobs[MONTHLY_JOB])]
+
+
+def daily_partition_key(now: datetime) -> str:
+    """The last complete day at `now`: the day before (UTC)."""
+    return partitions_def(Window.DAILY).get_partition_key_for_timestamp((now - timedelta(days=1)).timestamp())
+
+
+# Not build_schedule_from_partitioned_job: in Dagster 1.13 its ticks call the deprecated
+# run_request_for_partition, a DeprecationWarning on every evaluation that users cannot act on.
+def _daily_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
+    @schedule(
+        name="segment_daily_schedule",
+        job=job,
+        cron_schedule=f"{DAILY_MINUTE} {DAILY_HOUR} * * *",
+        execution_timezone=TIMEZONE,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=(
+            f"Each day at {DAILY_HOUR:02d}:{DAILY_MINUTE:02d} {TIMEZONE}, materialize the last complete daily "
+            f"partition (yesterday) of every daily-partitioned stream "
+            f"({', '.join(s.name for s in partitioned_streams(Window.DAILY))}); the run replaces that day. "
+            f"Missed days: backfill the range (one run)."
+        ),
+    )
+    def segment_daily_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+        key = daily_partition_key(context.scheduled_execution_time or datetime.now(timezone.utc))
+        return RunRequest(run_key=key, partition_key=key, tags={TRIGGER_TAG: "schedule"})
+
+    return segment_daily_schedule
+
+
+def monthly_partition_keys(now: datetime) -> list[str]:
+    """The month containing `now` and, during the first MONTHLY_SETTLE_DAYS days, the month before."""
+    pdef = partitions_def(Window.MONTHLY)
+    now = now.astimezone(timezone.utc)
+    keys = [pdef.get_partition_key_for_timestamp(now.timestamp())]
+    if now.day <= MONTHLY_SETTLE_DAYS:
+        previous = pdef.get_partition_key_for_timestamp((now.replace(day=1) - timedelta(days=1)).timestamp())
+        if pdef.has_partition_key(previous):
+            keys.insert(0, previous)
+    return keys
+
+
+def _monthly_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
+    @schedule(
+        name="segment_monthly_schedule",
+        job=job,
+        cron_schedule=MONTHLY_CRON,
+        execution_timezone=TIMEZONE,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=(
+            f"Every day at 01:30 {TIMEZONE}, materialize the current month's partition of the monthly usage "
+            f"streams ({', '.join(s.name for s in partitioned_streams(Window.MONTHLY))}): the API reports "
+            f"cumulative daily counts for the open month, so it is re-read and replaced daily. On the first "
+            f"{MONTHLY_SETTLE_DAYS} days of a month the previous month is re-read too, while it settles."
+        ),
+    )
+    def segment_monthly_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
+        now = context.scheduled_execution_time or datetime.now(timezone.utc)
+        # The partition key repeats every day of the month: the day makes the run key unique.
+        return [RunRequest(run_key=f"{key}@{now.astimezone(timezone.utc):%Y-%m-%d}", partition_key=key,
+                           tags={TRIGGER_TAG: "schedule"})
+                for key in monthly_partition_keys(now)]
+
+    return segment_monthly_schedule
+
+
+# -- freshness -----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=16)
+def largest_cron_gap(cron: str, horizon: timedelta = timedelta(days=35)) -> timedelta:
+    """The longest wait between two ticks of `cron` (a weekday-only cron waits over the weekend)."""
+    # Dagster's own cron iterator, so the gap matches how the schedule ticks (DST included).
+    from dagster._utils.schedules import cron_string_iterator
+
+    start = datetime.now(timezone.utc)
+    ticks = cron_string_iterator(start.timestamp(), cron, TIMEZONE)
+    previous, gap = next(ticks), timedelta(0)
+    for tick in ticks:
+        gap = max(gap, tick - previous)
+        if tick - start > horizon:
+            break
+        previous = tick
+    return gap
+
+
+def freshness_policy_for(stream: StreamSpec, cron: str | None = None) -> FreshnessPolicy:
+    """Partitioned streams run daily: fresh within a day plus slack. Config streams: within their
+    cron's longest interval plus slack (hourly cron: warn after 2h, fail after 3h)."""
+    if stream.windowing:
+        return FreshnessPolicy.time_window(fail_window=PARTITIONED_FAIL, warn_window=PARTITIONED_WARN)
+    interval = largest_cron_gap(cron or config_cron())
+    return FreshnessPolicy.time_window(fail_window=interval + CONFIG_FAIL_SLACK, warn_window=interval + CONFIG_WARN_SLACK)
+
+
+def with_freshness_policies(cron: str | None = None) -> Callable[[AssetSpec], AssetSpec]:
+    """A spec mapper for `map_asset_specs`: each Segment asset gets its stream's freshness policy."""
+    cron = cron or config_cron()
+    policies = {s.name: freshness_policy_for(s, cron) for s in materialized_streams()}
+
+    def apply(spec: AssetSpec) -> AssetSpec:
+        policy = policies.get(spec.key.path[-1])
+        return apply_freshness_policy(spec, policy) if policy else spec
+
+    return apply
+
+
+# -- the audit-trail sensor ----------------------------------------------------------------
+
+
+def _parse_ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class AuditCursor:
+    """The newest event time seen (as the API wrote it) and the ids of every event at that time.
+
+    The next read starts *at* that time, so an event written later in the same millisecond is
+    still seen, and the ids keep the ones already counted out. `whole_ms` says every event of
+    that millisecond is covered (a full re-sync was requested after a backlog), ids or not."""
+
+    timestamp: str
+    ids: frozenset[str] = frozenset()
+    whole_ms: bool = False
+
+    def dumps(self) -> str:
+        raw: dict[str, Any] = {"timestamp": self.timestamp, "ids": sorted(self.ids)}
+        if self.whole_ms:
+            raw["whole_ms"] = True
+        return json.dumps(raw, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, text: str | None) -> AuditCursor | None:
+        if not text:
+            return None
+        raw = json.loads(text)
+        return cls(raw["timestamp"], frozenset(raw.get("ids", ())), bool(raw.get("whole_ms")))
+
+    def counted(self, event: Mapping[str, Any], ts: datetime, since: datetime) -> bool:
+        return ts < since or (ts == since and (self.whole_ms or event["id"] in self.ids))
+
+
+@dataclass
+class AuditPoll:
+    cursor: AuditCursor  # where the next tick starts
+    events: list[dict[str, Any]] = field(default_factory=list)  # unseen events, newest first
+    pages: int = 0
+    overflow: bool = False  # more pages than one tick may read: the oldest unread events are unknown
+    why_overflow: str = ""
+
+
+def poll_audit_trail(client: SegmentClient, cursor: AuditCursor | None, *, now: datetime | None = None,
+                     max_pages: int = AUDIT_MAX_PAGES, time_budget: float = AUDIT_TIME_BUDGET_SECONDS,
+                     initial_lookback: timedelta = AUDIT_INITIAL_LOOKBACK) -> AuditPoll:
+    """Every audit event newer than `cursor`, within `max_pages` pages and `time_budget` seconds.
+
+    The API lists newest first, so when a tick stops early the events it did not read are the
+    oldest ones; the poll then says `overflow`, and the caller re-syncs everything instead of
+    guessing. An unchanged workspace costs one request: the page holding the cursor's own events.
+    """
+    started = time.monotonic()
+    if cursor is None:
+        cursor = AuditCursor(_iso((now or datetime.now(timezone.utc)) - initial_lookback))
+    stream = STREAMS["audit_events"]
+    since = _parse_ts(cursor.timestamp)
+    newest, newest_ts = since, cursor.timestamp
+    at_newest: set[str] = set(cursor.ids)
+    poll = AuditPoll(cursor)
+    # One millisecond early: whether the API reads startTime as inclusive or as "after", events
+    # in the cursor's own millisecond are listed, and the ids tell the counted ones apart.
+    pages = client.pages(stream, query={"startTime": _iso(since - timedelta(milliseconds=1))})
+    try:
+        for page in pages:
+            poll.pages += 1
+            oldest = newest
+            for event in page.records:
+                ts = oldest = _parse_ts(event["timestamp"])
+                if cursor.counted(event, ts, since):
+                    continue  # an earlier tick had it
+                poll.events.append(event)
+                if ts > newest:
+                    newest, newest_ts, at_newest = ts, event["timestamp"], set()
+                if ts == newest:
+                    at_newest.add(event["id"])
+            more = bool((page.data.get("pagination") or {}).get("next"))
+            if more and oldest < since:
+                break  # newest first: the rest is older than the cursor
+            if more and poll.pages >= max_pages and oldest <= since:
+                break  # only the cursor's own millisecond is left, whose ids are known
+            if more and poll.pages >= max_pages:
+                poll.overflow, poll.why_overflow = True, f"more than {max_pages} pages of new events"
+                break
+            if more and time.monotonic() - started > time_budget:
+                poll.overflow, poll.why_overflow = True, f"reading took over {time_budget:.0f}s"
+                break
+    finally:
+        pages.close()  # an unread next page is never requested
+    # After a backlog the unread events may share the newest millisecond, so their ids are not
+    # all known; the full re-sync the caller requests covers that millisecond whole instead.
+    poll.cursor = AuditCursor(newest_ts, frozenset(at_newest), whole_ms=poll.overflow or (
+        cursor.whole_ms and newest_ts == cursor.timestamp))
+    return poll
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    streams: list[str]  # config streams to re-sync, sorted
+    unknown_types: dict[str, int]  # resourceType -> events ignored
+    resources: list[str]  # "Type:id" of the resources touched, newest first, unique
+
+
+def plan_from_events(events: Sequence[Mapping[str, Any]], overflow: bool = False) -> AuditPlan:
+    streams: set[str] = set()
+    unknown: dict[str, int] = {}
+    resources: list[str] = []
+    for event in events:
+        rtype = str(event.get("resourceType") or "")
+        affected = streams_for_resource_type(rtype)
+        if affected is None:
+            unknown[rtype] = unknown.get(rtype, 0) + 1
+            continue
+        streams |= affected
+        resource = f"{rtype}:{event.get('resourceId')}"
+        if resource not in resources:
+            resources.append(resource)
+    if overflow:
+        streams = {s.name for s in config_streams()}
+    return AuditPlan(sorted(streams), unknown, resources)
+
+
+def build_audit_sensor(*, max_pages: int = AUDIT_MAX_PAGES, time_budget: float = AUDIT_TIME_BUDGET_SECONDS,
+                       initial_lookback: timedelta = AUDIT_INITIAL_LOOKBACK,
+                       minimum_interval_seconds: int = AUDIT_SENSOR_INTERVAL_SECONDS) -> SensorDefinition:
+    @sensor(
+        name=AUDIT_SENSOR,
+        target=AssetSelection.assets(*_keys(config_streams())),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=DefaultSensorStatus.STOPPED,
+        description=(
+            "Polls the Segment Audit Trail (GET /audit-events) from the last event seen and launches one run "
+            "re-syncing only the configuration streams the new events touch: the stream of each event's "
+            "resourceType and its config descendants (e.g. a Source event re-reads sources, source_details, "
+            "connected destinations/warehouses...). A quiet workspace costs one API request per tick. At most "
+            f"{max_pages} pages or {time_budget:.0f}s per tick; a longer backlog re-syncs every config stream. "
+            "Unknown resource types are logged and ignored. Needs the Audit Trail feature (Business plan); "
+            "without it the sensor skips and the config schedule keeps tables current."
+        ),
+    )
+    def segment_audit_trail_sensor(context: SensorEvaluationContext, segment: SegmentResource) -> SensorResult | SkipReason:
+        cursor = AuditCursor.loads(context.cursor)
+        # Dagster hands each evaluation its own copy of the resource: its client ends with the tick.
+        client = segment.get_client()
+        try:
+            poll = poll_audit_trail(client, cursor, max_pages=max_pages, time_budget=time_budget,
+                                    initial_lookback=initial_lookback)
+        except StreamUnavailable as exc:
+            return SkipReason(
+                f"The Segment Audit Trail is not available to this workspace or token (HTTP {exc.status}): it needs "
+                "the Audit Trail feature (Business plan). Nothing to watch; segment_config_schedule keeps the "
+                "configuration tables current."
+            )
+        finally:
+            client.close()
+        plan = plan_from_events(poll.events, poll.overflow)
+        for rtype, n in sorted(plan.unknown_types.items()):
+            context.log.warning("audit trail: %d event(s) with unknown resourceType %r ignored", n, rtype)
+        new_cursor = poll.cursor.dumps()
+        if not plan.streams:
+            why = (f"no new audit events since {poll.cursor.timestamp}" if not poll.events else
+                   f"{len(poll.events)} new audit event(s), none on a replicated resource type")
+            return SensorResult(skip_reason=SkipReason(why), cursor=new_cursor if poll.cursor != cursor else None)
+        digest = hashlib.sha1(",".join(sorted(e["id"] for e in poll.events)).encode()).hexdigest()[:12]
+        tags = {
+            TRIGGER_TAG: "audit-trail",
+            "segment/audit_events": str(len(poll.events)),
+            "segment/audit_resources": _truncate(", ".join(plan.resources), 400),
+        }
+        if poll.overflow:
+            tags["segment/audit_overflow"] = poll.why_overflow
+            context.log.warning("audit trail: %s; re-syncing every config stream", poll.why_overflow)
+        context.log.info("audit trail: %d new event(s) in %d page(s) -> %d stream(s): %s",
+                         len(poll.events), poll.pages, len(plan.streams), ", ".join(plan.streams))
+        return SensorResult(
+            run_requests=[RunRequest(run_key=f"audit:{poll.cursor.timestamp}:{digest}",
+                                     asset_selection=[asset_key(s) for s in plan.streams], tags=tags)],
+            cursor=new_cursor,
+        )
+
+    return segment_audit_trail_sensor
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
