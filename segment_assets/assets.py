@@ -19,6 +19,7 @@ from functools import cache
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -39,11 +40,11 @@ from dagster import (
 )
 
 from segment_assets import spec
-from segment_assets.client import NotFound, SegmentClient, StreamUnavailable
+from segment_assets.client import NotFound, Page, SegmentClient, StreamUnavailable
 from segment_assets.resources import DuckDBTargetResource, SegmentResource
 from segment_assets.storage import SCHEMA, Target, WriteResult
 from segment_assets.streams import StreamSpec, TimeWindowing, Window, materialized_streams
-from segment_assets.tables import RECORD_KIND, WINDOW_END, WINDOW_START, TableDef, table_def, timestamp
+from segment_assets.tables import RECORD_KIND, WINDOW_END, WINDOW_START, Shaper, TableDef, table_def
 
 KEY_PREFIX = "segment"
 POOL = "segment_api"
@@ -161,19 +162,23 @@ WATERMARK_OVERLAP = timedelta(days=1)  # re-read a day below the watermark: late
 
 def fetch_batches(
     stream: StreamSpec, client: SegmentClient, requests: list[Request], outcome: FetchOutcome, concurrency: int,
-    watermarks: Mapping[tuple[str, ...], datetime] | None = None,
+    shaper: Shaper, watermarks: Mapping[tuple[str, ...], datetime] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Pages of all requests as Arrow batches. A single request streams page by page; many
     requests (fan-out) run on a bounded pool, each collecting its own (small) pages."""
-    table = table_def(stream.name)
     outcome.requests = len(requests)
+    watermark_column = spec.snake_case(stream.watermark) if stream.watermark else None
 
     def read(request: Request) -> Iterator[pa.RecordBatch]:
         floor = (watermarks or {}).get(_parent_key(stream, request))
+
+        def shape(page: Page) -> pa.RecordBatch:
+            return shaper.batch(page.records, _context(request, page.record_kind), page.data)
+
         try:
-            for page in client.pages(stream, request.path, request.params):
-                yield table.to_batch(page.records, _context(request, page.record_kind), page.data)
-                if floor is not None and _all_older(page.records, stream.watermark, floor - WATERMARK_OVERLAP):
+            for batch in client.pages(stream, request.path, request.params, shape=shape):
+                yield batch
+                if floor is not None and _all_older(batch, watermark_column, floor - WATERMARK_OVERLAP):
                     outcome.watermark_stops += 1
                     return
         except StreamUnavailable as exc:
@@ -209,9 +214,11 @@ def _parent_key(stream: StreamSpec, request: Request) -> tuple[str, ...]:
     return tuple(str(ctx[p]) for p in stream.parent.params) if stream.parent else ()
 
 
-def _all_older(records: list[Any], field_name: str | None, floor: datetime) -> bool:
-    times = [timestamp(r.get(field_name)) for r in records if isinstance(r, dict)] if field_name else []
-    return bool(times) and all(isinstance(t, datetime) and t < floor for t in times)
+def _all_older(batch: pa.RecordBatch, column: str | None, floor: datetime) -> bool:
+    if not column or not batch.num_rows:
+        return False
+    newest = pc.max(batch.column(column)).as_py()
+    return newest is not None and newest < floor
 
 
 def stored_watermarks(stream: StreamSpec, target: Target) -> dict[tuple[str, ...], datetime]:
@@ -267,7 +274,8 @@ def materialize_stream(
     before = client.stats.snapshot()
     requests = plan_requests(stream, target, windows)
     outcome = FetchOutcome()
-    batches = fetch_batches(stream, client, requests, outcome, segment.max_concurrency,
+    shaper = table.shaper(strict=segment.require_documented_fields)
+    batches = fetch_batches(stream, client, requests, outcome, segment.max_concurrency, shaper,
                             stored_watermarks(stream, target))
     # Knowing a stream is refused before the write keeps a gated stream's old table intact.
     staged = _peek_unavailable(batches, outcome)
@@ -287,6 +295,10 @@ def materialize_stream(
         metadata["segment/watermark_stops"] = outcome.watermark_stops
     if outcome.parents_gone:
         metadata["segment/parents_gone"] = outcome.parents_gone
+    if shaper.missing_required:
+        metadata["segment/missing_required_fields"] = dict(shaper.missing_required)
+        context.log.warning("%s: records lacked required fields, loaded as NULL: %s", stream.name,
+                            dict(shaper.missing_required))
     if outcome.unavailable:
         metadata["segment/unavailable_parameter_sets"] = len(outcome.unavailable)
         metadata["segment/unavailable_example"] = outcome.unavailable[0]

@@ -7,6 +7,7 @@ default `.dagster_home/`), so its runs and materializations show in the UI after
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -24,10 +25,18 @@ def _instance() -> Any:
 
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(DEFAULT_DAGSTER_HOME).absolute())))
     home.mkdir(parents=True, exist_ok=True)
-    project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
-    if not (home / "dagster.yaml").exists() and project_config.exists():
-        shutil.copy(project_config, home / "dagster.yaml")
-    return DagsterInstance.get()
+    # Dagster creates its SQLite schemas on first use; two syncs starting together on a new
+    # home would race there (and can corrupt the migration state), so the first use is serialised.
+    with open(home / ".segment-assets.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
+        if not (home / "dagster.yaml").exists() and project_config.exists():
+            tmp = home / f".dagster.yaml.{os.getpid()}"
+            shutil.copy(project_config, tmp)
+            os.replace(tmp, home / "dagster.yaml")
+        instance = DagsterInstance.get()
+        instance.get_runs(limit=1)  # touches run, event and schedule storage while holding the lock
+        return instance
 
 
 def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = None, out: Any = sys.stdout) -> list[dict[str, Any]]:
@@ -83,7 +92,10 @@ def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = N
     _print_summary(rows, time.monotonic() - started, out)
     failures = [e for result in results for e in result.all_events if e.is_step_failure]
     for event in failures:
-        print(f"FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}", file=out)
+        error = event.event_specific_data.error
+        while error.cause is not None:  # Dagster wraps the stream's own error; show that one
+            error = error.cause
+        print(f"FAILED {event.step_key.removeprefix('segment__')}: {error.message.strip()}", file=out)
     if failures:
         raise SystemExit(f"sync failed for {len(failures)} stream(s)")
     return rows

@@ -12,10 +12,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -24,6 +24,7 @@ import orjson
 from segment_assets.streams import Paging, StreamSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REGIONS: Mapping[str, str] = {
     "us": "https://api.segmentapis.com",
@@ -300,15 +301,25 @@ class SegmentClient:
     # -- pagination ---------------------------------------------------------------------
 
     def pages(
-        self, stream: StreamSpec, path_params: Mapping[str, str] | None = None, query: Mapping[str, Any] | None = None
-    ) -> Iterator[Page]:
-        """Yield every page of `stream` for one set of parameters, following its paging mode."""
+        self,
+        stream: StreamSpec,
+        path_params: Mapping[str, str] | None = None,
+        query: Mapping[str, Any] | None = None,
+        shape: Callable[[Page], T] | None = None,
+    ) -> Iterator[T]:
+        """Yield every page of `stream` for one set of parameters, following its paging mode.
+
+        `shape` turns a page into what the caller keeps (e.g. an Arrow batch); a page it rejects
+        with ValueError, or a page whose cursor repeats, is requested again like an unreadable
+        body, and the error is raised only if it persists."""
         path_params = dict(path_params or {})
         base_query = {**stream.query, **(query or {})}
         count = min(self.page_size or stream.max_page_size, stream.max_page_size)
+        take = shape or (lambda page: page)  # type: ignore[assignment, return-value]
         if stream.paging is Paging.PER_KEY:
-            yield from self._pages_per_key(stream, path_params, base_query, count)
+            yield from self._pages_per_key(stream, path_params, base_query, count, take)
             return
+        follows = stream.paging in (Paging.CURSOR, Paging.TOP_LEVEL)
         cursor: str | None = None
         seen: set[str] = set()
         while True:
@@ -319,25 +330,42 @@ class SegmentClient:
                 q["count"] = count
                 if cursor:
                     q["cursor"] = cursor
-            data = self.request(stream, path_params, q)
+            attempt = 0
+            while True:
+                data = self.request(stream, path_params, q)
+                pagination = data.get("pagination") or {}
+                nxt = pagination.get("next") if follows else None
+                try:
+                    if nxt and (nxt in seen or nxt in (cursor, pagination.get("current"))):
+                        raise PaginationError(
+                            f"stream {stream.name}: the API returned cursor {nxt!r} twice; stopping instead of "
+                            f"looping ({len(seen) + 1} pages read). Nothing from this run was written."
+                        )
+                    kept = take(Page(_records(stream, data, stream.data_key), data))
+                    break
+                except (PaginationError, ValueError) as exc:
+                    attempt += 1
+                    self._again(stream, attempt, exc)
             self.stats.add(pages=1)
-            yield Page(_records(stream, data, stream.data_key), data)
-            if stream.paging not in (Paging.CURSOR, Paging.TOP_LEVEL):
-                return
-            nxt = (data.get("pagination") or {}).get("next")
+            yield kept
             if not nxt:
                 return
-            if nxt in seen or nxt == cursor:
-                raise PaginationError(
-                    f"stream {stream.name}: the API returned cursor {nxt!r} twice; stopping instead of looping "
-                    f"({len(seen) + 1} pages read). Nothing from this run was written."
-                )
-            seen.add(nxt)
+            seen.update(c for c in (cursor, pagination.get("current")) if c)
             cursor = nxt
 
+    def _again(self, stream: StreamSpec, attempt: int, exc: Exception) -> None:
+        """Retry a page the API served but that cannot be used, or raise its own clear error."""
+        if attempt > self.max_retries:
+            raise exc
+        self.stats.add(retries=1)
+        delay = self._backoff(attempt)
+        log.info("%s: unusable page (%s), retry %d in %.2fs", stream.name, exc, attempt, delay)
+        self._sleep(delay)
+
     def _pages_per_key(
-        self, stream: StreamSpec, path_params: dict[str, str], base_query: dict[str, Any], count: int
-    ) -> Iterator[Page]:
+        self, stream: StreamSpec, path_params: dict[str, str], base_query: dict[str, Any], count: int,
+        take: Callable[[Page], T],
+    ) -> Iterator[T]:
         # Each data key has its own cursor; a key is dropped from the request once exhausted,
         # and records for an exhausted key (its first page, served again) are ignored.
         cursors: dict[str, str | None] = {k: None for k in stream.data_keys}
@@ -346,18 +374,27 @@ class SegmentClient:
             q = dict(base_query)
             for key, cur in cursors.items():
                 q[f"{key}Pagination"] = {"count": count, **({"cursor": cur} if cur else {})}
-            data = self.request(stream, path_params, q)
+            attempt = 0
+            while True:
+                data = self.request(stream, path_params, q)
+                try:
+                    kept = [take(Page(_records(stream, data, key), data, record_kind=key)) for key in cursors]
+                    nexts = {key: (data.get(f"{key}Pagination") or {}).get("next") for key in cursors}
+                    for key, nxt in nexts.items():
+                        if nxt and ((key, nxt) in seen or nxt == cursors[key]):
+                            raise PaginationError(f"stream {stream.name}: cursor {nxt!r} for {key} repeated")
+                    break
+                except (PaginationError, ValueError) as exc:
+                    attempt += 1
+                    self._again(stream, attempt, exc)
             self.stats.add(pages=1)
-            for key in list(cursors):
-                yield Page(_records(stream, data, key), data, record_kind=key)
-                nxt = (data.get(f"{key}Pagination") or {}).get("next")
-                if not nxt:
-                    del cursors[key]
-                elif (key, nxt) in seen:
-                    raise PaginationError(f"stream {stream.name}: cursor {nxt!r} for {key} repeated")
-                else:
+            yield from kept
+            for key, nxt in nexts.items():
+                if nxt:
                     seen.add((key, nxt))
                     cursors[key] = nxt
+                else:
+                    del cursors[key]
 
 
 def _records(stream: StreamSpec, data: dict[str, Any], key: str | tuple[str, ...] | None) -> list[Any]:

@@ -36,6 +36,11 @@ class SegmentResource(ConfigurableResource):
     global_rate_limit_per_minute: float = DEFAULT_GLOBAL_PER_MINUTE
     rate_limit_overrides: dict[str, float] = Field(default_factory=dict, description="operationId -> requests/min.")
     max_concurrency: int = Field(default=8, description="Parallel requests when a stream fans out over parents.")
+    require_documented_fields: bool = Field(
+        default=True,
+        description="Reject (re-read, then fail) pages whose records lack a field the API schema marks required; "
+        "False loads such fields as NULL and counts them in the materialization metadata.",
+    )
     stabilities: list[str] = Field(
         default_factory=lambda: list(STABILITIES),
         description="API stabilities to read; drop 'alpha' and/or 'beta' to skip those endpoints.",

@@ -96,6 +96,18 @@ def _process_lock(path: str) -> threading.Lock:
         return _PROCESS_LOCKS.setdefault(path, threading.Lock())
 
 
+def _sweep_orphans(stage_dir: Path) -> None:
+    """Remove staging files of processes that died mid-run (kill -9 skips their cleanup)."""
+    for f in stage_dir.glob("*.parquet"):
+        try:
+            pid = int(f.name.split(".")[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
+
+
 def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -183,7 +195,8 @@ class DuckDBTarget:
         """Stream batches to a Parquet file before any lock is taken; yields (path, rows)."""
         stage_dir = Path(self.path).parent / ".staging"
         stage_dir.mkdir(parents=True, exist_ok=True)
-        fd, path = tempfile.mkstemp(prefix=f"{table.name}-", suffix=".parquet", dir=stage_dir)
+        _sweep_orphans(stage_dir)
+        fd, path = tempfile.mkstemp(prefix=f"{table.name}.{os.getpid()}.", suffix=".parquet", dir=stage_dir)
         os.close(fd)
         rows = 0
         try:

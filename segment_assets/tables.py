@@ -9,6 +9,8 @@ arrives, so a stream with zero rows still gets a table with the right columns.
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -52,6 +54,7 @@ class Column:
 class TableDef:
     stream: StreamSpec
     columns: tuple[Column, ...]
+    required: frozenset[str] = frozenset()  # record fields the schema marks required
 
     @property
     def name(self) -> str:
@@ -71,15 +74,18 @@ class TableDef:
     def column_schema(self) -> list[tuple[str, str]]:
         return [(c.name, c.type) for c in self.columns]
 
+    def shaper(self, strict: bool = True) -> Shaper:
+        return Shaper(self, strict)
+
     def to_batch(self, records: Iterable[Any], context: Mapping[str, Any], data: Mapping[str, Any]) -> pa.RecordBatch:
-        return _Shaper(self).batch(records, context, data)
+        return Shaper(self).batch(records, context, data)
 
 
-def _record_schema(stream: StreamSpec) -> dict[str, Any]:
+def _record_schema(stream: StreamSpec, key: str | None = None) -> dict[str, Any]:
     data_schema = stream.operation.data_schema
     if not stream.data_keys:
         return data_schema
-    schema = spec.resolve(spec.properties(data_schema)[stream.data_keys[0]])
+    schema = spec.resolve(spec.properties(data_schema)[key or stream.data_keys[0]])
     if schema.get("type") == "array":
         return spec.resolve(schema["items"])
     return schema
@@ -139,16 +145,27 @@ def table_def(name: str) -> TableDef:
     for key in stream.primary_key:
         if key not in seen:
             raise ValueError(f"stream {stream.name}: primary key column {key!r} is not among its columns {sorted(seen)}")
-    return TableDef(stream, tuple(columns))
+    required = {c.api_name for c in columns if c.source == "record"}
+    # A multi-key stream (credential consumers: sources and warehouses) requires what all its shapes do.
+    for key in stream.data_keys or (None,):
+        required &= set(_record_schema(stream, key).get("required", ()))
+    return TableDef(stream, tuple(columns), frozenset(required) if not stream.scalar_column else frozenset())
 
 
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-class _Shaper:
-    def __init__(self, table: TableDef) -> None:
+class Shaper:
+    """Turns pages of one stream into Arrow batches. Strict: a record missing a field the
+    schema requires is rejected (the page is re-read, then the stream fails with this error);
+    lenient: the field lands as NULL and `missing_required` counts it for the run's metadata."""
+
+    def __init__(self, table: TableDef, strict: bool = True) -> None:
         self.table = table
+        self.strict = strict
+        self.missing_required: Counter[str] = Counter()
+        self._lock = threading.Lock()
         self.stream = table.stream
         self.record_cols = [c for c in table.columns if c.source == "record"]
         self.item_cols = [c for c in table.columns if c.source == "item"]
@@ -195,6 +212,9 @@ class _Shaper:
                 yield out
 
     def batch(self, records: Iterable[Any], context: Mapping[str, Any], data: Mapping[str, Any]) -> pa.RecordBatch:
+        records = list(records)
+        if self.table.required:
+            self._check_required(records)
         rows = list(self.rows(records, context, data))
         arrays = []
         for c in self.table.columns:
@@ -208,6 +228,30 @@ class _Shaper:
                     f"field {key!r}; the API response is incomplete, nothing was written"
                 )
         return batch
+
+    def _check_required(self, records: list[Any]) -> None:
+        required = self.table.required
+        missing: Counter[str] = Counter()
+        for rec in records:
+            if isinstance(rec, dict) and not required <= rec.keys():
+                missing.update(required - rec.keys())
+        if not missing:
+            return
+        keys = {c.api_name for c in self.table.columns if c.name in self.table.primary_key}
+        if self.strict or missing.keys() & keys:
+            field_name, n = max(missing.items(), key=lambda kv: (kv[0] in keys, kv[1]))
+            if field_name in keys:
+                raise RecordShapeError(
+                    f"stream {self.stream.name}: {n} record(s) lack the primary-key field {field_name!r}; "
+                    "the API response is incomplete, nothing was written"
+                )
+            raise RecordShapeError(
+                f"stream {self.stream.name}: {n} record(s) lack the field {field_name!r}, which the API schema marks "
+                f"required; nothing was written. If the API really dropped it, set require_documented_fields=False "
+                f"on the segment resource to load it as NULL"
+            )
+        with self._lock:
+            self.missing_required.update(missing)
 
     def _array(self, c: Column, values: list[Any]) -> pa.Array:
         default = self.stream.key_defaults.get(c.name)

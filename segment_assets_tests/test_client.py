@@ -133,9 +133,31 @@ def test_403_is_a_typed_unavailable_outcome() -> None:
 
 def test_repeated_cursor_is_an_error_not_a_loop() -> None:
     with Simulator(seed=3, counts={"sources": 30}) as big:
-        big.inject("repeat_cursor", "listSources", times=5)
-        with client_for(big, page_size=5) as client, pytest.raises(PaginationError, match="twice"):
+        big.inject("repeat_cursor", "listSources", times=50)
+        with client_for(big, page_size=5, max_retries=2) as client, pytest.raises(PaginationError, match="twice"):
             all_records(client, "sources")
+        assert big.stats["by_operation"]["listSources"] == 3, "the page was asked for again, then given up on"
+
+
+def test_a_single_repeated_cursor_is_read_again() -> None:
+    with Simulator(seed=3, counts={"sources": 30}) as big:
+        big.inject("repeat_cursor", "listSources", times=1)
+        with client_for(big, page_size=5) as client:
+            assert all_records(client, "sources") == big.items("listSources")
+            assert client.stats.retries == 1
+
+
+def test_a_page_the_caller_rejects_is_read_again(sim: Simulator) -> None:
+    sim.inject("missing_field", "listSources", times=1, field="id")
+
+    def shape(page):  # type: ignore[no-untyped-def]
+        if any("id" not in r for r in page.records):
+            raise ValueError("record without id")
+        return page.records
+
+    with client_for(sim) as client:
+        assert [r for rs in client.pages(STREAMS["sources"], shape=shape) for r in rs] == sim.items("listSources")
+        assert client.stats.retries == 1
 
 
 def test_media_type_follows_stability(sim: Simulator) -> None:

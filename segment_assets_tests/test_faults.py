@@ -227,26 +227,18 @@ PERSISTENT = [
     pytest.param("truncated", {}, ("stream sources", "unreadable 200 body"), id="truncated"),
     pytest.param("repeat_cursor", {}, ("stream sources", "cursor", "twice"), id="repeat_cursor"),
     pytest.param("missing_field", {"field": "id"}, ("stream sources", "primary-key field 'id'"), id="missing_key"),
-    pytest.param("missing_field", {"field": "slug"}, ("stream sources", "'slug'"), id="missing_required",
-                 marks=pytest.mark.xfail(strict=True, reason="core bug: required (non-key) fields are not checked; "
-                                                             "a page without `slug` loads NULLs silently")),
+    pytest.param("missing_field", {"field": "slug"}, ("stream sources", "'slug'", "require_documented_fields"),
+                 id="missing_required"),
     pytest.param("type_change", {"field": "name"}, ("stream sources", "'name'", "changed the field's type"),
                  id="type_change"),
 ]
 TRANSIENT = [
     pytest.param("malformed", {}, id="malformed"),
     pytest.param("truncated", {}, id="truncated"),
-    pytest.param("repeat_cursor", {}, id="repeat_cursor", marks=pytest.mark.xfail(
-        strict=True, reason="core bug: a first page whose `next` is its own cursor is followed, so page 1 is read "
-                            "twice and the write fails on duplicate keys")),
-    pytest.param("missing_field", {"field": "id"}, id="missing_key", marks=pytest.mark.xfail(
-        strict=True, reason="core bug: a page failing the record shape check is never re-read; one bad page fails "
-                            "the stream")),
-    pytest.param("missing_field", {"field": "slug"}, id="missing_required", marks=pytest.mark.xfail(
-        strict=True, reason="core bug: a page missing a required field loads NULLs instead of being re-read")),
-    pytest.param("type_change", {"field": "name"}, id="type_change", marks=pytest.mark.xfail(
-        strict=True, reason="core bug: a page failing the record shape check is never re-read; one bad page fails "
-                            "the stream")),
+    pytest.param("repeat_cursor", {}, id="repeat_cursor"),
+    pytest.param("missing_field", {"field": "id"}, id="missing_key"),
+    pytest.param("missing_field", {"field": "slug"}, id="missing_required"),
+    pytest.param("type_change", {"field": "name"}, id="type_change"),
 ]
 
 
@@ -399,8 +391,6 @@ def test_401_mid_run_fails_the_refused_streams_and_keeps_their_tables(tmp_path: 
     assert integrity_problems(db) == []
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: run_sync's FAILED lines print Dagster's wrapper "
-                                       "('Error occurred while executing op ...'), not the error itself")
 def test_sync_summary_says_why_a_stream_failed(tmp_path: Path) -> None:
     with Simulator(seed=3, scale=0.3, tokens=("good-token-1",)) as sim:
         out = io.StringIO()
@@ -467,8 +457,6 @@ def test_concurrent_syncs_into_one_file_all_complete_correctly(tmp_path: Path) -
         assert [r[-1] for r in changes[f"{table}__ct"]] == ["I"] * len(changes[table]), table
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: the first use of a DAGSTER_HOME by several syncs at once races "
-                                       "in Dagster's SQLite schema creation (and can leave it unusable)")
 def test_first_use_of_dagster_home_by_concurrent_syncs(dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Threads race exactly like separate `segment-assets sync` processes do, without paying for imports.
     errors: list[str] = []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -154,3 +157,16 @@ def test_zero_row_stream_still_gets_its_columns(target: DuckDBTarget) -> None:
     cols = [r[0] for r in rows(target, "SELECT column_name FROM information_schema.columns "
                                        "WHERE table_name = 'sources' ORDER BY ordinal_position")]
     assert cols == SOURCES.column_names
+
+
+def test_staging_files_of_dead_processes_are_swept(target: DuckDBTarget, tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stage = tmp_path / ".staging"
+    stage.mkdir()
+    orphan = stage / f"sources.{dead.pid}.abc.parquet"
+    orphan.write_bytes(b"left by a killed run")
+    mine = stage / f"sources.{os.getpid()}.xyz.parquet"
+    mine.write_bytes(b"in use")
+    snapshot(target, [source(1)])
+    assert not orphan.exists() and mine.exists()
