@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,10 +52,10 @@ def names(request: RunRequest) -> set[str]:
 class Ticker:
     """Runs sensor ticks the way the daemon does: the cursor a tick returns feeds the next one."""
 
-    def __init__(self, sim: Simulator, segment: SegmentResource, cursor: str | None = None, **sensor_args: Any) -> None:
-        self.sim, self.segment, self.cursor = sim, segment, cursor
+    def __init__(self, sim: Simulator, segment: SegmentResource, instance: DagsterInstance, **sensor_args: Any) -> None:
+        self.sim, self.segment, self.instance = sim, segment, instance
+        self.cursor: str | None = None
         self.sensor = build_audit_sensor(**sensor_args)
-        self.instance = DagsterInstance.get()  # the test's temporary DAGSTER_HOME
         self.requests: list[int] = []  # API requests per tick
 
     def tick(self) -> SensorResult:
@@ -68,14 +68,15 @@ class Ticker:
         return result
 
 
-@pytest.fixture(autouse=True)
-def quiet_instance(dagster_home: Path) -> None:
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    with DagsterInstance.ephemeral() as instance:
+        yield instance
 
 
 @pytest.fixture
-def ticker(sim: Simulator) -> Ticker:
-    t = Ticker(sim, segment_for(sim))
+def ticker(sim: Simulator, instance: DagsterInstance) -> Ticker:
+    t = Ticker(sim, segment_for(sim), instance)
     t.tick()  # the first tick sets the cursor
     return t
 
@@ -111,21 +112,24 @@ def test_source_update_requests_exactly_sources_and_descendants(sim: Simulator, 
 
 
 def test_run_request_launches_a_run_that_writes_the_change(sim: Simulator, storage: DuckDBTargetResource,
-                                                           target: DuckDBTarget, ticker: Ticker) -> None:
+                                                           target: DuckDBTarget, ticker: Ticker,
+                                                           instance: DagsterInstance) -> None:
     assets, resources = build_assets(), {"segment": segment_for(sim), "storage": storage}
-    assert materialize(assets, resources=resources, selection=[asset_key("sources")]).success
-    source = sim.workspace.list("sources")[0]
-    sim.workspace.update("sources", source["id"], name="Renamed by audit")
+    assert materialize(assets, resources=resources, selection=[asset_key("labels")]).success
+    label = sim.workspace.list("labels")[1]
+    sim.workspace.update("labels", f"{label['key']}:{label['value']}", description="Edited in the UI")
     [request] = ticker.tick().run_requests
+    assert names(request) == {"labels"}
     run = materialize(assets, resources=resources, selection=request.asset_selection, tags=request.tags,
-                      instance=DagsterInstance.get())
+                      instance=instance)
     assert run.success
-    assert target.query("SELECT header__change_oper, id, name FROM sources__ct WHERE header__run_id = ?",
-                        [run.run_id]) == [("U", source["id"], "Renamed by audit")]
+    assert target.query("SELECT header__change_oper, key, value, description FROM labels__ct "
+                        "WHERE header__run_id = ?", [run.run_id]) == [("U", label["key"], label["value"],
+                                                                       "Edited in the UI")]
 
 
-def test_events_on_many_pages_are_all_seen(sim: Simulator) -> None:
-    ticker = Ticker(sim, segment_for(sim, page_size=2))
+def test_events_on_many_pages_are_all_seen(sim: Simulator, instance: DagsterInstance) -> None:
+    ticker = Ticker(sim, segment_for(sim, page_size=2), instance)
     ticker.tick()
     ws = sim.workspace
     plan = ws.list("tracking_plans")[0]
@@ -157,8 +161,8 @@ def test_events_on_many_pages_are_all_seen(sim: Simulator) -> None:
     assert not ticker.tick().run_requests and ticker.requests[-1] == 1
 
 
-def test_backlog_beyond_page_cap_resyncs_every_config_stream(sim: Simulator) -> None:
-    ticker = Ticker(sim, segment_for(sim, page_size=2), max_pages=2)
+def test_backlog_beyond_page_cap_resyncs_every_config_stream(sim: Simulator, instance: DagsterInstance) -> None:
+    ticker = Ticker(sim, segment_for(sim, page_size=2), instance, max_pages=2)
     ticker.tick()
     start = sim.now()
     added = [e for i in range(9) for e in sim.workspace.add_audit_events(1, at=start + timedelta(milliseconds=i))]
@@ -171,8 +175,8 @@ def test_backlog_beyond_page_cap_resyncs_every_config_stream(sim: Simulator) -> 
     assert not ticker.tick().run_requests and ticker.requests[-1] == 1
 
 
-def test_backlog_in_one_millisecond_is_resynced_once(sim: Simulator) -> None:
-    ticker = Ticker(sim, segment_for(sim, page_size=2), max_pages=2)
+def test_backlog_in_one_millisecond_is_resynced_once(sim: Simulator, instance: DagsterInstance) -> None:
+    ticker = Ticker(sim, segment_for(sim, page_size=2), instance, max_pages=2)
     ticker.tick()
     sim.workspace.add_audit_events(9, at=sim.now())
     [request] = ticker.tick().run_requests
@@ -181,9 +185,10 @@ def test_backlog_in_one_millisecond_is_resynced_once(sim: Simulator) -> None:
     assert not ticker.tick().run_requests and ticker.requests[-1] == 2
 
 
-def test_events_in_the_cursor_millisecond_are_neither_skipped_nor_counted_twice(sim: Simulator) -> None:
+def test_events_in_the_cursor_millisecond_are_neither_skipped_nor_counted_twice(
+        sim: Simulator, instance: DagsterInstance) -> None:
     at = sim.now() + timedelta(seconds=1)
-    ticker = Ticker(sim, segment_for(sim))
+    ticker = Ticker(sim, segment_for(sim), instance)
     ticker.tick()
     first = sim.workspace.add_audit_events(3, at=at)
     r1 = ticker.tick()
@@ -210,16 +215,16 @@ def test_unknown_resource_types_are_logged_and_ignored(sim: Simulator, ticker: T
     assert names(request) == {"labels"} and request.tags["segment/audit_events"] == "2"
 
 
-def test_without_audit_trail_the_sensor_skips_and_says_why() -> None:
+def test_without_audit_trail_the_sensor_skips_and_says_why(instance: DagsterInstance) -> None:
     with Simulator(seed=7, disabled_features=("Audit Trail",)) as sim:
-        ticker = Ticker(sim, segment_for(sim))
+        ticker = Ticker(sim, segment_for(sim), instance)
         result = ticker.tick()
     assert "not available" in result.skip_message and "Audit Trail feature" in result.skip_message
     assert ticker.cursor is None and ticker.requests == [1]
 
 
-def test_first_tick_starts_a_short_lookback_before_now(sim: Simulator) -> None:
-    ticker = Ticker(sim, segment_for(sim))
+def test_first_tick_starts_a_short_lookback_before_now(sim: Simulator, instance: DagsterInstance) -> None:
+    ticker = Ticker(sim, segment_for(sim), instance)
     result = ticker.tick()
     assert not result.run_requests and ticker.requests == [1]
     start = datetime.fromisoformat(AuditCursor.loads(ticker.cursor).timestamp.replace("Z", "+00:00"))
@@ -334,13 +339,13 @@ def test_every_asset_has_a_freshness_policy() -> None:
 
 
 def test_freshness_passes_after_a_run_warns_then_fails(sim: Simulator, storage: DuckDBTargetResource,
+                                                       instance: DagsterInstance,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from dagster._core.definitions.freshness import FreshnessState
     from dagster._core.definitions.freshness_evaluator import TimeWindowFreshnessPolicyEvaluator
     from dagster._core.loader import LoadingContextForTest
     import dagster._core.definitions.freshness_evaluator as evaluator_module
 
-    instance = DagsterInstance.get()
     node = build_definitions().get_repository_def().asset_graph.get(asset_key("labels"))
 
     def state(after: timedelta) -> FreshnessState:

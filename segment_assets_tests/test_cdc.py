@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -41,6 +42,13 @@ Change = tuple[str, tuple[Any, ...]]  # (header__change_oper, primary key)
 @pytest.fixture(autouse=True)
 def quiet_instance(dagster_home: Path) -> None:
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    """In-process runs record into an in-memory instance; the subprocess ones use DAGSTER_HOME."""
+    with DagsterInstance.ephemeral() as instance:
+        yield instance
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -86,9 +94,9 @@ def changes(target: DuckDBTarget, stream: StreamSpec, run_ids: list[str]) -> lis
     return [(r[0], tuple(r[1:])) for r in rows]
 
 
-def sync(sim: Simulator, storage: DuckDBTargetResource, instance: DagsterInstance | None = None) -> str:
+def sync(sim: Simulator, storage: DuckDBTargetResource, instance: DagsterInstance) -> str:
     result = materialize(build_assets(), resources={"segment": segment_for(sim), "storage": storage},
-                         selection=SELECTION, instance=instance or DagsterInstance.get())
+                         selection=SELECTION, instance=instance)
     assert result.success
     return result.run_id
 
@@ -167,14 +175,14 @@ def assert_changes_replay_to_current(target: DuckDBTarget, names: tuple[str, ...
 
 
 def test_sync_mutate_sync_writes_exact_change_rows_then_an_unchanged_rerun_writes_none(
-        sim: Simulator, storage: DuckDBTargetResource, target: DuckDBTarget) -> None:
-    first = sync(sim, storage)
+        sim: Simulator, storage: DuckDBTargetResource, target: DuckDBTarget, instance: DagsterInstance) -> None:
+    first = sync(sim, storage, instance)
     for name in STREAM_NAMES:
         stream = STREAMS[name]
         assert sorted(changes(target, stream, [first])) == sorted(("I", k) for k in served_rows(stream, target, sim))
 
     mutations = mutate(sim)
-    second = sync(sim, storage)
+    second = sync(sim, storage, instance)
     for name in STREAM_NAMES:
         got = changes(target, STREAMS[name], [second])
         assert len(got) == len(set(got)) and set(got) == mutations.expected[name], name
@@ -184,7 +192,7 @@ def test_sync_mutate_sync_writes_exact_change_rows_then_an_unchanged_rerun_write
     assert_current_equals_served(target, sim)
     assert_changes_replay_to_current(target)
 
-    third = sync(sim, storage)
+    third = sync(sim, storage, instance)
     assert all(changes(target, STREAMS[n], [third]) == [] for n in STREAM_NAMES)
     assert_current_equals_served(target, sim)
 
@@ -199,12 +207,12 @@ SUBPROCESS_SYNC = textwrap.dedent("""
 """)
 
 
-def test_kill_mid_run_leaves_tables_consistent_and_the_rerun_converges(storage: DuckDBTargetResource,
-                                                                       target: DuckDBTarget) -> None:
+def test_kill_mid_run_leaves_tables_consistent_and_the_rerun_converges(
+        storage: DuckDBTargetResource, target: DuckDBTarget, instance: DagsterInstance) -> None:
     sim = Simulator(seed=7, latency_ms=40)
     sim.start()
     try:
-        first = sync(sim, storage)
+        first = sync(sim, storage, instance)
         mutations = mutate(sim)
         sim.reset_stats()
         proc = subprocess.Popen([sys.executable, "-c", SUBPROCESS_SYNC, sim.url, sim.token, storage.path,
@@ -226,7 +234,7 @@ def test_kill_mid_run_leaves_tables_consistent_and_the_rerun_converges(storage: 
         assert set(killed["sources"]) == mutations.expected["sources"]  # committed before the kill
         assert killed["source_connected_destinations"] == []  # was being read: nothing of it written
 
-        rerun = sync(sim, storage)
+        rerun = sync(sim, storage, instance)
         assert_current_equals_served(target, sim)
         assert_changes_replay_to_current(target)
         for name in STREAM_NAMES:
@@ -297,10 +305,10 @@ def five_days(sim: Simulator) -> tuple[list[str], datetime, datetime]:
 
 
 def test_range_backfill_in_one_run_equals_five_single_partition_runs(
-        sim: Simulator, tmp_path: Path, five_days: tuple[list[str], datetime, datetime]) -> None:
+        sim: Simulator, tmp_path: Path, instance: DagsterInstance,
+        five_days: tuple[list[str], datetime, datetime]) -> None:
     keys, start, end = five_days
     ranged, single = DuckDBTarget(tmp_path / "ranged.duckdb"), DuckDBTarget(tmp_path / "single.duckdb")
-    instance = DagsterInstance.get()
     result = materialize(
         build_assets(), resources={"segment": segment_for(sim), "storage": DuckDBTargetResource(path=ranged.path)},
         selection=[asset_key("audit_events")], instance=instance,
