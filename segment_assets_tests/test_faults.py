@@ -322,7 +322,7 @@ def test_kill_9_mid_write_keeps_committed_tables_and_the_rerun_converges(tmp_pat
                        "tracking_plan_rules", "--marker", str(marker)], _env(sim, db), log)
         try:
             _wait_for(marker.exists, proc, 60, "the tracking_plan_rules write reached COMMIT", log)
-            assert list(db.parent.glob(".staging/tracking_plan_rules-*.parquet")), "the write had staged its rows"
+            assert list(db.parent.glob(".staging/tracking_plan_rules.*.parquet")), "the write had staged its rows"
         finally:
             proc.send_signal(signal.SIGKILL)  # kill -9, mid-transaction
             proc.wait(10)
@@ -336,6 +336,7 @@ def test_kill_9_mid_write_keeps_committed_tables_and_the_rerun_converges(tmp_pat
         assert integrity_problems(db) == []
 
         assert not failures(sync(sim, db, SMALL))  # the rerun
+        assert not list(db.parent.glob(".staging/*.parquet")), "the killed run's staging file was swept"
         assert not failures(sync(sim, reference_db, SMALL))  # a clean run of the same workspace
     assert differing(dump(reference_db), dump(db), [STREAMS[s].table for s in SMALL]) == []
     assert integrity_problems(db) == []
