@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
 from segment_assets import spec
@@ -65,11 +65,6 @@ class SegmentResource(ConfigurableResource):
         limits = {op.operation_id: op.rate_limit_per_minute for op in spec.operations().values() if op.rate_limit_per_minute}
         limits.update(self.rate_limit_overrides)
         return limits
-
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     def get_client(self) -> SegmentClient:
         """One pooled client per resource instance (per run process), shared by its assets."""
