@@ -12,7 +12,7 @@ from pydantic import Field, PrivateAttr
 
 from segment_assets import spec
 from segment_assets.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, SegmentClient
-from segment_assets.storage import DuckDBTarget, Target
+from segment_assets.storage import DEFAULT_MEMORY_LIMIT, DuckDBTarget, Target
 
 DEFAULT_DUCKDB_PATH = "data/segment.duckdb"
 STABILITIES = ("v1", "beta", "alpha")
@@ -88,9 +88,12 @@ class DuckDBTargetResource(ConfigurableResource):
 
     path: str = Field(default=DEFAULT_DUCKDB_PATH, description="DuckDB file; SEGMENT_DUCKDB_PATH overrides the default.")
     lock_timeout: float = Field(default=900.0, description="Seconds to wait for another writer to release the file.")
+    memory_limit: str = Field(default=DEFAULT_MEMORY_LIMIT, description="DuckDB memory_limit while writing; it spills past it.")
+    threads: int = Field(default=1, description="DuckDB threads while writing.")
 
     def get_target(self) -> Target:
-        return DuckDBTarget(self.path, lock_timeout=self.lock_timeout)
+        return DuckDBTarget(self.path, lock_timeout=self.lock_timeout, memory_limit=self.memory_limit,
+                            threads=self.threads)
 
 
 def default_duckdb_path() -> str:

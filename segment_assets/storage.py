@@ -30,6 +30,9 @@ from segment_assets.tables import TableDef
 SCHEMA = "segment"
 CHANGE_SUFFIX = "__ct"
 STATE_TABLE = "_segment_assets_state"
+# DuckDB spills to disk past this, so a sync's footprint stays flat whatever the row count
+# (one writer thread: the writes are short and a second thread mostly adds buffers).
+DEFAULT_MEMORY_LIMIT = "64MB"
 HEADER_COLUMNS = (
     ("header__change_seq", "VARCHAR"),
     ("header__change_oper", "VARCHAR"),
@@ -113,9 +116,12 @@ def q(name: str) -> str:
 
 
 class DuckDBTarget:
-    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 900.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 900.0,
+                 memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = 1) -> None:
         self.path = str(Path(path).expanduser().absolute())
         self.lock_timeout = lock_timeout
+        self.memory_limit = memory_limit
+        self.threads = threads
         self._catalog = Path(self.path).stem
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
 
@@ -148,6 +154,9 @@ class DuckDBTarget:
                     time.sleep(delay)
                     delay = min(delay * 1.5, 2.0)
             try:
+                con.execute(f"SET memory_limit = '{self.memory_limit}'")
+                con.execute("SET preserve_insertion_order = false")  # lets big INSERT ... SELECT stream
+                con.execute(f"SET threads = {self.threads}")
                 # A file named segment.duckdb makes a catalog called "segment" too: always qualify.
                 self._catalog = con.execute("SELECT current_database()").fetchone()[0]
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(self._catalog)}.{SCHEMA}")
@@ -205,6 +214,8 @@ class DuckDBTarget:
                     if batch.num_rows:
                         writer.write_batch(batch)
                         rows += batch.num_rows
+            # Arrow's allocator keeps freed pages for reuse; hand them back before DuckDB's turn.
+            pa.default_memory_pool().release_unused()
             yield path, rows
         finally:
             Path(path).unlink(missing_ok=True)
@@ -213,7 +224,10 @@ class DuckDBTarget:
         cols = ", ".join(q(c) for c in table.column_names)
         key = ", ".join(q(k) for k in table.primary_key)
         distinct = f"DISTINCT ON ({key}) " if table.stream.dedupe else ""
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS SELECT {distinct}{cols} FROM read_parquet(?)", [path])
+        # A view, not a table: the rows stay in the Parquet file and are streamed by each
+        # statement that reads them, so a million-row window never sits in memory.
+        literal = "'" + path.replace("'", "''") + "'"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _stage AS SELECT {distinct}{cols} FROM read_parquet({literal})")
         dupes = con.execute(
             f"SELECT {key}, count(*) AS n FROM _stage GROUP BY ALL HAVING count(*) > 1 LIMIT 3"
         ).fetchall()
