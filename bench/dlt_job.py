@@ -61,8 +61,8 @@ def main() -> int:
     phases["load"] = seconds - phases["extract"] - phases["normalize"]
     with pipeline.sql_client() as client:
         rows = client.execute_sql(f"SELECT count(*) FROM {args.table}")[0][0]
-    report({"rows": rows, "pipeline_seconds": seconds, "phases": phases, "peak_rss": peak_rss(), "loads": len(info.loads_ids),
-            "loader_file_format": args.loader_file_format or "default"})
+    report({"rows": rows, "pipeline_seconds": seconds, "phases": phases, "peak_rss": peak_rss(),
+            "loads": len(info.loads_ids), "loader_file_format": args.loader_file_format or "default"})
     return 0
 
 

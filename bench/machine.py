@@ -25,7 +25,8 @@ def _cpu_model() -> str:
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        # Only trailing whitespace: porcelain lines start with a status column that may be a space.
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.rstrip()
     except (OSError, subprocess.CalledProcessError):
         return ""
 
@@ -48,6 +49,7 @@ def describe() -> dict[str, str]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "packages": ", ".join(versions),
         "commit": (_git("rev-parse", "--short", "HEAD") or "unknown")
-                  + (f" + uncommitted changes in {len(dirty)} file(s) outside bench/" if dirty else ""),
+                  + (f" + uncommitted changes outside bench/ in {', '.join(dirty[:6])}"
+                     + (f" and {len(dirty) - 6} more" if len(dirty) > 6 else "") if dirty else ""),
         "load average at start": f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min)",
     }

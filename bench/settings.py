@@ -30,7 +30,7 @@ class Settings:
     memory_counts: tuple[int, ...] = (100_000, 1_000_000)
     memory_runs: dict[int, int] = field(default_factory=lambda: {100_000: 3, 1_000_000: 1})
     # 2., 5., 6. full syncs of the demo workspace
-    scales: tuple[float, ...] = (1, 10)
+    scales: tuple[float, ...] = (1, 10, 100)
     scale_runs: dict[float, int] = field(default_factory=lambda: {1: 3, 10: 1, 100: 1})
     cdc_streams: tuple[str, ...] | None = None  # None: every reload-and-compare stream
 
@@ -61,8 +61,8 @@ class Workdir:
         self.dagster_home = self.path / "dagster_home"
         self.dagster_home.mkdir(exist_ok=True)
         shutil.copy(REPO / "dagster.yaml", self.dagster_home / "dagster.yaml")
-        subprocess.run([sys.executable, "-c", "from dagster import DagsterInstance; DagsterInstance.get().get_runs(limit=1)"],
-                       env=self.env(), check=True, capture_output=True)
+        subprocess.run([sys.executable, "-c", "from dagster import DagsterInstance; "
+                        "DagsterInstance.get().get_runs(limit=1)"], env=self.env(), check=True, capture_output=True)
         self._ids = itertools.count(1)
 
     def file(self, stem: str, suffix: str) -> Path:

@@ -76,12 +76,12 @@ def run(settings: Settings, work: Workdir) -> Section:
                     job = work.sync(sim, db, "--select", "audit_events")
                     row = job.result["rows"][0]
                     inner[tool].append(row["seconds"])
-                    sa_split.append({"start-up (interpreter, imports, asset definitions)": job.result["startup_seconds"],
+                    startup, sync = job.result["startup_seconds"], job.result["sync_seconds"]
+                    sa_split.append({"start-up (interpreter, imports, asset definitions)": startup,
                                      "inside the asset (fetch, Arrow, Parquet staging, DuckDB write)": row["seconds"],
                                      "Dagster run around the asset (run creation, event log, checks)":
-                                         job.result["sync_seconds"] - row["seconds"],
-                                     "exit": job.wall_seconds - job.result["startup_seconds"]
-                                         - job.result["sync_seconds"]})
+                                         sync - row["seconds"],
+                                     "exit": job.wall_seconds - startup - sync})
                     rows[tool].add(_count(str(db), "segment.audit_events"))
                 else:
                     fmt = ["--loader-file-format", "parquet"] if "parquet" in tool else []
