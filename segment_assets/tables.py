@@ -152,6 +152,12 @@ def table_def(name: str) -> TableDef:
     return TableDef(stream, tuple(columns), frozenset(required) if not stream.scalar_column else frozenset())
 
 
+def _dig(record: Any, path: list[str]) -> Any:
+    for part in path:
+        record = record.get(part) if isinstance(record, dict) else None
+    return record
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
@@ -175,51 +181,52 @@ class Shaper:
             known.add(self.stream.explode)
         self.known = known
 
-    def rows(self, records: Iterable[Any], context: Mapping[str, Any], data: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+    def columns(self, records: list[Any], context: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, list[Any]]:
+        """Column-wise values of a page: one list comprehension per column, no per-row dicts."""
         stream = self.stream
-        base: dict[str, Any] = {}
-        for c in self.table.columns:
-            if c.source == "context":
-                base[c.name] = context.get(c.api_name)
-            elif c.source == "data":
-                base[c.name] = data.get(c.api_name)
-        for rec in records:
-            if stream.scalar_column and not stream.explode:
-                yield {**base, stream.scalar_column: rec, EXTRA_COLUMN: None}
-                continue
-            if not isinstance(rec, dict):
-                raise RecordShapeError(f"stream {stream.name}: expected objects in the page, got {type(rec).__name__}")
-            row = dict(base)
+        cols: dict[str, list[Any]] = {}
+        if stream.scalar_column and not stream.explode:
+            rows: list[Any] = records
+            cols[stream.scalar_column] = records
+        else:
+            for rec in records:
+                if not isinstance(rec, dict):
+                    raise RecordShapeError(f"stream {stream.name}: expected objects in the page, got {type(rec).__name__}")
+            items: list[Any] | None = None
+            if stream.explode:  # each element of the array field becomes a row, its record repeated
+                pairs = [(rec, item) for rec in records for item in rec.get(stream.explode) or ()]
+                rows, items = [p[0] for p in pairs], [p[1] for p in pairs]
+            else:
+                rows = records
             for c in self.record_cols:
-                row[c.name] = rec.get(c.api_name)
+                cols[c.name] = [r.get(c.api_name) for r in rows]
             for col, path in self.derived_cols:
-                value: Any = rec
-                for part in path:
-                    value = value.get(part) if isinstance(value, dict) else None
-                row[col] = value
-            extra = {k: v for k, v in rec.items() if k not in self.known}
-            row[EXTRA_COLUMN] = extra or None
-            if not stream.explode:
-                yield row
-                continue
-            for item in rec.get(stream.explode) or ():
-                out = dict(row)
+                cols[col] = [_dig(r, path) for r in rows]
+            known = self.known
+            cols[EXTRA_COLUMN] = [None if r.keys() <= known else {k: v for k, v in r.items() if k not in known}
+                                  for r in rows]
+            if items is not None:
                 if stream.scalar_column:
-                    out[stream.scalar_column] = item
+                    cols[stream.scalar_column] = items
                 else:
                     for c in self.item_cols:
-                        out[c.name] = item.get(c.api_name)
-                yield out
+                        cols[c.name] = [i.get(c.api_name) for i in items]
+        n = len(rows)
+        for c in self.table.columns:
+            if c.source == "context":
+                cols[c.name] = [context.get(c.api_name)] * n
+            elif c.source == "data":
+                cols[c.name] = [data.get(c.api_name)] * n
+            elif c.name not in cols:
+                cols[c.name] = [None] * n
+        return cols
 
     def batch(self, records: Iterable[Any], context: Mapping[str, Any], data: Mapping[str, Any]) -> pa.RecordBatch:
         records = list(records)
         if self.table.required:
             self._check_required(records)
-        rows = list(self.rows(records, context, data))
-        arrays = []
-        for c in self.table.columns:
-            values = [r.get(c.name) for r in rows]
-            arrays.append(self._array(c, values))
+        cols = self.columns(records, context, data)
+        arrays = [self._array(c, cols[c.name]) for c in self.table.columns]
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.table.arrow_schema())
         for key in self.table.primary_key:
             if batch.column(key).null_count:
@@ -262,7 +269,10 @@ class Shaper:
         elif c.type == "BIGINT":
             values = [int(v) if isinstance(v, str) and v.lstrip("-").isdigit() else v for v in values]
         elif c.type == "TIMESTAMPTZ":
-            values = [timestamp(v) for v in values]
+            try:  # ISO-8601 strings, parsed by Arrow in C
+                return pa.array(values, pa.string()).cast(ARROW_TYPES[c.type])
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                values = [timestamp(v) for v in values]  # unix seconds, or offsets Arrow does not parse
         elif c.type == "DOUBLE":
             values = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values]
         try:
