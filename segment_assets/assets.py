@@ -42,7 +42,7 @@ from dagster import (
 from segment_assets import spec
 from segment_assets.client import NotFound, Page, SegmentClient, StreamUnavailable
 from segment_assets.resources import DuckDBTargetResource, SegmentResource
-from segment_assets.storage import SCHEMA, Target, WriteResult
+from segment_assets.storage import SCHEMA, KeyCheck, Target, WriteResult
 from segment_assets.streams import StreamSpec, TimeWindowing, Window, materialized_streams
 from segment_assets.tables import RECORD_KIND, WINDOW_END, WINDOW_START, Shaper, TableDef, table_def
 
@@ -308,7 +308,7 @@ def materialize_stream(
         stream.name, result.rows, result.staged, result.inserted, result.updated, result.deleted,
         metadata["segment/api_requests"], metadata["segment/pages"],
     )
-    return MaterializeResult(metadata=metadata, check_results=[_key_check(target, table)])
+    return MaterializeResult(metadata=metadata, check_results=[_key_check(target, table, result.key_check)])
 
 
 def _peek_unavailable(batches: Iterator[pa.RecordBatch], outcome: FetchOutcome) -> Iterator[pa.RecordBatch]:
@@ -361,8 +361,8 @@ def _unavailable(context: AssetExecutionContext, stream: StreamSpec, target: Tar
     return MaterializeResult(metadata=metadata, check_results=[check])
 
 
-def _key_check(target: Target, table: TableDef) -> AssetCheckResult:
-    check = target.check_primary_key(table)
+def _key_check(target: Target, table: TableDef, check: KeyCheck | None = None) -> AssetCheckResult:
+    check = check or target.check_primary_key(table)
     return AssetCheckResult(
         check_name=PK_CHECK,
         passed=check.passed,

@@ -45,6 +45,17 @@ class StorageError(Exception):
     """The target could not be written; the previous tables are unchanged."""
 
 
+@dataclass(frozen=True)
+class KeyCheck:
+    rows: int
+    duplicate_keys: int
+    null_keys: int
+
+    @property
+    def passed(self) -> bool:
+        return self.duplicate_keys == 0 and self.null_keys == 0
+
+
 @dataclass
 class WriteResult:
     rows: int = 0  # rows in the table after the write
@@ -57,17 +68,7 @@ class WriteResult:
     change_seq_last: str | None = None
     seconds: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class KeyCheck:
-    rows: int
-    duplicate_keys: int
-    null_keys: int
-
-    @property
-    def passed(self) -> bool:
-        return self.duplicate_keys == 0 and self.null_keys == 0
+    key_check: KeyCheck | None = None  # primary key checked in the same connection as the write
 
 
 class Target(Protocol):
@@ -261,7 +262,8 @@ class DuckDBTarget:
                 except BaseException:
                     con.execute("ROLLBACK")
                     raise
-                result.rows = self._count(con, table.name)
+                result.key_check = self._key_check(con, table)
+                result.rows = result.key_check.rows
         result.staged = staged
         result.seconds = time.monotonic() - started
         return result
@@ -363,14 +365,11 @@ class DuckDBTarget:
                 except BaseException:
                     con.execute("ROLLBACK")
                     raise
-                rows = self._count(con, table.name)
-        return WriteResult(rows=rows, staged=staged, inserted=staged - outside, deleted=deleted,
-                           seconds=time.monotonic() - started, extra={"outside_window": outside})
+                check = self._key_check(con, table)
+        return WriteResult(rows=check.rows, staged=staged, inserted=staged - outside, deleted=deleted,
+                           seconds=time.monotonic() - started, extra={"outside_window": outside}, key_check=check)
 
     # -- reads -----------------------------------------------------------------------------
-
-    def _count(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
-        return con.execute(f"SELECT count(*) FROM {self._qualified(name)}").fetchone()[0]
 
     def table_exists(self, name: str) -> bool:
         with self.connect() as con:
@@ -401,13 +400,16 @@ class DuckDBTarget:
         return {tuple(str(v) for v in r[:-1]): r[-1] for r in rows if r[-1] is not None}
 
     def check_primary_key(self, table: TableDef) -> KeyCheck:
+        with self.connect() as con:
+            return self._key_check(con, table)
+
+    def _key_check(self, con: duckdb.DuckDBPyConnection, table: TableDef) -> KeyCheck:
         keys = ", ".join(q(k) for k in table.primary_key)
         any_null = " OR ".join(f"{q(k)} IS NULL" for k in table.primary_key)
-        with self.connect() as con:
-            rows, distinct, nulls = con.execute(
-                f"SELECT count(*), count(DISTINCT ({keys})), count(*) FILTER (WHERE {any_null}) "
-                f"FROM {self._qualified(table.name)}"
-            ).fetchone()
+        rows, distinct, nulls = con.execute(
+            f"SELECT count(*), count(DISTINCT ({keys})), count(*) FILTER (WHERE {any_null}) "
+            f"FROM {self._qualified(table.name)}"
+        ).fetchone()
         return KeyCheck(rows=rows, duplicate_keys=rows - distinct, null_keys=nulls)
 
     def query(self, sql: str, params: Sequence[object] | None = None) -> list[tuple[object, ...]]:
