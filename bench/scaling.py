@@ -20,7 +20,6 @@ def run(results: dict[float, list[SyncRun]]) -> Section:
         "per run, whole sync process timed. " + __doc__.split("\n\n", 1)[1].replace("\n", " ")
     ))
     scales = sorted(results)
-    base = scales[0]
     table = Table(["scale", "runs", "rows", "requests", "whole process s", "inside assets s (Σ streams)",
                    "requests/s", "peak RSS MiB"])
     medians: dict[float, dict[str, float]] = {}

@@ -20,7 +20,7 @@ from segment_assets.assets import (
 )
 from segment_assets.cli import run_sync
 from segment_assets.definitions import defs
-from segment_assets.resources import DuckDBTargetResource, SegmentResource
+from segment_assets.resources import DuckDBTargetResource
 from segment_assets.simulator import Simulator
 from segment_assets.storage import DuckDBTarget
 from segment_assets.streams import STREAMS, StreamSpec, materialized_streams

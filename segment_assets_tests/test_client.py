@@ -193,4 +193,4 @@ def test_region_and_url() -> None:
     assert SegmentResource(api_token="x").base_url == "https://api.segmentapis.com"
     assert SegmentResource(api_token="x", api_url="http://127.0.0.1:1/").base_url == "http://127.0.0.1:1"
     with pytest.raises(ValueError, match="SEGMENT_REGION"):
-        SegmentResource(api_token="x", region="mars").base_url
+        _ = SegmentResource(api_token="x", region="mars").base_url
