@@ -270,9 +270,10 @@ class SegmentClient:
         self.stats.add(rate_limit_waits=1, wait_seconds=seconds)
         self._sleep(seconds)
 
-    def _retry_or_raise(self, stream: StreamSpec, attempt: int, what: str) -> None:
+    def _retry_or_raise(self, stream: StreamSpec, attempt: int, what: str, final: Exception | None = None) -> None:
+        """Sleep before retry `attempt`, or raise `final` (default: a TransientError) once retries ran out."""
         if attempt > self.max_retries:
-            raise TransientError(f"stream {stream.name}: GET {stream.path} failed {attempt} times, last: {what}")
+            raise final or TransientError(f"stream {stream.name}: GET {stream.path} failed {attempt} times, last: {what}")
         self.stats.add(retries=1)
         delay = self._backoff(attempt)
         log.info("%s: %s, retry %d in %.2fs", stream.name, what, attempt, delay)
@@ -345,22 +346,13 @@ class SegmentClient:
                     break
                 except (PaginationError, ValueError) as exc:
                     attempt += 1
-                    self._again(stream, attempt, exc)
+                    self._retry_or_raise(stream, attempt, f"unusable page ({exc})", final=exc)
             self.stats.add(pages=1)
             yield kept
             if not nxt:
                 return
             seen.update(c for c in (cursor, pagination.get("current")) if c)
             cursor = nxt
-
-    def _again(self, stream: StreamSpec, attempt: int, exc: Exception) -> None:
-        """Retry a page the API served but that cannot be used, or raise its own clear error."""
-        if attempt > self.max_retries:
-            raise exc
-        self.stats.add(retries=1)
-        delay = self._backoff(attempt)
-        log.info("%s: unusable page (%s), retry %d in %.2fs", stream.name, exc, attempt, delay)
-        self._sleep(delay)
 
     def _pages_per_key(
         self, stream: StreamSpec, path_params: dict[str, str], base_query: dict[str, Any], count: int,
@@ -386,7 +378,7 @@ class SegmentClient:
                     break
                 except (PaginationError, ValueError) as exc:
                     attempt += 1
-                    self._again(stream, attempt, exc)
+                    self._retry_or_raise(stream, attempt, f"unusable page ({exc})", final=exc)
             self.stats.add(pages=1)
             yield from kept
             for key, nxt in nexts.items():
