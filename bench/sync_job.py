@@ -117,11 +117,11 @@ def main() -> int:
 
     from segment_assets.assets import build_assets
     from segment_assets.cli import run_sync
-    from segment_assets.resources import DuckDBTargetResource
+    from segment_assets.resources import DuckDBStorage
 
     build_assets()  # what every Dagster entry point does first; counted as start-up
     segment = _segment(args)
-    storage = DuckDBTargetResource(path=args.db)
+    storage = DuckDBStorage(path=args.db)
     ready = time.time()
     sampler = PhaseSampler() if args.rss_phases else None
     if sampler:

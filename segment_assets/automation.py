@@ -1,7 +1,9 @@
 """When Segment assets run: schedules per partitioning, the audit-trail sensor, freshness policies.
 
+Per workspace (names of the zero-config workspace; a named one inserts its name, see
+`connections.py`):
 - `segment_config_schedule`: every configuration (non-partitioned) stream, reload and compare,
-  on `SEGMENT_CONFIG_CRON` (default hourly).
+  on the workspace's cron (`SEGMENT_CONFIG_CRON`, default hourly).
 - `segment_daily_schedule`: the last complete day of every daily-partitioned stream.
 - `segment_monthly_schedule`: the current month of the monthly usage streams, every day.
 - `segment_audit_trail_sensor`: reads `/audit-events` from a cursor and re-syncs only the
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from croniter import croniter
 from dagster import (
     AssetKey,
     AssetSelection,
@@ -43,19 +45,16 @@ from dagster import (
     sensor,
 )
 
-from segment_assets.assets import asset_key, partitions_def
 from segment_assets.client import SegmentClient, StreamUnavailable
-from segment_assets.resources import SegmentResource
-from segment_assets.streams import STREAMS, StreamSpec, Window, children_of, materialized_streams
+from segment_assets.connections import DEFAULT_CONFIG_CRON, Connection
+from segment_assets.partitions import partitions_def
+from segment_assets.streams import STREAMS, StreamSpec, Window, children_of
 
 if TYPE_CHECKING:
-    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+    from dagster import JobDefinition as UnresolvedAssetJobDefinition  # what define_asset_job returns, for hints
 
 TIMEZONE = "UTC"
-CONFIG_CRON_ENV = "SEGMENT_CONFIG_CRON"
-DEFAULT_CONFIG_CRON = "0 * * * *"
-CONFIG_JOB, DAILY_JOB, MONTHLY_JOB = "segment_config", "segment_daily", "segment_monthly"
-AUDIT_SENSOR = "segment_audit_trail_sensor"
+CONFIG_JOB, DAILY_JOB, MONTHLY_JOB = "config", "daily", "monthly"
 TRIGGER_TAG = "segment/trigger"
 
 # Late metric buckets settle after midnight; the daily run starts an hour into the next day.
@@ -109,18 +108,21 @@ AUDIT_SENSOR_INTERVAL_SECONDS = 60
 # -- stream sets ---------------------------------------------------------------------------
 
 
-def config_streams() -> list[StreamSpec]:
-    """Every materialized non-partitioned stream: configuration read in full and diffed into
+DEFAULT_CONNECTION = Connection(name="default", default_names=True)
+
+
+def config_streams(connection: Connection = DEFAULT_CONNECTION) -> list[StreamSpec]:
+    """Every selected non-partitioned stream: configuration read in full and diffed into
     `<table>__ct`, and the sync histories read from their watermark."""
-    return [s for s in materialized_streams() if s.windowing is None]
+    return [s for s in connection.streams() if s.windowing is None]
 
 
-def partitioned_streams(window: Window) -> list[StreamSpec]:
-    return [s for s in materialized_streams() if s.windowing and s.windowing.partition is window]
+def partitioned_streams(window: Window, connection: Connection = DEFAULT_CONNECTION) -> list[StreamSpec]:
+    return [s for s in connection.streams() if s.windowing and s.windowing.partition is window]
 
 
-def _keys(streams: Iterable[StreamSpec]) -> list[AssetKey]:
-    return [asset_key(s.name) for s in streams]
+def _keys(streams: Iterable[StreamSpec], keys: Mapping[str, AssetKey]) -> list[AssetKey]:
+    return [keys[s.name] for s in streams]
 
 
 def config_descendants(name: str) -> list[str]:
@@ -152,59 +154,68 @@ _AUDIT_TYPES_FOLDED = {k.casefold(): v for k, v in AUDIT_RESOURCE_STREAMS.items(
 # -- jobs and schedules --------------------------------------------------------------------
 
 
-def config_cron() -> str:
-    return os.environ.get(CONFIG_CRON_ENV, "").strip() or DEFAULT_CONFIG_CRON
-
-
-def build_jobs() -> dict[str, UnresolvedAssetJobDefinition]:
-    return {
+def build_jobs(connection: Connection, keys: Mapping[str, AssetKey]) -> dict[str, UnresolvedAssetJobDefinition]:
+    """The workspace's jobs (keyed config/daily/monthly), for the streams it selects."""
+    names = connection.job_names
+    tags = connection.run_tags
+    jobs = {
         CONFIG_JOB: define_asset_job(
-            CONFIG_JOB, selection=AssetSelection.assets(*_keys(config_streams())),
-            description="Every non-partitioned Segment stream: configuration (reload and compare into "
-                        "<table>__ct) and sync histories (from their watermark).",
-        ),
-        DAILY_JOB: define_asset_job(
-            DAILY_JOB, selection=AssetSelection.assets(*_keys(partitioned_streams(Window.DAILY))),
-            description="Daily-partitioned Segment streams (audit trail, event volume, delivery); "
-                        "each run replaces its days.",
-        ),
-        MONTHLY_JOB: define_asset_job(
-            MONTHLY_JOB, selection=AssetSelection.assets(*_keys(partitioned_streams(Window.MONTHLY))),
-            description="Monthly-partitioned Segment usage streams; each run replaces its months.",
+            names[CONFIG_JOB], selection=AssetSelection.assets(*_keys(config_streams(connection), keys)), tags=tags,
+            description=f"Every non-partitioned stream of Segment workspace `{connection.name}`: configuration "
+                        "(reload and compare into <table>__ct) and sync histories (from their watermark).",
         ),
     }
+    for what, window, text in ((DAILY_JOB, Window.DAILY, "(audit trail, event volume, delivery); each run replaces "
+                                "its days"), (MONTHLY_JOB, Window.MONTHLY, "(usage); each run replaces its months")):
+        streams = partitioned_streams(window, connection)
+        if streams:
+            jobs[what] = define_asset_job(
+                names[what], selection=AssetSelection.assets(*_keys(streams, keys)), tags=tags,
+                description=f"{window.value.capitalize()}-partitioned streams of Segment workspace "
+                            f"`{connection.name}` {text}.",
+            )
+    return jobs
 
 
-def build_schedules(jobs: Mapping[str, UnresolvedAssetJobDefinition], cron: str | None = None) -> list[ScheduleDefinition]:
-    cron = cron or config_cron()
-    config = ScheduleDefinition(
-        name="segment_config_schedule",
+def connection_partitions(connection: Connection, window: Window) -> Any:
+    return partitions_def(window, connection.daily_start if window is Window.DAILY else connection.monthly_start)
+
+
+def build_schedules(connection: Connection, jobs: Mapping[str, UnresolvedAssetJobDefinition]) -> list[ScheduleDefinition]:
+    cron = connection.config_cron
+    out = [ScheduleDefinition(
+        name=connection.schedule_name(CONFIG_JOB),
         job=jobs[CONFIG_JOB],
         cron_schedule=cron,
         execution_timezone=TIMEZONE,
         default_status=DefaultScheduleStatus.STOPPED,
         tags={TRIGGER_TAG: "schedule"},
         description=(
-            f"Sync every non-partitioned stream ({len(config_streams())} assets) on `{cron}` ({TIMEZONE}); set "
-            f"{CONFIG_CRON_ENV} to change it (default `{DEFAULT_CONFIG_CRON}`, hourly). Configuration is reloaded "
-            f"and compared: each run diffs the full read against the tables and appends I/U/D rows to "
-            f"<table>__ct; sync histories are read from their watermark. Between these runs the audit-trail "
-            f"sensor re-syncs only what changed."
+            f"Sync every non-partitioned stream ({len(config_streams(connection))} assets) on `{cron}` ({TIMEZONE}); "
+            f"set `config_cron` of the workspace (or SEGMENT_CONFIG_CRON) to change it (default "
+            f"`{DEFAULT_CONFIG_CRON}`, hourly). Configuration is reloaded and compared: each run diffs the full read "
+            f"against the tables and appends I/U/D rows to <table>__ct; sync histories are read from their "
+            f"watermark. Between these runs the audit-trail sensor re-syncs only what changed."
         ),
-    )
-    return [config, _daily_schedule(jobs[DAILY_JOB]), _monthly_schedule(jobs[MONTHLY_JOB])]
+    )]
+    if DAILY_JOB in jobs:
+        out.append(_daily_schedule(connection, jobs[DAILY_JOB]))
+    if MONTHLY_JOB in jobs:
+        out.append(_monthly_schedule(connection, jobs[MONTHLY_JOB]))
+    return out
 
 
-def daily_partition_key(now: datetime) -> str:
+def daily_partition_key(now: datetime, connection: Connection = DEFAULT_CONNECTION) -> str:
     """The last complete day at `now`: the day before (UTC)."""
-    return partitions_def(Window.DAILY).get_partition_key_for_timestamp((now - timedelta(days=1)).timestamp())
+    pdef = connection_partitions(connection, Window.DAILY)
+    return pdef.get_partition_key_for_timestamp((now - timedelta(days=1)).timestamp())
 
 
 # Not build_schedule_from_partitioned_job: in Dagster 1.13 its ticks call the deprecated
 # run_request_for_partition, a DeprecationWarning on every evaluation that users cannot act on.
-def _daily_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
+def _daily_schedule(connection: Connection, job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
     @schedule(
-        name="segment_daily_schedule",
+        name=connection.schedule_name(DAILY_JOB),
         job=job,
         cron_schedule=f"{DAILY_MINUTE} {DAILY_HOUR} * * *",
         execution_timezone=TIMEZONE,
@@ -212,20 +223,20 @@ def _daily_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
         description=(
             f"Each day at {DAILY_HOUR:02d}:{DAILY_MINUTE:02d} {TIMEZONE}, materialize the last complete daily "
             f"partition (yesterday) of every daily-partitioned stream "
-            f"({', '.join(s.name for s in partitioned_streams(Window.DAILY))}); the run replaces that day. "
+            f"({', '.join(s.name for s in partitioned_streams(Window.DAILY, connection))}); the run replaces that day. "
             f"Missed days: backfill the range (one run)."
         ),
     )
     def segment_daily_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-        key = daily_partition_key(context.scheduled_execution_time or datetime.now(timezone.utc))
+        key = daily_partition_key(context.scheduled_execution_time or datetime.now(timezone.utc), connection)
         return RunRequest(run_key=key, partition_key=key, tags={TRIGGER_TAG: "schedule"})
 
     return segment_daily_schedule
 
 
-def monthly_partition_keys(now: datetime) -> list[str]:
+def monthly_partition_keys(now: datetime, connection: Connection = DEFAULT_CONNECTION) -> list[str]:
     """The month containing `now` and, during the first MONTHLY_SETTLE_DAYS days, the month before."""
-    pdef = partitions_def(Window.MONTHLY)
+    pdef = connection_partitions(connection, Window.MONTHLY)
     now = now.astimezone(timezone.utc)
     keys = [pdef.get_partition_key_for_timestamp(now.timestamp())]
     if now.day <= MONTHLY_SETTLE_DAYS:
@@ -235,16 +246,16 @@ def monthly_partition_keys(now: datetime) -> list[str]:
     return keys
 
 
-def _monthly_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
+def _monthly_schedule(connection: Connection, job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
     @schedule(
-        name="segment_monthly_schedule",
+        name=connection.schedule_name(MONTHLY_JOB),
         job=job,
         cron_schedule=MONTHLY_CRON,
         execution_timezone=TIMEZONE,
         default_status=DefaultScheduleStatus.STOPPED,
         description=(
             f"Every day at 01:30 {TIMEZONE}, materialize the current month's partition of the monthly usage "
-            f"streams ({', '.join(s.name for s in partitioned_streams(Window.MONTHLY))}): the API reports "
+            f"streams ({', '.join(s.name for s in partitioned_streams(Window.MONTHLY, connection))}): the API reports "
             f"cumulative daily counts for the open month, so it is re-read and replaced daily. On the first "
             f"{MONTHLY_SETTLE_DAYS} days of a month the previous month is re-read too, while it settles."
         ),
@@ -254,7 +265,7 @@ def _monthly_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
         # The partition key repeats every day of the month: the day makes the run key unique.
         return [RunRequest(run_key=f"{key}@{now.astimezone(timezone.utc):%Y-%m-%d}", partition_key=key,
                            tags={TRIGGER_TAG: "schedule"})
-                for key in monthly_partition_keys(now)]
+                for key in monthly_partition_keys(now, connection)]
 
     return segment_monthly_schedule
 
@@ -264,38 +275,33 @@ def _monthly_schedule(job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
 
 @lru_cache(maxsize=16)
 def largest_cron_gap(cron: str, horizon: timedelta = timedelta(days=35)) -> timedelta:
-    """The longest wait between two ticks of `cron` (a weekday-only cron waits over the weekend)."""
-    # Dagster's own cron iterator, so the gap matches how the schedule ticks (DST included).
-    from dagster._utils.schedules import cron_string_iterator
-
-    start = datetime.now(timezone.utc)
-    ticks = cron_string_iterator(start.timestamp(), cron, TIMEZONE)
-    previous, gap = next(ticks), timedelta(0)
-    for tick in ticks:
+    """The longest wait between two ticks of `cron` (a weekday-only cron waits over the weekend).
+    Fixed start (not now): the definitions must not change with the clock."""
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ticks = croniter(cron, start)
+    previous, gap = ticks.get_next(datetime), timedelta(0)
+    while True:
+        tick = ticks.get_next(datetime)
         gap = max(gap, tick - previous)
         if tick - start > horizon:
-            break
+            return gap
         previous = tick
-    return gap
 
 
-def freshness_policy_for(stream: StreamSpec, cron: str | None = None) -> FreshnessPolicy:
+def freshness_policy_for(stream: StreamSpec, cron: str = DEFAULT_CONFIG_CRON) -> FreshnessPolicy:
     """Partitioned streams run daily: fresh within a day plus slack. Config streams: within their
     cron's longest interval plus slack (hourly cron: warn after 2h, fail after 3h)."""
     if stream.windowing:
         return FreshnessPolicy.time_window(fail_window=PARTITIONED_FAIL, warn_window=PARTITIONED_WARN)
-    interval = largest_cron_gap(cron or config_cron())
+    interval = largest_cron_gap(cron)
     return FreshnessPolicy.time_window(fail_window=interval + CONFIG_FAIL_SLACK, warn_window=interval + CONFIG_WARN_SLACK)
 
 
-def with_freshness_policies(cron: str | None = None) -> Callable[[AssetSpec], AssetSpec]:
-    """A spec mapper for `map_asset_specs`: each Segment asset gets its stream's freshness policy."""
-    cron = cron or config_cron()
-    policies = {s.name: freshness_policy_for(s, cron) for s in materialized_streams()}
+def with_freshness_policy(connection: Connection) -> Callable[[StreamSpec, AssetSpec], AssetSpec]:
+    """A spec mapper for the asset factory: each Segment asset gets its stream's freshness policy."""
 
-    def apply(spec: AssetSpec) -> AssetSpec:
-        policy = policies.get(spec.key.path[-1])
-        return apply_freshness_policy(spec, policy) if policy else spec
+    def apply(stream: StreamSpec, spec: AssetSpec) -> AssetSpec:
+        return apply_freshness_policy(spec, freshness_policy_for(stream, connection.config_cron))
 
     return apply
 
@@ -409,7 +415,8 @@ class AuditPlan:
     resources: list[str]  # "Type:id" of the resources touched, newest first, unique
 
 
-def plan_from_events(events: Sequence[Mapping[str, Any]], overflow: bool = False) -> AuditPlan:
+def plan_from_events(events: Sequence[Mapping[str, Any]], overflow: bool = False,
+                     selected: Iterable[str] | None = None) -> AuditPlan:
     streams: set[str] = set()
     unknown: dict[str, int] = {}
     resources: list[str] = []
@@ -423,45 +430,59 @@ def plan_from_events(events: Sequence[Mapping[str, Any]], overflow: bool = False
         resource = f"{rtype}:{event.get('resourceId')}"
         if resource not in resources:
             resources.append(resource)
-    if overflow:
-        streams = {s.name for s in config_streams()}
+    config = {s.name for s in config_streams()} if selected is None else set(selected)
+    streams = config if overflow else streams & config
     return AuditPlan(sorted(streams), unknown, resources)
 
 
-def build_audit_sensor(*, max_pages: int = AUDIT_MAX_PAGES, time_budget: float = AUDIT_TIME_BUDGET_SECONDS,
+def default_keys(connection: Connection) -> dict[str, AssetKey]:
+    return {s.name: AssetKey([*connection.asset_key_prefix, s.name]) for s in connection.streams()}
+
+
+def build_audit_sensor(connection: Connection = DEFAULT_CONNECTION, keys: Mapping[str, AssetKey] | None = None,
+                       job: UnresolvedAssetJobDefinition | None = None, *, max_pages: int = AUDIT_MAX_PAGES,
+                       time_budget: float = AUDIT_TIME_BUDGET_SECONDS,
                        initial_lookback: timedelta = AUDIT_INITIAL_LOOKBACK,
                        minimum_interval_seconds: int = AUDIT_SENSOR_INTERVAL_SECONDS) -> SensorDefinition:
+    keys = keys or default_keys(connection)
+    selected = [s.name for s in config_streams(connection)]
+    segment_key = connection.resource_keys[0]
+    job = job or build_jobs(connection, keys)[CONFIG_JOB]
+
     @sensor(
-        name=AUDIT_SENSOR,
-        target=AssetSelection.assets(*_keys(config_streams())),
+        name=connection.sensor_name,
+        job=job,
+        required_resource_keys={segment_key},
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=DefaultSensorStatus.STOPPED,
         description=(
-            "Polls the Segment Audit Trail (GET /audit-events) from the last event seen and launches one run "
-            "re-syncing only the configuration streams the new events touch: the stream of each event's "
-            "resourceType and its config descendants (e.g. a Source event re-reads sources, source_details, "
-            "connected destinations/warehouses...). A quiet workspace costs one API request per tick. At most "
-            f"{max_pages} pages or {time_budget:.0f}s per tick; a longer backlog re-syncs every config stream. "
-            "Unknown resource types are logged and ignored. Needs the Audit Trail feature (Business plan); "
-            "without it the sensor skips and the config schedule keeps tables current."
+            f"Polls the Audit Trail of Segment workspace `{connection.name}` (GET /audit-events) from the last "
+            "event seen and launches one run of its configuration job re-syncing only the configuration streams "
+            "the new events touch: the stream of each event's resourceType and its config descendants (e.g. a "
+            "Source event re-reads sources, source_details, connected destinations/warehouses...). A quiet "
+            f"workspace costs one API request per tick. At most {max_pages} pages or {time_budget:.0f}s per tick; a "
+            "longer backlog re-syncs every config stream. Unknown resource types are logged and ignored. Needs the "
+            "Audit Trail feature (Business plan); without it the sensor skips and the config schedule keeps "
+            "tables current."
         ),
     )
-    def segment_audit_trail_sensor(context: SensorEvaluationContext, segment: SegmentResource) -> SensorResult | SkipReason:
+    def segment_audit_trail_sensor(context: SensorEvaluationContext, **resources: Any) -> SensorResult | SkipReason:
+        # The resource key is the workspace's; direct invocation (tests) passes it as a keyword.
+        segment = resources.get(segment_key) or getattr(context.resources, segment_key)
         cursor = AuditCursor.loads(context.cursor)
-        # Dagster hands each evaluation its own copy of the resource: its client ends with the tick.
-        client = segment.get_client()
+        client = segment.make_client()
         try:
             poll = poll_audit_trail(client, cursor, max_pages=max_pages, time_budget=time_budget,
                                     initial_lookback=initial_lookback)
         except StreamUnavailable as exc:
             return SkipReason(
                 f"The Segment Audit Trail is not available to this workspace or token (HTTP {exc.status}): it needs "
-                "the Audit Trail feature (Business plan). Nothing to watch; segment_config_schedule keeps the "
-                "configuration tables current."
+                f"the Audit Trail feature (Business plan). Nothing to watch; {connection.schedule_name(CONFIG_JOB)} "
+                "keeps the configuration tables current."
             )
         finally:
             client.close()
-        plan = plan_from_events(poll.events, poll.overflow)
+        plan = plan_from_events(poll.events, poll.overflow, selected)
         for rtype, n in sorted(plan.unknown_types.items()):
             context.log.warning("audit trail: %d event(s) with unknown resourceType %r ignored", n, rtype)
         new_cursor = poll.cursor.dumps()
@@ -482,7 +503,7 @@ def build_audit_sensor(*, max_pages: int = AUDIT_MAX_PAGES, time_budget: float =
                          len(poll.events), poll.pages, len(plan.streams), ", ".join(plan.streams))
         return SensorResult(
             run_requests=[RunRequest(run_key=f"audit:{poll.cursor.timestamp}:{digest}",
-                                     asset_selection=[asset_key(s) for s in plan.streams], tags=tags)],
+                                     asset_selection=[keys[s] for s in plan.streams], tags=tags)],
             cursor=new_cursor,
         )
 

@@ -39,44 +39,60 @@ def _instance() -> Any:
         return instance
 
 
-def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = None, out: Any = sys.stdout) -> list[dict[str, Any]]:
-    """Materialize the selected streams (default all) in dependency order; returns summary rows."""
+def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = None, out: Any = sys.stdout,
+             connection: Any = None) -> list[dict[str, Any]]:
+    """Materialize the selected streams (default all) of one workspace; returns summary rows.
+
+    One run per partitioning: the configuration streams (read concurrently in dependency order),
+    then the last complete day of the daily streams, then the current month of the monthly ones."""
     from dagster import materialize
 
-    from segment_assets.assets import asset_key, build_assets, partitions_def
-    from segment_assets.definitions import segment_resource_from_env
-    from segment_assets.resources import DuckDBTargetResource, default_duckdb_path
-    from segment_assets.streams import STREAMS, Window
+    from segment_assets.assets import KINDS, build_workspace_assets, window_of
+    from segment_assets.automation import connection_partitions
+    from segment_assets.connections import connection_from_env
+    from segment_assets.resources import segment_resource, storage_resource
+    from segment_assets.streams import STREAMS
+    from segment_assets.translator import SegmentTranslator
 
+    connection = connection or connection_from_env()
     unknown = [s for s in select or () if s not in STREAMS]
     if unknown:
         raise SystemExit(f"unknown stream(s): {', '.join(unknown)}; `segment-assets streams` lists them")
-    assets = build_assets()
-    wanted = set(select) if select else {s.name for s in STREAMS.values() if s.materialized}
-    segment = segment or segment_resource_from_env()
-    storage = storage or DuckDBTargetResource(path=default_duckdb_path())
-    print(f"syncing {len(wanted)} stream(s) from {segment.base_url} into {storage.path}", file=out)
+    available = {s.name: s for s in connection.streams()}
+    left_out = [s for s in select or () if s not in available]
+    if left_out:
+        raise SystemExit(f"stream(s) {', '.join(left_out)} are not selected for connection {connection.name!r} "
+                         "(its include/exclude, or a parent left out)")
+    wanted = [available[n] for n in (select or available)]
+    segment = segment or segment_resource(connection)
+    storage = storage or storage_resource(connection)
+    translator = SegmentTranslator()
+    assets = build_workspace_assets(connection, storage, translator)
+    target = storage.get_target()
+    print(f"syncing {len(wanted)} stream(s) of {connection.name!r} from {segment.base_url} into "
+          f"{target.table_uri('*').replace('#', ' ')}", file=out)
     started = time.monotonic()
     instance = _instance()
+    segment_key, storage_key = connection.resource_keys
     results = []
-    # Unpartitioned streams first (time-based ones fan out over their tables), then each
-    # partitioning with its latest partition: the last complete day, the current month.
-    for window in (None, Window.DAILY, Window.MONTHLY):
-        names = [n for n in wanted if STREAMS[n].materialized
-                 and (STREAMS[n].windowing.partition if STREAMS[n].windowing else None) is window]
-        if not names:
+    for window in KINDS:
+        streams = [s for s in wanted if window_of(s) is window]
+        if not streams:
             continue
-        results.append(materialize(
+        result = materialize(
             assets,
             instance=instance,
-            resources={"segment": segment, "storage": storage},
-            selection=[asset_key(n) for n in names],
-            partition_key=partitions_def(window).get_last_partition_key() if window else None,
+            resources={segment_key: segment, storage_key: storage},
+            selection=[translator.get_asset_key(s, connection) for s in streams],
+            partition_key=connection_partitions(connection, window).get_last_partition_key() if window else None,
             raise_on_error=False,
-            tags={"segment/connection": segment.connection_name},
+            tags=connection.run_tags,
             # One INFO line per stream is the progress report; Dagster's DEBUG engine events are not.
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        ))
+        )
+        results.append(result)
+        if any(_root_error(e).cls_name == "SegmentAuthError" for e in result.all_events if e.is_step_failure):
+            break  # a refused token stops the whole sync: no further run, no further request
     rows = []
     for event in (e for result in results for e in result.get_asset_materialization_events()):
         mat = event.event_specific_data.materialization
@@ -91,14 +107,25 @@ def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = N
         })
     _print_summary(rows, time.monotonic() - started, out)
     failures = [e for result in results for e in result.all_events if e.is_step_failure]
+    lines = []
     for event in failures:
-        error = event.event_specific_data.error
-        while error.cause is not None:  # Dagster wraps the stream's own error; show that one
-            error = error.cause
-        print(f"FAILED {event.step_key.removeprefix('segment__')}: {error.message.strip()}", file=out)
+        error = _root_error(event)
+        text = error.message.strip()
+        if error.cls_name == "Failure":  # our own summary: one line per failed stream
+            text = text.split("\n", 1)[-1]
+        lines.extend(text.splitlines())
+    for line in lines:
+        print(f"FAILED {line}", file=out)
     if failures:
-        raise SystemExit(f"sync failed for {len(failures)} stream(s)")
+        raise SystemExit(f"sync failed: {len(lines)} problem(s), see above")
     return rows
+
+
+def _root_error(event: Any) -> Any:
+    error = event.event_specific_data.error
+    while error.cause is not None:  # Dagster wraps the stream's own error; show that one
+        error = error.cause
+    return error
 
 
 def _print_summary(rows: list[dict[str, Any]], seconds: float, out: Any) -> None:
@@ -127,19 +154,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from segment_assets.resources import DuckDBTargetResource, SegmentResource, default_duckdb_path
+    from segment_assets.resources import DuckDBStorage, SegmentResource, default_duckdb_path
     from segment_assets.simulator import Simulator
-    from segment_assets.storage import DuckDBTarget
 
     path = args.duckdb or default_duckdb_path()
     with Simulator(seed=args.seed, scale=args.scale) as sim:
         print(f"simulator serving a demo workspace at {sim.url} (seed {args.seed}, scale {args.scale})")
         segment = SegmentResource(api_token=sim.token, api_url=sim.url, connection_name="demo", pace_requests=False)
-        run_sync(args.select, segment=segment, storage=DuckDBTargetResource(path=path))
-    # DuckDB names the file's catalog after it: `segment.segment.sources` for the default file.
-    sample = f"SELECT id, name, enabled FROM {Path(path).stem}.segment.sources ORDER BY name LIMIT 5"
+        storage = DuckDBStorage(path=path)
+        run_sync(args.select, segment=segment, storage=storage)
+    sample = "SELECT id, name, enabled FROM segment.sources ORDER BY name LIMIT 5"
     print(f"\n{sample};")
-    for row in DuckDBTarget(path).query(sample):
+    for row in storage.get_target().query(sample):
         print("  ", row)
     print(f"\ntables are in {Path(path).absolute()} (schema `segment`)")
     return 0
@@ -162,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("demo", help="start the simulator, sync it all into DuckDB, print a summary")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--scale", type=float, default=1.0)
-    p.add_argument("--duckdb", help="DuckDB file (default SEGMENT_DUCKDB_PATH or data/segment.duckdb)")
+    p.add_argument("--duckdb", help="DuckDB file (default SEGMENT_DUCKDB_PATH or data/segment_assets.duckdb)")
     p.add_argument("--select", nargs="+", metavar="STREAM")
     sub.add_parser("simulate", help="run the Segment API simulator in the foreground (see `simulate --help`)",
                    add_help=False)

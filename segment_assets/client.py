@@ -31,11 +31,14 @@ REGIONS: Mapping[str, str] = {
     "eu": "https://eu1.api.segmentapis.com",
 }
 
-TOKEN_HELP = (
-    "Set SEGMENT_API_TOKEN to a Segment Public API token (Settings > Workspace settings > "
-    "Access Management > Tokens > Create token; a Workspace Member token is enough to read). "
-    "A legacy Config API token does not work with the Public API."
-)
+def token_help(token_env: str = "SEGMENT_API_TOKEN") -> str:
+    return (
+        f"Set {token_env} to a Segment Public API token (Settings > Workspace settings > "
+        "Access Management > Tokens > Create token; a Workspace Member token is enough to read). "
+        "A legacy Config API token does not work with the Public API."
+    )
+
+
 
 # Global ceiling per token: Segment publishes none, so this is deliberately generous and
 # the per-endpoint limits below (from the operation descriptions) do the real pacing.
@@ -71,6 +74,10 @@ class NotFound(SegmentAPIError):
 
 class TransientError(SegmentError):
     """Retries ran out on 5xx, timeouts, broken connections or unreadable bodies."""
+
+
+class SyncStopped(SegmentError):
+    """The sync was asked to stop (SIGTERM, SIGINT, run termination): no further request is sent."""
 
 
 class PaginationError(SegmentError):
@@ -176,10 +183,12 @@ class SegmentClient:
         rate_limits: Mapping[str, float] | None = None,
         global_rate_limit: float | None = DEFAULT_GLOBAL_PER_MINUTE,
         max_connections: int = 16,
-        sleep: Any = time.sleep,
+        sleep: Any = None,
+        stop: threading.Event | None = None,
+        token_env: str = "SEGMENT_API_TOKEN",
     ) -> None:
         if not token:
-            raise SegmentAuthError(f"No Segment API token. {TOKEN_HELP}")
+            raise SegmentAuthError(f"No Segment API token. {token_help(token_env)}")
         if region not in REGIONS:
             raise ValueError(f"SEGMENT_REGION must be one of {sorted(REGIONS)}, got {region!r}")
         self.base_url = (base_url or REGIONS[region]).rstrip("/")
@@ -188,8 +197,18 @@ class SegmentClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.limiter = RateLimiter(rate_limits or {}, global_rate_limit)
-        self.stats = RequestStats()
-        self._sleep = sleep
+        self.stats = RequestStats()  # the whole client; per stream in stream_stats (streams run concurrently)
+        self.stream_stats: dict[str, RequestStats] = {}
+        self._stats_guard = threading.Lock()
+        self.token_env = token_env
+        # Set by whoever runs the sync (SIGTERM, run termination): waits end at once, requests stop.
+        self.stop = stop or threading.Event()
+        self._sleep = sleep or self.stop.wait
+        # The first request goes alone: a refused token then costs exactly one request, not one
+        # per concurrent stream; every later request fails fast with the same error.
+        self._verified = threading.Event()
+        self._first_request = threading.Lock()
+        self._auth_error: SegmentAuthError | None = None
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "segment-assets/0.1"},
@@ -213,13 +232,36 @@ class SegmentClient:
 
     def request(self, stream: StreamSpec, path_params: Mapping[str, str], query: Mapping[str, Any]) -> dict[str, Any]:
         """GET one page of `stream`; returns `data`. Retries what is transient, raises the rest."""
+        if not self._verified.is_set():
+            with self._first_request:
+                if not self._verified.is_set():
+                    return self._request(stream, path_params, query)
+        return self._request(stream, path_params, query)
+
+    def stats_for(self, stream_name: str) -> RequestStats:
+        with self._stats_guard:
+            return self.stream_stats.setdefault(stream_name, RequestStats())
+
+    def _count(self, stream: StreamSpec, **counts: float) -> None:
+        self.stats.add(**counts)
+        self.stats_for(stream.name).add(**counts)
+
+    def _check_stop(self) -> None:
+        if self._auth_error is not None:
+            raise self._auth_error
+        if self.stop.is_set():
+            raise SyncStopped("the sync was asked to stop; no further request is sent")
+
+    def _request(self, stream: StreamSpec, path_params: Mapping[str, str], query: Mapping[str, Any]) -> dict[str, Any]:
         path = stream.path.format(**{k: _quote(v) for k, v in path_params.items()})
         headers = {"Accept": stream.operation.media_type}
         attempt = 0
         while True:
             attempt += 1
-            self._pace(stream.operation_id)
-            self.stats.add(requests=1)
+            self._check_stop()
+            self._pace(stream)
+            self._check_stop()
+            self._count(stream, requests=1)
             try:
                 response = self._http.get(path, params=_encode_query(query), headers=headers)
                 body = response.content
@@ -228,6 +270,8 @@ class SegmentClient:
                 continue
             status = response.status_code
             self.stats.status(status)
+            if status != 401:
+                self._verified.set()  # any other answer proves the token authenticates
             self._observe_headers(response)
             if status == 200:
                 try:
@@ -241,10 +285,10 @@ class SegmentClient:
                 return data
             message = _error_message(body)
             if status == 429:
-                self.stats.add(rate_limited=1)
+                self._count(stream, rate_limited=1)
                 wait = self._rate_limit_wait(body, response, attempt)
                 log.info("%s: 429 Too Many Requests, waiting %.2fs", stream.name, wait)
-                self._wait(wait)
+                self._wait(stream, wait)
                 if attempt > self.max_retries * 4:
                     raise TransientError(f"stream {stream.name}: still rate limited after {attempt} attempts")
                 continue
@@ -252,32 +296,37 @@ class SegmentClient:
                 self._retry_or_raise(stream, attempt, f"HTTP {status} {message}")
                 continue
             if status == 401:
-                raise SegmentAuthError(
-                    f"stream {stream.name}: the Segment API refused the token (HTTP 401: {message}). {TOKEN_HELP}"
+                self._auth_error = SegmentAuthError(
+                    f"the Segment API refused the token in {self.token_env} (HTTP 401 on GET {stream.path}: "
+                    f"{message}); the sync stopped without further requests. {token_help(self.token_env)}"
                 )
+                self._verified.set()  # release the requests waiting behind this one: they fail fast
+                raise self._auth_error
             if status == 403 or (status == 404 and stream.feature_gate):
                 raise StreamUnavailable(stream.operation_id, status, message, stream.feature_gate)
             if status == 404:
                 raise NotFound(f"stream {stream.name}: GET {path} answered 404: {message}")
             raise SegmentAPIError(f"stream {stream.name}: GET {stream.path} answered HTTP {status}: {message}")
 
-    def _pace(self, operation_id: str) -> None:
-        wait = self.limiter.wait_time(operation_id)
+    def _pace(self, stream: StreamSpec) -> None:
+        wait = self.limiter.wait_time(stream.operation_id)
         if wait > 0:
-            self._wait(wait)
+            self._wait(stream, wait)
 
-    def _wait(self, seconds: float) -> None:
-        self.stats.add(rate_limit_waits=1, wait_seconds=seconds)
+    def _wait(self, stream: StreamSpec, seconds: float) -> None:
+        self._count(stream, rate_limit_waits=1, wait_seconds=seconds)
         self._sleep(seconds)
+        self._check_stop()
 
     def _retry_or_raise(self, stream: StreamSpec, attempt: int, what: str, final: Exception | None = None) -> None:
         """Sleep before retry `attempt`, or raise `final` (default: a TransientError) once retries ran out."""
         if attempt > self.max_retries:
             raise final or TransientError(f"stream {stream.name}: GET {stream.path} failed {attempt} times, last: {what}")
-        self.stats.add(retries=1)
+        self._count(stream, retries=1)
         delay = self._backoff(attempt)
         log.info("%s: %s, retry %d in %.2fs", stream.name, what, attempt, delay)
         self._sleep(delay)
+        self._check_stop()
 
     def _backoff(self, attempt: int) -> float:
         # "Full jitter": spreads retries of concurrent workers instead of synchronising them.
@@ -347,7 +396,7 @@ class SegmentClient:
                 except (PaginationError, ValueError) as exc:
                     attempt += 1
                     self._retry_or_raise(stream, attempt, f"unusable page ({exc})", final=exc)
-            self.stats.add(pages=1)
+            self._count(stream, pages=1)
             yield kept
             if not nxt:
                 return
@@ -379,7 +428,7 @@ class SegmentClient:
                 except (PaginationError, ValueError) as exc:
                     attempt += 1
                     self._retry_or_raise(stream, attempt, f"unusable page ({exc})", final=exc)
-            self.stats.add(pages=1)
+            self._count(stream, pages=1)
             yield from kept
             for key, nxt in nexts.items():
                 if nxt:

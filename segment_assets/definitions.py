@@ -1,43 +1,51 @@
-"""The Dagster code location: every Segment stream as an asset, bound to its resources, with
-the schedules, the audit-trail sensor and the freshness policies of `automation.py`."""
+"""The Dagster code location: every configured Segment workspace, each a set of assets (one
+per stream) with its jobs, schedules, audit-trail sensor and resources, merged into one
+`Definitions`.
+
+Workspaces come from the connections file named by `SEGMENT_CONNECTIONS`, from component
+YAML files under `segment_assets/defs/`, or (neither present) from the environment: one
+workspace, zero configuration (`SEGMENT_API_TOKEN`, `SEGMENT_REGION`/`SEGMENT_API_URL`...).
+"""
 
 from __future__ import annotations
 
-import os
+from dagster import Definitions, in_process_executor
 
-from dagster import Definitions, EnvVar, map_asset_specs
-
-from segment_assets.assets import build_assets
-from segment_assets.automation import build_audit_sensor, build_jobs, build_schedules, config_cron, with_freshness_policies
-from segment_assets.resources import DuckDBTargetResource, SegmentResource, default_duckdb_path
-
-
-def segment_resource_from_env() -> SegmentResource:
-    """Connection settings from the environment; the token stays an EnvVar so Dagster
-    resolves it at launch and never shows its value in the UI."""
-    return SegmentResource(
-        api_token=EnvVar("SEGMENT_API_TOKEN"),
-        api_url=os.environ.get("SEGMENT_API_URL") or None,
-        region=os.environ.get("SEGMENT_REGION", "us"),
-        connection_name=os.environ.get("SEGMENT_CONNECTION_NAME", "default"),
-        pace_requests=os.environ.get("SEGMENT_PACE_REQUESTS", "true").lower() not in ("0", "false", "no"),
-    )
+from segment_assets.assets import build_workspace_assets
+from segment_assets.automation import CONFIG_JOB, build_audit_sensor, build_jobs, build_schedules, with_freshness_policy
+from segment_assets.connections import Connection, check_distinct, configured_connections
+from segment_assets.resources import SegmentResource, StorageResource, segment_resource, storage_resource
+from segment_assets.translator import SegmentTranslator
 
 
-def build_definitions(segment: SegmentResource | None = None, storage: DuckDBTargetResource | None = None,
-                      config_cron_schedule: str | None = None) -> Definitions:
-    cron = config_cron_schedule or config_cron()
-    jobs = build_jobs()
+def build_workspace_definitions(connection: Connection, translator: SegmentTranslator | None = None,
+                                segment: SegmentResource | None = None,
+                                storage: StorageResource | None = None) -> Definitions:
+    """Everything of one workspace, namespaced by its connection."""
+    translator = translator or SegmentTranslator()
+    segment = segment or segment_resource(connection)
+    storage = storage or storage_resource(connection)
+    assets = build_workspace_assets(connection, storage, translator, with_freshness_policy(connection))
+    keys = {s.name: translator.get_asset_key(s, connection) for s in connection.streams()}
+    jobs = build_jobs(connection, keys)
+    segment_key, storage_key = connection.resource_keys
     return Definitions(
-        assets=map_asset_specs(with_freshness_policies(cron), build_assets()),
+        assets=assets,
         jobs=list(jobs.values()),
-        schedules=build_schedules(jobs, cron),
-        sensors=[build_audit_sensor()],
-        resources={
-            "segment": segment or segment_resource_from_env(),
-            "storage": storage or DuckDBTargetResource(path=default_duckdb_path()),
-        },
+        schedules=build_schedules(connection, jobs),
+        sensors=[build_audit_sensor(connection, keys, jobs[CONFIG_JOB])],
+        resources={segment_key: segment, storage_key: storage},
     )
+
+
+def build_definitions(connections: list[Connection] | None = None,
+                      translator: SegmentTranslator | None = None) -> Definitions:
+    connections = connections if connections is not None else configured_connections()
+    check_distinct(connections, "the code location")
+    merged = Definitions.merge(*(build_workspace_definitions(c, translator) for c in connections))
+    # Each run's streams proceed concurrently in threads of one step (sync.py): running that step
+    # in the run worker saves a process start per step and keeps UI runs as fast as the CLI.
+    return Definitions.merge(merged, Definitions(executor=in_process_executor))
 
 
 defs = build_definitions()

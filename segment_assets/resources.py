@@ -1,20 +1,28 @@
 """Dagster resources: the Segment API connection and the storage target.
 
-Assets receive these and never build URLs, sleep, or open files themselves.
+Assets receive these and never build URLs, sleep, or open files themselves. Storage is an
+abstract resource (`StorageResource`): assets ask for the interface, and the code location
+binds the DuckDB file or the Delta lake, so the kind, the table naming and the connection
+come from the resource, not from constants.
 """
 
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 
-from dagster import ConfigurableResource
-from pydantic import Field, PrivateAttr
+from dagster import ConfigurableResource, EnvVar
+from pydantic import Field
 
 from segment_assets import spec
 from segment_assets.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, SegmentClient
-from segment_assets.storage import DEFAULT_MEMORY_LIMIT, DuckDBTarget, Target
+from segment_assets.storage import DEFAULT_MEMORY_LIMIT, DEFAULT_SCHEMA, DuckDBTarget, Target
+from segment_assets.connections import Connection
+from segment_assets.streams import SELECTABLE_METHODS, STREAMS, StreamSpec, UpdateMethod
 
-DEFAULT_DUCKDB_PATH = "data/segment.duckdb"
+# Not `segment.duckdb`: DuckDB names a file's catalog after it, and a catalog called `segment`
+# next to the schema `segment` makes `SELECT * FROM segment.sources` ambiguous.
+DEFAULT_DUCKDB_PATH = "data/segment_assets.duckdb"
 STABILITIES = ("v1", "beta", "alpha")
 
 
@@ -36,6 +44,10 @@ class SegmentResource(ConfigurableResource):
     global_rate_limit_per_minute: float = DEFAULT_GLOBAL_PER_MINUTE
     rate_limit_overrides: dict[str, float] = Field(default_factory=dict, description="operationId -> requests/min.")
     max_concurrency: int = Field(default=8, description="Parallel requests when a stream fans out over parents.")
+    max_streams: int = Field(default=16, description="Streams read at the same time in one run (each waits on its "
+                                                     "own endpoint's rate limit).")
+    token_env: str = Field(default="SEGMENT_API_TOKEN", description="The variable the token comes from (named in "
+                                                                    "error messages, never its value).")
     require_documented_fields: bool = Field(
         default=True,
         description="Reject (re-read, then fail) pages whose records lack a field the API schema marks required; "
@@ -45,8 +57,6 @@ class SegmentResource(ConfigurableResource):
         default_factory=lambda: list(STABILITIES),
         description="API stabilities to read; drop 'alpha' and/or 'beta' to skip those endpoints.",
     )
-
-    _client: SegmentClient | None = PrivateAttr(default=None)
 
     def __repr__(self) -> str:
         return f"SegmentResource(connection_name={self.connection_name!r}, url={self.base_url!r}, api_token=<hidden>)"
@@ -66,35 +76,135 @@ class SegmentResource(ConfigurableResource):
         limits.update(self.rate_limit_overrides)
         return limits
 
-    def get_client(self) -> SegmentClient:
-        """One pooled client per resource instance (per run process), shared by its assets."""
-        if self._client is None:
-            self._client = SegmentClient(
-                self.api_token,
-                self.base_url,
-                page_size=self.page_size,
-                connect_timeout=self.connect_timeout,
-                read_timeout=self.read_timeout,
-                max_retries=self.max_retries,
-                rate_limits=self.rate_limits(),
-                global_rate_limit=self.global_rate_limit_per_minute if self.pace_requests else None,
-                max_connections=max(4, self.max_concurrency * 2),
-            )
-        return self._client
+    def make_client(self) -> SegmentClient:
+        """A new pooled client; the caller closes it (one per run step, shared by its streams' threads)."""
+        return SegmentClient(
+            self.api_token,
+            self.base_url,
+            page_size=self.page_size,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_retries=self.max_retries,
+            rate_limits=self.rate_limits(),
+            global_rate_limit=self.global_rate_limit_per_minute if self.pace_requests else None,
+            max_connections=max(8, self.max_concurrency * 4),
+            token_env=self.token_env,
+        )
 
 
-class DuckDBTargetResource(ConfigurableResource):
-    """The DuckDB file the tables land in (schema `segment`)."""
+class StorageResource(ConfigurableResource):
+    """Where a workspace's tables land. Subclasses bind a target (DuckDB file, Delta lake)."""
+
+    schema_name: str = Field(default=DEFAULT_SCHEMA, description="Schema (DuckDB) or folder (lake) of the tables.")
+    update_method: str | None = Field(
+        default=None,
+        description="Update method for every non-partitioned stream: 'reload_and_compare' (change tables) or "
+        "'full_load' (replace, no history). Default: each stream's own (reload and compare; watermark upserts "
+        "for sync histories).",
+    )
+    update_methods: dict[str, str] = Field(
+        default_factory=dict, description="Per-stream update method, e.g. {'warehouse_syncs': 'reload_and_compare'}."
+    )
+
+    @abstractmethod
+    def get_target(self) -> Target: ...
+
+    @property
+    @abstractmethod
+    def kind(self) -> str: ...
+
+    def table_name(self, name: str) -> str:
+        return f"{self.schema_name}.{name}"
+
+    def method_for(self, stream: StreamSpec) -> UpdateMethod:
+        """The stream's update method after the user's choices; partitioned streams keep theirs."""
+        if stream.windowing:
+            return stream.update_method
+        choice = self.update_methods.get(stream.name) or self.update_method
+        return parse_update_method(choice, stream.name) if choice else stream.update_method
+
+    def validate_update_methods(self) -> None:
+        for name, choice in self.update_methods.items():
+            if name not in STREAMS:
+                raise ValueError(f"update_methods names an unknown stream {name!r}; `segment-assets streams` lists them")
+            parse_update_method(choice, name)
+        if self.update_method:
+            parse_update_method(self.update_method, "every stream")
+
+
+def parse_update_method(choice: str, what: str) -> UpdateMethod:
+    try:
+        method = UpdateMethod(choice)
+    except ValueError:
+        method = None
+    if method not in SELECTABLE_METHODS:
+        allowed = ", ".join(sorted(m.value for m in SELECTABLE_METHODS))
+        raise ValueError(f"update method {choice!r} for {what} is not one a user can choose: use one of {allowed}")
+    return method
+
+
+class DuckDBStorage(StorageResource):
+    """Tables in a DuckDB file, one schema per workspace (`segment` by default)."""
 
     path: str = Field(default=DEFAULT_DUCKDB_PATH, description="DuckDB file; SEGMENT_DUCKDB_PATH overrides the default.")
     lock_timeout: float = Field(default=900.0, description="Seconds to wait for another writer to release the file.")
     memory_limit: str = Field(default=DEFAULT_MEMORY_LIMIT, description="DuckDB memory_limit while writing; it spills past it.")
     threads: int = Field(default=1, description="DuckDB threads while writing.")
 
+    @property
+    def kind(self) -> str:
+        return "duckdb"
+
     def get_target(self) -> Target:
-        return DuckDBTarget(self.path, lock_timeout=self.lock_timeout, memory_limit=self.memory_limit,
-                            threads=self.threads)
+        return DuckDBTarget(self.path, schema=self.schema_name, lock_timeout=self.lock_timeout,
+                            memory_limit=self.memory_limit, threads=self.threads)
 
 
 def default_duckdb_path() -> str:
     return os.environ.get("SEGMENT_DUCKDB_PATH", DEFAULT_DUCKDB_PATH)
+
+
+class LakeStorage(StorageResource):
+    """Delta Lake tables under `<url>/<schema>/<table>/`, on a local folder (file://) or S3 (s3://).
+
+    S3 settings come from the standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    AWS_REGION, AWS_ENDPOINT_URL for S3-compatible stores); `storage_options` adds or overrides
+    delta-rs options."""
+
+    url: str = Field(description="Lake root: file:///path/to/lake or s3://bucket/prefix.")
+    storage_options: dict[str, str] = Field(default_factory=dict,
+                                            description="Extra delta-rs storage options (never put secrets here; "
+                                                        "use the AWS_* environment variables).")
+
+    @property
+    def kind(self) -> str:
+        return "delta"
+
+    def get_target(self) -> Target:
+        from segment_assets.storage.lake_target import LakeTarget  # deltalake loads only when a lake is used
+
+        return LakeTarget(self.url, schema=self.schema_name, storage_options=self.storage_options)
+
+
+def segment_resource(connection: Connection) -> SegmentResource:
+    """The API connection; the token stays an EnvVar so Dagster resolves it at launch and never
+    shows its value in the UI."""
+    return SegmentResource(
+        api_token=EnvVar(connection.token_env),
+        api_url=connection.api_url,
+        region=connection.region,
+        connection_name=connection.name,
+        pace_requests=connection.pace_requests,
+        token_env=connection.token_env,
+    )
+
+
+def storage_resource(connection: Connection) -> StorageResource:
+    common = {"schema_name": connection.schema, "update_method": connection.update_method,
+              "update_methods": dict(connection.update_methods)}
+    if connection.lake_url:
+        storage: StorageResource = LakeStorage(url=connection.lake_url, **common)
+    else:
+        storage = DuckDBStorage(path=connection.duckdb_path or default_duckdb_path(), **common)
+    storage.validate_update_methods()
+    return storage

@@ -114,5 +114,13 @@ def column_type(schema: dict[str, Any]) -> str:
     return {"string": "VARCHAR", "integer": "BIGINT", "number": "DOUBLE", "boolean": "BOOLEAN"}[kind]
 
 
+def description(schema: dict[str, Any] | None) -> str:
+    """A property's description; a `$ref` property takes its target's (the SDK puts it there)."""
+    if not schema:
+        return ""
+    text = schema.get("description") or resolve(schema).get("description") or ""
+    return " ".join(text.split())
+
+
 def properties(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return resolve(schema).get("properties", {})

@@ -29,14 +29,20 @@ class Paging(enum.Enum):
 
 
 class UpdateMethod(str, enum.Enum):
-    FULL_LOAD = "full_load"  # replace the table, no change table
+    FULL_LOAD = "full_load"  # full read replaces the table, no change table (a user's choice per stream)
     RELOAD_AND_COMPARE = "reload_and_compare"  # full read diffed on primary key into <table>__ct
     WATERMARK = "watermark"  # newest records only (paging stops below the stored max), upserted with I/U change rows
+    INCREMENTAL = "incremental"  # time-partitioned: each partition replaces its window
 
     @property
     def keeps_changes(self) -> bool:
         return self in (UpdateMethod.RELOAD_AND_COMPARE, UpdateMethod.WATERMARK)
-    INCREMENTAL = "incremental"  # time-partitioned: each partition replaces its window
+
+
+# What a user may choose instead of a stream's declared method (the connector this replaces
+# offers "reload and compare" with change tables, and "full load"): a partitioned stream
+# always replaces its windows, the others may be read in full with or without history.
+SELECTABLE_METHODS: frozenset[UpdateMethod] = frozenset({UpdateMethod.FULL_LOAD, UpdateMethod.RELOAD_AND_COMPARE})
 
 
 class Window(str, enum.Enum):
@@ -45,12 +51,24 @@ class Window(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class RowFilter:
+    """A condition on a parent's stored rows, declared as data so every target can evaluate it."""
+
+    column: str
+    startswith: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.column} starts with {self.startswith!r}"
+
+
+@dataclass(frozen=True)
 class ParentLink:
-    """Where a child stream's path/query ids come from: columns of the parent's stored table."""
+    """Where a child stream's path/query ids come from: columns of the parent's stored table.
+    Rows whose id columns are NULL are never parents (e.g. subscriptions without a modelId)."""
 
     stream: str
     params: Mapping[str, str]  # API parameter name -> column of the parent table
-    where: str | None = None  # SQL predicate on the parent table (e.g. only INSERT_* functions)
+    where: RowFilter | None = None  # only the parent rows matching this (e.g. only INSERT_* functions)
     column_names: Mapping[str, str] = field(default_factory=dict)  # parameter -> child column, when not snake_case
 
     def column_for(self, param: str) -> str:
@@ -164,7 +182,7 @@ class StreamSpec:
         }
 
 
-def _p(stream: str, where: str | None = None, names: Mapping[str, str] | None = None, **params: str) -> ParentLink:
+def _p(stream: str, where: RowFilter | None = None, names: Mapping[str, str] | None = None, **params: str) -> ParentLink:
     return ParentLink(stream=stream, params=params, where=where, column_names=names or {})
 
 
@@ -263,7 +281,7 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
     _S("function_version_get", "getFunctionVersion", "functions", ("id",), covered_by="function_versions",
        decision=_COVERED),
     _S("insert_function_instances", "listInsertFunctionInstances", "functions", ("function_id", "id"),
-       data_key="instances", parent=_p("functions", "resource_type LIKE 'INSERT_%'", functionId="id"),
+       data_key="instances", parent=_p("functions", RowFilter("resource_type", startswith="INSERT_"), functionId="id"),
        decision="functionId is required and only INSERT_* functions have instances"),
     _S("insert_function_instance_get", "getInsertFunctionInstance", "functions", ("id",),
        covered_by="insert_function_instances", decision=_COVERED),
@@ -313,7 +331,7 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
        decision=_COVERED),
     _S("reverse_etl_sync_statuses", "listReverseETLSyncStatusesFromModelAndSubscriptionId", "reverse_etl",
        ("sync_id",), data_key="syncStatuses", paging=Paging.TOP_LEVEL, max_page_size=100,
-       parent=_p("destination_subscriptions", "model_id IS NOT NULL", modelId="model_id", subscriptionId="id"),
+       parent=_p("destination_subscriptions", modelId="model_id", subscriptionId="id"),
        column_types={"started_at": _TS, "finished_at": _TS}, update_method=UpdateMethod.WATERMARK,
        watermark="startedAt",
        decision="statuses exist per (model, subscription): the subscriptions that carry a modelId; paging stops "

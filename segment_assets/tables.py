@@ -48,6 +48,7 @@ class Column:
     type: str
     source: str  # "context" (parent key / fan-out value), "data", "record", "item", "extra"
     api_name: str
+    description: str = ""  # from the API schema, or what the column holds when the API has no field
 
 
 @dataclass(frozen=True)
@@ -97,25 +98,28 @@ def table_def(name: str) -> TableDef:
     columns: list[Column] = []
     seen: set[str] = set()
 
-    def add(api_name: str, prop: dict[str, Any] | None, source: str, col: str | None = None) -> None:
+    def add(api_name: str, prop: dict[str, Any] | None, source: str, col: str | None = None,
+            description: str = "") -> None:
         col = col or spec.snake_case(api_name)
         if col in seen:
             return
         seen.add(col)
         kind = stream.column_types.get(col) or (spec.column_type(prop) if prop is not None else "VARCHAR")
-        columns.append(Column(col, kind, source, api_name))
+        columns.append(Column(col, kind, source, api_name, description or spec.description(prop)))
 
     data_props = spec.properties(stream.operation.data_schema)
     if stream.parent:
-        for param in stream.parent.params:
-            add(param, None, "context", stream.parent.column_for(param))
-    for param in stream.fan_out:
-        add(param, None, "context")
+        for param, parent_col in stream.parent.params.items():
+            add(param, None, "context", stream.parent.column_for(param),
+                f"`{parent_col}` of the parent table `{stream.parent.stream}` (request parameter `{param}`).")
+    for param, values in stream.fan_out.items():
+        add(param, None, "context", description=f"Request parameter `{param}`: one of {', '.join(values)}.")
     if stream.windowing and stream.windowing.window_columns:
-        add(WINDOW_START, None, "context")
-        add(WINDOW_END, None, "context")
+        add(WINDOW_START, None, "context", description="Start of the requested window (inclusive).")
+        add(WINDOW_END, None, "context", description="End of the requested window (exclusive).")
     if len(stream.data_keys) > 1:
-        add(RECORD_KIND, None, "context")
+        add(RECORD_KIND, None, "context", description="Which list of the response the row came from: "
+                                                       + " or ".join(f"'{k}'" for k in stream.data_keys) + ".")
     for name_ in stream.data_fields:
         add(name_, data_props.get(name_), "data")
 
@@ -140,8 +144,9 @@ def table_def(name: str) -> TableDef:
                     clash = spec.snake_case(api_name) in seen
                     add(api_name, prop, "item", spec.snake_case(f"{stream.explode}_{api_name}") if clash else None)
     for col, path in stream.derived.items():
-        add(path, None, "derived", col)
-    columns.append(Column(EXTRA_COLUMN, "JSON", "extra", EXTRA_COLUMN))
+        add(path, None, "derived", col, f"`{path}` of the record.")
+    columns.append(Column(EXTRA_COLUMN, "JSON", "extra", EXTRA_COLUMN,
+                          "Fields the API returned that its schema does not document, kept as a JSON object."))
     for key in stream.primary_key:
         if key not in seen:
             raise ValueError(f"stream {stream.name}: primary key column {key!r} is not among its columns {sorted(seen)}")

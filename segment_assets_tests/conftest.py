@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from segment_assets.resources import DuckDBTargetResource, SegmentResource
+from segment_assets.resources import DuckDBStorage, SegmentResource
 from segment_assets.storage import DuckDBTarget
 
 
@@ -29,7 +29,7 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def duckdb_path(tmp_path: Path) -> Path:
-    return tmp_path / "segment.duckdb"
+    return tmp_path / "segment_assets.duckdb"
 
 
 @pytest.fixture
@@ -38,8 +38,8 @@ def target(duckdb_path: Path) -> DuckDBTarget:
 
 
 @pytest.fixture
-def storage(duckdb_path: Path) -> DuckDBTargetResource:
-    return DuckDBTargetResource(path=str(duckdb_path))
+def storage(duckdb_path: Path) -> DuckDBStorage:
+    return DuckDBStorage(path=str(duckdb_path))
 
 
 def segment_for(sim: "Simulator", **overrides: object) -> SegmentResource:  # noqa: F821
@@ -49,3 +49,12 @@ def segment_for(sim: "Simulator", **overrides: object) -> SegmentResource:  # no
 @pytest.fixture
 def segment(sim: "Simulator") -> SegmentResource:  # noqa: F821
     return segment_for(sim)
+
+
+def materializations(result: "ExecuteInProcessResult", stream: str) -> list["AssetMaterialization"]:  # noqa: F821
+    """The materializations a run recorded for one stream's asset (zero-config keys)."""
+    from segment_assets.assets import asset_key
+
+    key = asset_key(stream)
+    return [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+            if e.asset_key == key]

@@ -10,22 +10,17 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from segment_assets import spec
-from segment_assets.assets import (
-    asset_key,
-    build_assets,
-    clamp_to_retention,
-    partitions_def,
-    plan_requests,
-    window_queries,
-)
+from segment_assets.assets import asset_key, build_assets
+from segment_assets.partitions import clamp_to_retention, partitions_def, window_queries
+from segment_assets.reading import parent_rows, plan_requests
 from segment_assets.cli import run_sync
 from segment_assets.definitions import defs
-from segment_assets.resources import DuckDBTargetResource
+from segment_assets.resources import DuckDBStorage
 from segment_assets.simulator import Simulator
 from segment_assets.storage import DuckDBTarget
 from segment_assets.streams import STREAMS, StreamSpec, materialized_streams
 from segment_assets.tables import table_def
-from segment_assets_tests.conftest import segment_for
+from segment_assets_tests.conftest import materializations, segment_for
 
 CONFIG_STREAMS = [s for s in materialized_streams() if not s.windowing]
 
@@ -44,7 +39,7 @@ def expected_rows(stream: StreamSpec, target: DuckDBTarget, sim: Simulator) -> l
     """What the simulator serves for every parameter set of the stream, shaped like the table."""
     table = table_def(stream.name)
     batches = []
-    for request in plan_requests(stream, target, latest_window_queries(stream)):
+    for request in plan_requests(stream, parent_rows(stream, target), latest_window_queries(stream)):
         records = sim.items(stream.operation_id, request.path, {**stream.query, **request.params})
         if stream.map_key_column:  # the simulator lists a map's values, each carrying its key as id
             records = [{stream.map_key_column: r["id"], "value": r} for r in records]
@@ -84,7 +79,7 @@ def test_definitions_load_with_parent_child_dependencies() -> None:
     assert len(list(graph.get_all_asset_keys())) == len(materialized_streams())
 
 
-def test_full_sync_equals_what_the_simulator_serves(sim: Simulator, storage: DuckDBTargetResource,
+def test_full_sync_equals_what_the_simulator_serves(sim: Simulator, storage: DuckDBStorage,
                                                     target: DuckDBTarget) -> None:
     out = io.StringIO()
     summary = run_sync(None, segment=segment_for(sim), storage=storage, out=out)
@@ -100,7 +95,7 @@ def test_full_sync_equals_what_the_simulator_serves(sim: Simulator, storage: Duc
     assert "TOTAL" in out.getvalue()
 
 
-def test_feature_gated_streams_succeed_empty_and_say_why(storage: DuckDBTargetResource, target: DuckDBTarget) -> None:
+def test_feature_gated_streams_succeed_empty_and_say_why(storage: DuckDBStorage, target: DuckDBTarget) -> None:
     with Simulator(seed=7, disabled_features=("Protocols",)) as sim:
         result = materialize(
             build_assets(), resources={"segment": segment_for(sim), "storage": storage},
@@ -108,27 +103,27 @@ def test_feature_gated_streams_succeed_empty_and_say_why(storage: DuckDBTargetRe
             instance=DagsterInstance.get(),
         )
     assert result.success
-    md = result.asset_materializations_for_node("segment__tracking_plans")[0].metadata
+    md = materializations(result, "tracking_plans")[0].metadata
     assert md["segment/status"].value == "unavailable"
     assert "Protocols" in md["segment/unavailable_reason"].value
     assert target.query("SELECT count(*) FROM tracking_plans") == [(0,)]
     assert target.query("SELECT count(*) FROM tracking_plan_rules") == [(0,)]
 
 
-def test_alpha_streams_can_be_switched_off(sim: Simulator, storage: DuckDBTargetResource) -> None:
+def test_alpha_streams_can_be_switched_off(sim: Simulator, storage: DuckDBStorage) -> None:
     result = materialize(
         build_assets(), resources={"segment": segment_for(sim, stabilities=["v1", "beta"]), "storage": storage},
         selection=[asset_key("spaces")], instance=DagsterInstance.get(),
     )
-    md = result.asset_materializations_for_node("segment__spaces")[0].metadata
+    md = materializations(result, "spaces")[0].metadata
     assert md["segment/status"].value == "unavailable" and md["segment/api_requests"].value == 0
     assert "alpha" in md["segment/unavailable_reason"].value
 
 
-def test_materialization_reports_metadata_and_key_check(sim: Simulator, storage: DuckDBTargetResource) -> None:
+def test_materialization_reports_metadata_and_key_check(sim: Simulator, storage: DuckDBStorage) -> None:
     result = materialize(build_assets(), resources={"segment": segment_for(sim, page_size=2), "storage": storage},
                          selection=[asset_key("sources")], instance=DagsterInstance.get())
-    md = result.asset_materializations_for_node("segment__sources")[0].metadata
+    md = materializations(result, "sources")[0].metadata
     n = len(sim.items("listSources"))
     assert md["dagster/row_count"].value == n
     assert md["segment/api_requests"].value == md["segment/pages"].value == -(-n // 2)
@@ -138,7 +133,7 @@ def test_materialization_reports_metadata_and_key_check(sim: Simulator, storage:
     assert [(c.check_name, c.passed) for c in checks] == [("primary_key_unique_not_null", True)]
 
 
-def test_failed_materialization_keeps_previous_table(sim: Simulator, storage: DuckDBTargetResource,
+def test_failed_materialization_keeps_previous_table(sim: Simulator, storage: DuckDBStorage,
                                                      target: DuckDBTarget) -> None:
     assets, resources = build_assets(), {"segment": segment_for(sim, max_retries=1), "storage": storage}
     assert materialize(assets, resources=resources, selection=[asset_key("sources")]).success
@@ -149,16 +144,16 @@ def test_failed_materialization_keeps_previous_table(sim: Simulator, storage: Du
     assert target.query("SELECT * FROM sources ORDER BY id") == before
 
 
-def test_child_without_parent_table_explains(sim: Simulator, storage: DuckDBTargetResource) -> None:
+def test_child_without_parent_table_explains(sim: Simulator, storage: DuckDBStorage) -> None:
     result = materialize(build_assets(), resources={"segment": segment_for(sim), "storage": storage},
                          selection=[asset_key("tracking_plan_rules")], raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "materialize the asset segment/tracking_plans first" in failure.event_specific_data.error.to_string()
+    assert "materialize the parent asset (tracking_plans) first" in failure.event_specific_data.error.to_string()
 
 
 @pytest.mark.parametrize("stream", ["audit_events"])
-def test_partitioned_stream_loads_its_window(sim: Simulator, storage: DuckDBTargetResource, target: DuckDBTarget,
+def test_partitioned_stream_loads_its_window(sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget,
                                              stream: str) -> None:
     spec = STREAMS[stream]
     pdef = partitions_def(spec.windowing.partition)
@@ -173,7 +168,7 @@ def test_partitioned_stream_loads_its_window(sim: Simulator, storage: DuckDBTarg
     assert served and sorted(e["id"] for e in served) == [r[0] for r in loaded]
 
 
-def test_watermark_stream_reads_only_new_pages_and_never_deletes(storage: DuckDBTargetResource,
+def test_watermark_stream_reads_only_new_pages_and_never_deletes(storage: DuckDBStorage,
                                                                    target: DuckDBTarget) -> None:
     with Simulator(seed=7, counts={"warehouse_syncs": 40}) as sim:
         resources = {"segment": segment_for(sim, page_size=10), "storage": storage}
@@ -181,14 +176,14 @@ def test_watermark_stream_reads_only_new_pages_and_never_deletes(storage: DuckDB
         first = materialize(build_assets(), resources=resources, selection=selection)
         served = sum(len(sim.items("listSyncsFromWarehouse", {"warehouseId": w["id"]}))
                      for w in sim.items("listWarehouses"))
-        md = first.asset_materializations_for_node("segment__warehouse_syncs")[0].metadata
+        md = materializations(first, "warehouse_syncs")[0].metadata
         assert md["dagster/row_count"].value == served and md["segment/api_requests"].value == -(-served // 10)
 
         warehouse = sim.items("listWarehouses")[0]["id"]
         source = sim.items("listSyncsFromWarehouse", {"warehouseId": warehouse})[0]["sourceId"]
         new = sim.workspace.create("warehouse_syncs", sourceId=source, start=sim.now().strftime("%Y-%m-%dT%H:%M:%S.000Z"))
         second = materialize(build_assets(), resources=resources, selection=[asset_key("warehouse_syncs")])
-        md = second.asset_materializations_for_node("segment__warehouse_syncs")[0].metadata
+        md = materializations(second, "warehouse_syncs")[0].metadata
     assert md["segment/watermark_stops"].value == 3
     assert md["segment/api_requests"].value <= 3 * 3, "only the pages around the watermark are read again"
     assert (md["segment/inserted"].value, md["segment/deleted"].value) == (1, 0)
@@ -197,14 +192,14 @@ def test_watermark_stream_reads_only_new_pages_and_never_deletes(storage: DuckDB
                         [second.run_id]) == [("I", new["sourceId"])]
 
 
-def test_parent_deleted_after_its_table_was_loaded_is_skipped(sim: Simulator, storage: DuckDBTargetResource,
+def test_parent_deleted_after_its_table_was_loaded_is_skipped(sim: Simulator, storage: DuckDBStorage,
                                                               target: DuckDBTarget) -> None:
     resources = {"segment": segment_for(sim), "storage": storage}
     assert materialize(build_assets(), resources=resources, selection=[asset_key("user_groups")]).success
     gone = sim.items("listUserGroups")[0]["id"]
     sim.workspace.delete("user_groups", gone)
     result = materialize(build_assets(), resources=resources, selection=[asset_key("user_group_users")])
-    md = result.asset_materializations_for_node("segment__user_group_users")[0].metadata
+    md = materializations(result, "user_group_users")[0].metadata
     assert md["segment/parents_gone"].value == 1
     assert target.query("SELECT count(*) FROM user_group_users WHERE user_group_id = ?", [gone]) == [(0,)]
     assert md["dagster/row_count"].value == sum(

@@ -22,7 +22,8 @@ from dagster import (
 )
 
 from segment_assets import automation
-from segment_assets.assets import asset_key, build_assets, partitions_def
+from segment_assets.assets import asset_key, build_assets
+from segment_assets.partitions import partitions_def
 from segment_assets.automation import (
     AUDIT_RESOURCE_STREAMS,
     AuditCursor,
@@ -31,8 +32,9 @@ from segment_assets.automation import (
     partitioned_streams,
     streams_for_resource_type,
 )
+from segment_assets.connections import Connection
 from segment_assets.definitions import build_definitions
-from segment_assets.resources import DuckDBTargetResource, SegmentResource
+from segment_assets.resources import DuckDBStorage, SegmentResource
 from segment_assets.simulator import AUDIT_RESOURCE_TYPES, Simulator
 from segment_assets.storage import DuckDBTarget
 from segment_assets.streams import Window, materialized_streams
@@ -111,7 +113,7 @@ def test_source_update_requests_exactly_sources_and_descendants(sim: Simulator, 
     assert not again.run_requests and ticker.requests[-1] == 1
 
 
-def test_run_request_launches_a_run_that_writes_the_change(sim: Simulator, storage: DuckDBTargetResource,
+def test_run_request_launches_a_run_that_writes_the_change(sim: Simulator, storage: DuckDBStorage,
                                                            target: DuckDBTarget, ticker: Ticker,
                                                            instance: DagsterInstance) -> None:
     assets, resources = build_assets(), {"segment": segment_for(sim), "storage": storage}
@@ -317,13 +319,9 @@ def test_monthly_schedule_rereads_the_current_month_daily(day: int, months: list
     assert [r.run_key for r in requests] == [f"{k}@{when:%Y-%m-%d}" for k in expected]
 
 
-def test_monthly_schedule_skips_a_month_before_the_first_partition(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEGMENT_MONTHLY_START", f"{_month(2):%Y-%m-%d}")
-    partitions_def.cache_clear()
-    try:
-        assert automation.monthly_partition_keys(_month(2)) == [f"{_month(2):%Y-%m-%d}"]
-    finally:
-        partitions_def.cache_clear()
+def test_monthly_schedule_skips_a_month_before_the_first_partition() -> None:
+    connection = Connection(name="default", default_names=True, monthly_start=f"{_month(2):%Y-%m-%d}")
+    assert automation.monthly_partition_keys(_month(2), connection) == [f"{_month(2):%Y-%m-%d}"]
 
 
 # -- freshness -----------------------------------------------------------------------------
@@ -338,7 +336,7 @@ def test_every_asset_has_a_freshness_policy() -> None:
                            else (timedelta(hours=2), timedelta(hours=3))), stream.name
 
 
-def test_freshness_passes_after_a_run_warns_then_fails(sim: Simulator, storage: DuckDBTargetResource,
+def test_freshness_passes_after_a_run_warns_then_fails(sim: Simulator, storage: DuckDBStorage,
                                                        instance: DagsterInstance,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from dagster._core.definitions.freshness import FreshnessState

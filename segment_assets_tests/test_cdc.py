@@ -24,13 +24,15 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from segment_assets.assets import asset_key, build_assets, partitions_def, plan_requests
-from segment_assets.resources import DuckDBTargetResource
+from segment_assets.assets import asset_key, build_assets
+from segment_assets.partitions import partitions_def
+from segment_assets.reading import parent_rows, plan_requests
+from segment_assets.resources import DuckDBStorage
 from segment_assets.simulator import Simulator
 from segment_assets.storage import DuckDBTarget, q
 from segment_assets.streams import STREAMS, StreamSpec, Window
 from segment_assets.tables import table_def
-from segment_assets_tests.conftest import segment_for
+from segment_assets_tests.conftest import materializations, segment_for
 
 # Parents before children: a child reads its parent ids from the parent's stored table.
 STREAM_NAMES = ("sources", "destinations", "source_connected_destinations", "tracking_plans", "tracking_plan_rules",
@@ -59,7 +61,7 @@ def served_rows(stream: StreamSpec, target: DuckDBTarget, sim: Simulator) -> dic
     assert not (stream.data_fields or stream.map_key_column or len(stream.data_keys) > 1 or stream.windowing)
     table = table_def(stream.name)
     batches = [table.to_batch(sim.items(stream.operation_id, r.path, r.params), r.context, {})
-               for r in plan_requests(stream, target)]
+               for r in plan_requests(stream, parent_rows(stream, target))]
     rows = pa.Table.from_batches(batches, schema=table.arrow_schema()).to_pylist()
     return {tuple(r[k] for k in stream.primary_key): r for r in rows}
 
@@ -94,7 +96,7 @@ def changes(target: DuckDBTarget, stream: StreamSpec, run_ids: list[str]) -> lis
     return [(r[0], tuple(r[1:])) for r in rows]
 
 
-def sync(sim: Simulator, storage: DuckDBTargetResource, instance: DagsterInstance) -> str:
+def sync(sim: Simulator, storage: DuckDBStorage, instance: DagsterInstance) -> str:
     result = materialize(build_assets(), resources={"segment": segment_for(sim), "storage": storage},
                          selection=SELECTION, instance=instance)
     assert result.success
@@ -175,7 +177,7 @@ def assert_changes_replay_to_current(target: DuckDBTarget, names: tuple[str, ...
 
 
 def test_sync_mutate_sync_writes_exact_change_rows_then_an_unchanged_rerun_writes_none(
-        sim: Simulator, storage: DuckDBTargetResource, target: DuckDBTarget, instance: DagsterInstance) -> None:
+        sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget, instance: DagsterInstance) -> None:
     first = sync(sim, storage, instance)
     for name in STREAM_NAMES:
         stream = STREAMS[name]
@@ -200,15 +202,15 @@ def test_sync_mutate_sync_writes_exact_change_rows_then_an_unchanged_rerun_write
 SUBPROCESS_SYNC = textwrap.dedent("""
     import sys
     from segment_assets.cli import run_sync
-    from segment_assets.resources import DuckDBTargetResource, SegmentResource
+    from segment_assets.resources import DuckDBStorage, SegmentResource
     url, token, path, *streams = sys.argv[1:]
     run_sync(streams, segment=SegmentResource(api_token=token, api_url=url, pace_requests=False, max_concurrency=2),
-             storage=DuckDBTargetResource(path=path))
+             storage=DuckDBStorage(path=path))
 """)
 
 
 def test_kill_mid_run_leaves_tables_consistent_and_the_rerun_converges(
-        storage: DuckDBTargetResource, target: DuckDBTarget, instance: DagsterInstance) -> None:
+        storage: DuckDBStorage, target: DuckDBTarget, instance: DagsterInstance) -> None:
     sim = Simulator(seed=7, latency_ms=40)
     sim.start()
     try:
@@ -277,7 +279,7 @@ def last_days(n: int) -> list[str]:
     return keys[-n:]
 
 
-def test_partition_rerun_replaces_and_never_duplicates(sim: Simulator, storage: DuckDBTargetResource,
+def test_partition_rerun_replaces_and_never_duplicates(sim: Simulator, storage: DuckDBStorage,
                                                        target: DuckDBTarget) -> None:
     neighbour, key = last_days(2)
     resources = {"segment": segment_for(sim), "storage": storage}
@@ -310,16 +312,16 @@ def test_range_backfill_in_one_run_equals_five_single_partition_runs(
     keys, start, end = five_days
     ranged, single = DuckDBTarget(tmp_path / "ranged.duckdb"), DuckDBTarget(tmp_path / "single.duckdb")
     result = materialize(
-        build_assets(), resources={"segment": segment_for(sim), "storage": DuckDBTargetResource(path=ranged.path)},
+        build_assets(), resources={"segment": segment_for(sim), "storage": DuckDBStorage(path=ranged.path)},
         selection=[asset_key("audit_events")], instance=instance,
         tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]})
     assert result.success
-    mats = result.asset_materializations_for_node("segment__audit_events")
+    mats = materializations(result, "audit_events")
     assert sorted(m.partition for m in mats) == keys  # one run, one materialization per partition
     assert {m.metadata["segment/window"].value for m in mats} == {f"{_iso(start)} .. {_iso(end)}"}
     for key in keys:
         assert materialize(
-            build_assets(), resources={"segment": segment_for(sim), "storage": DuckDBTargetResource(path=single.path)},
+            build_assets(), resources={"segment": segment_for(sim), "storage": DuckDBStorage(path=single.path)},
             selection=[asset_key("audit_events")], partition_key=key, instance=instance).success
     assert audit_rows(ranged) == audit_rows(single) == served_audit(sim, start, end)
     assert len(audit_rows(ranged)) > 5 * 20

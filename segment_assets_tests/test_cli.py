@@ -36,7 +36,7 @@ def test_demo_loads_the_simulator_workspace(tmp_path: Path) -> None:
     out = cli("demo", "--duckdb", str(db), "--select", "sources", "destinations", "tracking_plans",
               "tracking_plan_rules", env={"DAGSTER_HOME": str(tmp_path / "home")})
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "TOTAL" in out.stdout and "demo.segment.sources" in out.stdout
+    assert "TOTAL" in out.stdout and "FROM segment.sources" in out.stdout
     with Simulator(seed=7) as sim:
         expected = {"sources": len(sim.items("listSources")), "destinations": len(sim.items("listDestinations"))}
     con = duckdb.connect(str(db), read_only=True)

@@ -173,7 +173,7 @@ def test_token_never_reaches_logs(sim: Simulator, caplog: pytest.LogCaptureFixtu
     sim.inject("429", "listSources", ms_before_next=10)
     sim.inject("500", "listDestinations")
     resource = SegmentResource(api_token=sim.token, api_url=sim.url, pace_requests=False)
-    client = resource.get_client()
+    client = resource.make_client()
     all_records(client, "sources")
     all_records(client, "destinations")
     assert caplog.records, "the client logged its retries"

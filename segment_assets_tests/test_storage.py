@@ -76,16 +76,6 @@ def test_change_seq_is_monotonic_across_tables_and_runs(target: DuckDBTarget) ->
     assert all(len(s) == 35 for s in seqs) and len(set(seqs)) == 3
 
 
-def test_before_images_when_configured(target: DuckDBTarget) -> None:
-    snapshot(target, [source(1)], "r1")
-    target.write_snapshot(SOURCES, batches([source(1, name="new")]), method=UpdateMethod.RELOAD_AND_COMPARE,
-                          run_id="r2", before_images=True)
-    got = rows(target, "SELECT header__change_oper, name, header__change_seq FROM sources__ct "
-                       "WHERE header__run_id = 'r2' ORDER BY header__change_oper")
-    assert [(op, name) for op, name, _ in got] == [("B", "Source 1"), ("U", "new")]
-    assert got[0][2] == got[1][2], "a before-image shares the change_seq of its update"
-
-
 def test_failed_snapshot_leaves_previous_table_intact(target: DuckDBTarget) -> None:
     snapshot(target, [source(1), source(2)], "r1")
 

@@ -1,0 +1,81 @@
+"""Time partitions of the time-based streams, and how a partition window becomes requests.
+
+Partition start dates are configuration with fixed defaults, never derived from the clock:
+a code server and a run worker that load the definitions on either side of midnight must
+agree on the partition set. Partitions older than what the API keeps are clamped by each
+stream (`clamp_to_retention`): they make no request and keep the rows already loaded.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from functools import cache
+from typing import Any
+
+from dagster import DailyPartitionsDefinition, MonthlyPartitionsDefinition, PartitionsDefinition
+
+from segment_assets.streams import TimeWindowing, Window
+from segment_assets.tables import WINDOW_END, WINDOW_START
+
+# The first partitions offered when nothing is configured (`segment-assets init` writes a
+# workspace's own start dates into its connections file).
+DEFAULT_DAILY_START = "2026-09-01"
+DEFAULT_MONTHLY_START = "2025-12-01"
+
+
+@cache
+def partitions_def(window: Window, start: str | None = None) -> PartitionsDefinition:
+    """One daily and one monthly partitioning per workspace, shared by its time-based streams so a
+    schedule or backfill covers them together."""
+    if window is Window.DAILY:
+        return DailyPartitionsDefinition(start_date=start or DEFAULT_DAILY_START, timezone="UTC")
+    # end_offset=1: the current month is a partition too; its cumulative counts are re-read.
+    return MonthlyPartitionsDefinition(start_date=start or DEFAULT_MONTHLY_START, timezone="UTC", end_offset=1)
+
+
+def validate_start(value: str, what: str) -> str:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{what} must be a date written YYYY-MM-DD, got {value!r}") from None
+    return value
+
+
+def window_queries(windowing: TimeWindowing, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Request parameters covering [start, end): months for `period`, else time chunks no longer
+    than the API accepts in one request (or exactly one chunk per day for per-window snapshots)."""
+    if windowing.period_param:
+        out, month = [], date(start.year, start.month, 1)
+        while datetime(month.year, month.month, 1, tzinfo=timezone.utc) < end:
+            out.append({windowing.period_param: month.isoformat()})
+            month = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+        return out
+    step = timedelta(days=windowing.chunk_days or windowing.max_range_days or 10_000)
+    out, a = [], start
+    while a < end:
+        b = min(a + step, end)
+        q: dict[str, Any] = {windowing.start_param: iso(a), windowing.end_param: iso(b)}
+        if windowing.granularity:
+            q["granularity"] = windowing.granularity
+        if windowing.window_columns:
+            q[WINDOW_START], q[WINDOW_END] = a, b
+        out.append(q)
+        a = b
+    return out
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def clamp_to_retention(windowing: TimeWindowing, start: datetime, end: datetime,
+                       now: datetime | None = None) -> tuple[datetime, datetime] | None:
+    """The part of [start, end) the API still serves; None when all of it is older than retention."""
+    if not windowing.retention_days:
+        return start, end
+    oldest = (now or datetime.now(timezone.utc)) - timedelta(days=windowing.retention_days)
+    if windowing.partition is Window.MONTHLY:
+        oldest = oldest.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if end <= oldest:
+        return None
+    return max(start, oldest), end

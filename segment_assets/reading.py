@@ -1,0 +1,161 @@
+"""How one stream is read: its parameter sets (parent ids x fan-out values x time windows),
+and its pages as Arrow batches.
+
+A child stream takes its parent ids from the parent's stored table, so every stream can run
+alone (a retry of one asset needs no re-read of its parents). Requests for many parents run
+concurrently on a bounded pool; each request's pages are shaped into Arrow batches as they
+arrive.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from segment_assets import spec
+from segment_assets.client import NotFound, Page, SegmentClient, StreamUnavailable
+from segment_assets.storage import Target
+from segment_assets.streams import StreamSpec
+from segment_assets.tables import RECORD_KIND, WINDOW_END, WINDOW_START, Shaper
+
+WATERMARK_OVERLAP = timedelta(days=1)  # re-read a day below the watermark: late-finishing syncs change
+
+
+@dataclass(frozen=True)
+class Request:
+    path: dict[str, str]
+    query: dict[str, Any]  # may hold context-only keys (the window bounds), never sent
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.query.items() if k not in (WINDOW_START, WINDOW_END)}
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return {**self.query, **self.path}
+
+
+@dataclass
+class FetchOutcome:
+    requests: int = 0  # parameter sets (parents x fan-out values) requested
+    watermark_stops: int = 0  # requests whose paging stopped below the stored watermark
+    parents_gone: int = 0  # parent ids that answered 404 (deleted since the parent table was loaded)
+    unavailable: list[str] = field(default_factory=list)  # why, per parameter set refused (first few)
+    unavailable_count: int = 0
+
+    @property
+    def fully_unavailable(self) -> bool:
+        return self.unavailable_count > 0 and self.unavailable_count == self.requests
+
+    def refused(self, why: str) -> None:
+        self.unavailable_count += 1
+        if len(self.unavailable) < 3:  # a few examples: the count says the rest, memory stays flat
+            self.unavailable.append(why)
+
+
+def parent_rows(stream: StreamSpec, target: Target) -> list[dict[str, Any]]:
+    """The parameter sets a child stream's parent table provides (parameter name -> value)."""
+    if not stream.parent:
+        return [{}]
+    params = list(stream.parent.params)
+    rows = target.parent_keys(stream.parent.stream, list(stream.parent.params.values()), stream.parent.where)
+    return [dict(zip(params, row)) for row in rows]
+
+
+def plan_requests(stream: StreamSpec, parents: list[dict[str, Any]],
+                  windows: list[dict[str, Any]] | None = None) -> list[Request]:
+    """Every parameter set the stream must be read with: parent ids x fan-out values x time windows."""
+    sets = parents
+    for param, values in stream.fan_out.items():
+        sets = [{**s, param: v} for s in sets for v in values]
+    path_names = set(stream.operation.path_params)
+    return [
+        Request(
+            path={k: str(v) for k, v in s.items() if k in path_names},
+            query={**{k: v for k, v in s.items() if k not in path_names}, **window},
+        )
+        for s in sets
+        for window in (windows or [{}])
+    ]
+
+
+def fetch_batches(
+    stream: StreamSpec, client: SegmentClient, requests: list[Request], outcome: FetchOutcome, concurrency: int,
+    shaper: Shaper, watermarks: Mapping[tuple[str, ...], datetime] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Pages of all requests as Arrow batches. A single request streams page by page; many
+    requests (fan-out) run on a bounded pool, each collecting its own (small) pages."""
+    outcome.requests = len(requests)
+    watermark_column = spec.snake_case(stream.watermark) if stream.watermark else None
+
+    def read(request: Request) -> Iterator[pa.RecordBatch]:
+        floor = (watermarks or {}).get(parent_key(stream, request))
+
+        def shape(page: Page) -> pa.RecordBatch:
+            return shaper.batch(page.records, _context(request, page.record_kind), page.data)
+
+        try:
+            for batch in client.pages(stream, request.path, request.params, shape=shape):
+                yield batch
+                if floor is not None and _all_older(batch, watermark_column, floor - WATERMARK_OVERLAP):
+                    outcome.watermark_stops += 1
+                    return
+        except StreamUnavailable as exc:
+            outcome.refused(str(exc))
+        except NotFound:
+            if not stream.parent:
+                raise
+            outcome.parents_gone += 1  # deleted between the parent's load and this read
+
+    if len(requests) == 1:
+        yield from read(requests[0])
+        return
+    pending: set[Future[list[pa.RecordBatch]]] = set()
+    todo = iter(requests)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix=f"segment-{stream.name}") as pool:
+        try:
+            for request in itertools.islice(todo, concurrency * 2):
+                pending.add(pool.submit(lambda r: list(read(r)), request))
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield from future.result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending.add(pool.submit(lambda r: list(read(r)), nxt))
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def parent_key(stream: StreamSpec, request: Request) -> tuple[str, ...]:
+    ctx = request.context
+    return tuple(str(ctx[p]) for p in stream.parent.params) if stream.parent else ()
+
+
+def _all_older(batch: pa.RecordBatch, column: str | None, floor: datetime) -> bool:
+    if not column or not batch.num_rows:
+        return False
+    newest = pc.max(batch.column(column)).as_py()
+    return newest is not None and newest < floor
+
+
+def stored_watermarks(stream: StreamSpec, target: Target) -> dict[tuple[str, ...], datetime]:
+    if not stream.watermark:
+        return {}
+    group = [stream.parent.column_for(p) for p in stream.parent.params] if stream.parent else []
+    return target.max_by(stream.table, group, spec.snake_case(stream.watermark))  # type: ignore[return-value]
+
+
+def _context(request: Request, record_kind: str | None) -> dict[str, Any]:
+    ctx = request.context
+    if record_kind:
+        ctx[RECORD_KIND] = record_kind
+    return ctx

@@ -1,0 +1,143 @@
+"""The storage interface every target implements (DuckDB file, Delta Lake folder or bucket).
+
+Assets never write SQL or files: they hand Arrow batches and a `TableDef` to a `Target`
+and read back what they need (parent ids, watermarks, the key check). Each target makes
+every write atomic per table: a failed or killed write leaves the previous version of
+the table and of its change table readable and unchanged.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+import pyarrow as pa
+
+from segment_assets.streams import RowFilter, UpdateMethod
+from segment_assets.tables import TableDef
+
+DEFAULT_SCHEMA = "segment"
+CHANGE_SUFFIX = "__ct"
+# Qlik's header columns (REFERENCE §7): change_seq is `YYYYMMDDHHmmSShh` + a 19-digit counter,
+# monotonic across every change table of one target.
+HEADER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("header__change_seq", "VARCHAR"),
+    ("header__change_oper", "VARCHAR"),
+    ("header__timestamp", "TIMESTAMPTZ"),
+    ("header__run_id", "VARCHAR"),
+)
+SEQ_COUNTER_DIGITS = 19
+
+
+class StorageError(Exception):
+    """The target could not be written; the previous tables are unchanged."""
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    rows: int
+    duplicate_keys: int
+    null_keys: int
+
+    @property
+    def passed(self) -> bool:
+        return self.duplicate_keys == 0 and self.null_keys == 0
+
+
+@dataclass
+class WriteResult:
+    rows: int = 0  # rows in the table after the write
+    staged: int = 0  # rows read from the API in this run
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    change_rows: int = 0
+    change_seq_first: str | None = None
+    change_seq_last: str | None = None
+    seconds: float = 0.0
+    version: int | None = None  # the table version this write committed (Delta), when the target has versions
+    key_check: KeyCheck | None = None  # primary key checked on the state just written
+
+
+def seq_range_label(first: str | None, last: str | None) -> str | None:
+    """`header__change_seq` bounds as people read them: the shared prefix (a UTC time) and the counters."""
+    if not first or not last:
+        return None
+    cut = len(first) - SEQ_COUNTER_DIGITS
+    prefix, a, b = first[:cut], int(first[cut:]), int(last[cut:])
+    when = f"{prefix[0:4]}-{prefix[4:6]}-{prefix[6:8]} {prefix[8:10]}:{prefix[10:12]}:{prefix[12:14]}.{prefix[14:16]}"
+    same = last[:cut] == prefix
+    return f"{when} UTC #{a}–#{b}" if same else f"{first} .. {last}"
+
+
+class Target(ABC):
+    """What assets need from a storage target."""
+
+    kind: ClassVar[str]  # shown as the asset's kind: "duckdb", "delta"
+    schema: str
+
+    @abstractmethod
+    def table_uri(self, name: str) -> str:
+        """Where table `name` lives, as other tools address it (file#schema.table, s3://...)."""
+
+    def close(self) -> None:
+        """Release what the target holds open between operations (end of a run)."""
+
+    def table_name(self, name: str) -> str:
+        """The name SQL users write for the table (`segment-assets sql`, the DuckDB file)."""
+        return f"{self.schema}.{name}"
+
+    # -- writes --------------------------------------------------------------------------
+
+    @abstractmethod
+    def write_snapshot(self, table: TableDef, batches: Iterable[pa.RecordBatch], *, method: UpdateMethod,
+                       run_id: str) -> WriteResult:
+        """Apply a full read (or, for WATERMARK, the newest rows) as `method` says, in one commit."""
+
+    @abstractmethod
+    def replace_window(self, table: TableDef, batches: Iterable[pa.RecordBatch], *, time_column: str,
+                       start: datetime, end: datetime, run_id: str) -> WriteResult:
+        """Replace exactly the rows of [start, end) with the fresh ones, in one commit."""
+
+    @abstractmethod
+    def ensure_table(self, table: TableDef) -> None:
+        """Create the table (and its change table) with its columns if it does not exist yet."""
+
+    # -- reads ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def table_exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def parent_keys(self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
+                    ) -> list[tuple[object, ...]]:
+        """Distinct non-null values of `columns` in `table` (a parent's ids), sorted."""
+
+    @abstractmethod
+    def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:
+        """max(column) per group key: the watermark of each parent of a watermark stream."""
+
+    @abstractmethod
+    def check_primary_key(self, table: TableDef) -> KeyCheck: ...
+
+    @abstractmethod
+    def read_arrow(self, name: str) -> pa.Table:
+        """The whole current table (tests, small tables, `segment-assets sql` on small data)."""
+
+    @abstractmethod
+    def table_names(self) -> list[str]:
+        """Every table this target holds in its schema, change tables included."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[object] | None = None) -> list[tuple[object, ...]]:
+        """Run SQL in DuckDB with this target's tables under their own names (`sources`, `sources__ct`)."""
+
+
+def missing_parent_error(target: Target, table: str) -> StorageError:
+    return StorageError(
+        f"table {target.table_name(table)} does not exist yet: materialize the parent asset ({table}) first "
+        f"(its ids are the parameters of this stream)"
+    )

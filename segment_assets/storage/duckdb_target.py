@@ -1,0 +1,383 @@
+"""The DuckDB target: one file, one schema per workspace, every write in one transaction.
+
+Pages are staged to Parquet first (`staging.py`), so memory stays flat whatever the row
+count, then applied in one DuckDB transaction: a failed or killed run leaves the previous
+table and its change table exactly as they were. The file lock is held only for that short
+apply step, so several processes (and threads) fetch from the API at once and queue for
+the write.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import ClassVar
+
+import duckdb
+import pyarrow as pa
+
+from segment_assets.storage.base import (
+    CHANGE_SUFFIX,
+    DEFAULT_SCHEMA,
+    HEADER_COLUMNS,
+    KeyCheck,
+    StorageError,
+    Target,
+    WriteResult,
+    missing_parent_error,
+)
+from segment_assets.storage.changes import change_rows_sql, changes_sql, next_seq_prefix, q
+from segment_assets.storage.staging import staged
+from segment_assets.streams import RowFilter, UpdateMethod
+from segment_assets.tables import TableDef
+
+STATE_TABLE = "_segment_assets_state"
+# DuckDB spills to disk past this, so a sync's footprint stays flat whatever the row count
+# (one writer thread: the writes are short and a second thread mostly adds buffers).
+DEFAULT_MEMORY_LIMIT = "64MB"
+
+# An open connection is reused by operations that follow each other closely (opening a file
+# costs ~50 ms: 60 streams finishing together would queue seconds on it), and closed after this
+# long unused, so other processes get the file lock between bursts.
+IDLE_CLOSE_SECONDS = 1.0
+
+
+class _FileConnection:
+    """The one connection this process holds on a DuckDB file; threads take turns on `lock`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.last_used = 0.0
+        self.closer: threading.Timer | None = None
+
+    def close_if_idle(self) -> None:
+        with self.lock:
+            self.closer = None
+            if self.con is None:
+                return
+            idle = time.monotonic() - self.last_used
+            if idle >= IDLE_CLOSE_SECONDS:
+                self.con.close()
+                self.con = None
+            else:
+                self._schedule(IDLE_CLOSE_SECONDS - idle)
+
+    def release(self) -> None:
+        """Called with `lock` held, after an operation."""
+        self.last_used = time.monotonic()
+        if self.con is not None and self.closer is None:
+            self._schedule(IDLE_CLOSE_SECONDS)
+
+    def _schedule(self, seconds: float) -> None:
+        self.closer = threading.Timer(seconds, self.close_if_idle)
+        self.closer.daemon = True
+        self.closer.start()
+
+
+_FILES: dict[str, _FileConnection] = {}
+_FILES_GUARD = threading.Lock()
+
+
+def _file(path: str) -> _FileConnection:
+    with _FILES_GUARD:
+        return _FILES.setdefault(path, _FileConnection())
+
+
+
+
+def row_filter_sql(row_filter: RowFilter) -> tuple[str, list[object]]:
+    if row_filter.startswith is not None:
+        return f"starts_with({q(row_filter.column)}, ?)", [row_filter.startswith]
+    raise ValueError(f"unsupported row filter {row_filter!r}")
+
+
+class DuckDBTarget(Target):
+    kind: ClassVar[str] = "duckdb"
+
+    def __init__(self, path: str | os.PathLike[str], *, schema: str = DEFAULT_SCHEMA, lock_timeout: float = 900.0,
+                 memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = 1) -> None:
+        self.path = str(Path(path).expanduser().absolute())
+        self.schema = schema
+        self.lock_timeout = lock_timeout
+        self.memory_limit = memory_limit
+        self.threads = threads
+        self._catalog = Path(self.path).stem
+        if self._catalog == schema:
+            # DuckDB names a file's catalog after it: `segment.sources` would then be ambiguous.
+            raise ValueError(
+                f"the DuckDB file {self.path} and the schema are both called {schema!r}, so DuckDB cannot tell "
+                f"`{schema}.sources` (schema) from `{schema}.sources` (catalog): rename the file or the schema"
+            )
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"DuckDBTarget({self.path!r}, schema={self.schema!r})"
+
+    def table_uri(self, name: str) -> str:
+        return f"duckdb://{self.path}#{self.schema}.{name}"
+
+    def close(self) -> None:
+        shared = _file(self.path)
+        with shared.lock:
+            if shared.con is not None:
+                shared.con.close()
+                shared.con = None
+
+    # -- connections ----------------------------------------------------------------------
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The file's connection for one operation; waits (bounded) while another process holds the file."""
+        shared = _file(self.path)
+        with shared.lock:
+            if shared.con is None:
+                shared.con = self._open()
+            con = shared.con
+            try:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(self._catalog)}.{q(self.schema)}")
+                yield con
+            except BaseException:
+                # A failed statement can leave the connection mid-transaction: start the next one clean.
+                con.close()
+                shared.con = None
+                raise
+            finally:
+                shared.release()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(self.path)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() > deadline:
+                    raise StorageError(
+                        f"{self.path} stayed locked by another process for {self.lock_timeout:.0f}s "
+                        f"({exc}). Close other DuckDB sessions on this file, or raise lock_timeout."
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 1.5, 2.0)
+        con.execute(f"SET memory_limit = '{self.memory_limit}'")
+        con.execute("SET preserve_insertion_order = false")  # lets big INSERT ... SELECT stream
+        con.execute(f"SET threads = {self.threads}")
+        self._catalog = con.execute("SELECT current_database()").fetchone()[0]
+        return con
+
+    # -- DDL -------------------------------------------------------------------------------
+
+    def _qualified(self, name: str) -> str:
+        return f"{q(self._catalog)}.{q(self.schema)}.{q(name)}"
+
+    def _existing_columns(self, con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+        rows = con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
+            "AND table_name = ? ORDER BY ordinal_position",
+            [self._catalog, self.schema, name],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def _ensure(self, con: duckdb.DuckDBPyConnection, name: str, columns: Sequence[tuple[str, str]]) -> None:
+        existing = self._existing_columns(con, name)
+        if not existing:
+            cols = ", ".join(f"{q(c)} {t}" for c, t in columns)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {self._qualified(name)} ({cols})")
+            return
+        for col, kind in columns:
+            if col not in existing:
+                # The declaration (or the API) grew a column: evolve instead of failing.
+                con.execute(f"ALTER TABLE {self._qualified(name)} ADD COLUMN {q(col)} {kind}")
+
+    def _ensure_all(self, con: duckdb.DuckDBPyConnection, table: TableDef, with_changes: bool) -> None:
+        self._ensure(con, table.name, table.column_schema())
+        if with_changes:
+            self._ensure(con, table.name + CHANGE_SUFFIX, [*table.column_schema(), *HEADER_COLUMNS])
+
+    def ensure_table(self, table: TableDef) -> None:
+        with self.connect() as con:
+            self._ensure_all(con, table, table.stream.update_method.keeps_changes)
+
+    # -- staging ---------------------------------------------------------------------------
+
+    def _staged(self, table: TableDef, batches: Iterable[pa.RecordBatch]):  # noqa: ANN202
+        return staged(table.name, table.arrow_schema(), batches, Path(self.path).parent / ".staging")
+
+    def _load_stage(self, con: duckdb.DuckDBPyConnection, table: TableDef, path: str) -> None:
+        cols = ", ".join(q(c) for c in table.column_names)
+        key = ", ".join(q(k) for k in table.primary_key)
+        distinct = f"DISTINCT ON ({key}) " if table.stream.dedupe else ""
+        # A view, not a table: the rows stay in the Parquet file and are streamed by each
+        # statement that reads them, so a million-row window never sits in memory.
+        literal = "'" + path.replace("'", "''") + "'"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _stage AS SELECT {distinct}{cols} FROM read_parquet({literal})")
+        dupes = con.execute(
+            f"SELECT {key}, count(*) AS n FROM _stage GROUP BY ALL HAVING count(*) > 1 LIMIT 3"
+        ).fetchall()
+        if dupes:
+            raise StorageError(
+                f"stream {table.stream.name}: the API returned {len(dupes)}+ primary key(s) more than once "
+                f"(e.g. {dupes[0][:-1]}); the declared key {table.primary_key} is not unique. Nothing was written."
+            )
+
+    @contextmanager
+    def _transaction(self, con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def write_snapshot(self, table: TableDef, batches: Iterable[pa.RecordBatch], *, method: UpdateMethod,
+                       run_id: str) -> WriteResult:
+        started = time.monotonic()
+        with self._staged(table, batches) as (path, staged_rows):
+            with self.connect() as con:
+                compare = method.keeps_changes
+                self._ensure_all(con, table, compare)
+                self._load_stage(con, table, path)
+                with self._transaction(con):
+                    if compare:
+                        # A watermark read sees only the newest rows: absent rows are not deletes.
+                        result = self._apply_compare(con, table, run_id,
+                                                     deletes=method is UpdateMethod.RELOAD_AND_COMPARE)
+                    else:
+                        con.execute(f"DELETE FROM {self._qualified(table.name)}")
+                        self._insert_from(con, table, "_stage")
+                        result = WriteResult()
+                result.key_check = self._key_check(con, table)
+                result.rows = result.key_check.rows
+        result.staged = staged_rows
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _insert_from(self, con: duckdb.DuckDBPyConnection, table: TableDef, source: str, where: str = "",
+                     params: Sequence[object] | None = None) -> None:
+        cols = ", ".join(q(c) for c in table.column_names)
+        con.execute(f"INSERT INTO {self._qualified(table.name)} ({cols}) SELECT {cols} FROM {source} {where}",
+                    params or [])
+
+    def _apply_compare(self, con: duckdb.DuckDBPyConnection, table: TableDef, run_id: str,
+                       deletes: bool = True) -> WriteResult:
+        cur = self._qualified(table.name)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _changes AS {changes_sql(table, cur, '_stage', deletes=deletes)}")
+        counts = dict(con.execute("SELECT op, count(*) FROM _changes GROUP BY op").fetchall())
+        result = WriteResult(inserted=counts.get("I", 0), updated=counts.get("U", 0), deleted=counts.get("D", 0))
+        total = sum(counts.values())
+        if not total:
+            return result
+        key_join = " AND ".join(f"{cur}.{q(k)} = _changes.{q(k)}" for k in table.primary_key)
+        con.execute(f"DELETE FROM {cur} USING _changes WHERE {key_join} AND _changes.op IN ('U', 'D')")
+        self._insert_from(con, table, "_changes", "WHERE op IN ('I', 'U')")
+        prefix = self._next_seq_prefix(con)
+        ct = self._qualified(table.name + CHANGE_SUFFIX)
+        cols = ", ".join(q(c) for c in [*table.column_names, *(h for h, _ in HEADER_COLUMNS)])
+        con.execute(f"INSERT INTO {ct} ({cols}) {change_rows_sql(table, '_changes')}",
+                    [prefix, datetime.now(timezone.utc), run_id])
+        first, last = con.execute(
+            f"SELECT min(header__change_seq), max(header__change_seq) FROM {ct} WHERE starts_with(header__change_seq, ?)",
+            [prefix],
+        ).fetchone()
+        result.change_rows = total
+        result.change_seq_first, result.change_seq_last = first, last
+        return result
+
+    def _next_seq_prefix(self, con: duckdb.DuckDBPyConnection) -> str:
+        state = self._qualified(STATE_TABLE)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {state} (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        row = con.execute(f"SELECT value FROM {state} WHERE key = 'change_seq_prefix'").fetchone()
+        prefix = next_seq_prefix(row[0] if row else None)
+        con.execute(f"INSERT OR REPLACE INTO {state} VALUES ('change_seq_prefix', ?)", [prefix])
+        return prefix
+
+    def replace_window(self, table: TableDef, batches: Iterable[pa.RecordBatch], *, time_column: str,
+                       start: datetime, end: datetime, run_id: str) -> WriteResult:
+        """Idempotent load of one time window: its rows are deleted and the fresh ones inserted."""
+        started = time.monotonic()
+        within = f"{q(time_column)} >= ? AND {q(time_column)} < ?"
+        with self._staged(table, batches) as (path, staged_rows):
+            with self.connect() as con:
+                self._ensure_all(con, table, False)
+                self._load_stage(con, table, path)
+                inside = con.execute(f"SELECT count(*) FROM _stage WHERE {within}", [start, end]).fetchone()[0]
+                with self._transaction(con):
+                    deleted = con.execute(f"DELETE FROM {self._qualified(table.name)} WHERE {within}",
+                                          [start, end]).fetchone()[0]
+                    # Rows the API put outside the requested window belong to other partitions.
+                    self._insert_from(con, table, "_stage", f"WHERE {within}", [start, end])
+                check = self._key_check(con, table)
+        return WriteResult(rows=check.rows, staged=staged_rows, inserted=inside, deleted=deleted,
+                           seconds=time.monotonic() - started, key_check=check)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def table_exists(self, name: str) -> bool:
+        with self.connect() as con:
+            return bool(self._existing_columns(con, name))
+
+    def parent_keys(self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
+                    ) -> list[tuple[object, ...]]:
+        with self.connect() as con:
+            if not self._existing_columns(con, table):
+                raise missing_parent_error(self, table)
+            cols = ", ".join(q(c) for c in columns)
+            where = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
+            params: list[object] = []
+            if row_filter:
+                condition, params = row_filter_sql(row_filter)
+                where += f" AND {condition}"
+            return con.execute(f"SELECT DISTINCT {cols} FROM {self._qualified(table)} WHERE {where} ORDER BY {cols}",
+                               params).fetchall()
+
+    def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:
+        with self.connect() as con:
+            if not self._existing_columns(con, table):
+                return {}
+            cols = ", ".join(q(c) for c in group)
+            sql = f"SELECT {cols + ', ' if cols else ''}max({q(column)}) FROM {self._qualified(table)}"
+            rows = con.execute(sql + (f" GROUP BY {cols}" if cols else "")).fetchall()
+        return {tuple(str(v) for v in r[:-1]): r[-1] for r in rows if r[-1] is not None}
+
+    def check_primary_key(self, table: TableDef) -> KeyCheck:
+        with self.connect() as con:
+            if not self._existing_columns(con, table.name):
+                return KeyCheck(0, 0, 0)
+            return self._key_check(con, table)
+
+    def _key_check(self, con: duckdb.DuckDBPyConnection, table: TableDef) -> KeyCheck:
+        keys = ", ".join(q(k) for k in table.primary_key)
+        any_null = " OR ".join(f"{q(k)} IS NULL" for k in table.primary_key)
+        rows, distinct, nulls = con.execute(
+            f"SELECT count(*), count(DISTINCT ({keys})), count(*) FILTER (WHERE {any_null}) "
+            f"FROM {self._qualified(table.name)}"
+        ).fetchone()
+        return KeyCheck(rows=rows, duplicate_keys=rows - distinct, null_keys=nulls)
+
+    def read_arrow(self, name: str) -> pa.Table:
+        with self.connect() as con:
+            return con.execute(f"SELECT * FROM {self._qualified(name)}").fetch_arrow_table()
+
+    def table_names(self) -> list[str]:
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? "
+                "AND table_name <> ? ORDER BY table_name", [self._catalog, self.schema, STATE_TABLE]).fetchall()
+        return [r[0] for r in rows]
+
+    def query(self, sql: str, params: Sequence[object] | None = None) -> list[tuple[object, ...]]:
+        """Run SQL with the workspace schema as the default, so `SELECT * FROM sources` works."""
+        with self.connect() as con:
+            con.execute(f"USE {q(self._catalog)}.{q(self.schema)}")
+            return con.execute(sql, params or []).fetchall()

@@ -1,0 +1,267 @@
+"""Running streams: one stream end to end (plan, read, write), and many at once.
+
+Why threads inside one run (and not a process per stream): a full sync is bound by the
+API's per-endpoint rate limits, not by CPU. A 2/min endpoint spends minutes waiting while
+every other endpoint could be read, so streams whose parents are loaded start at once and
+wait on their own budgets side by side. Threads share one pooled HTTP client and one rate
+budget, cost nothing to start (a Dagster step process costs seconds on a small machine),
+and keep one asset per stream: the multi-asset that runs them (`assets.py`) yields each
+stream's materialization as soon as its table is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from segment_assets.client import RequestStats, SegmentAuthError, SegmentClient, SyncStopped
+from segment_assets.partitions import clamp_to_retention, iso, window_queries
+from segment_assets.reading import FetchOutcome, fetch_batches, parent_rows, plan_requests, stored_watermarks
+from segment_assets.storage import KeyCheck, Target, WriteResult
+from segment_assets.storage.base import seq_range_label
+from segment_assets.streams import STREAMS, StreamSpec, UpdateMethod
+from segment_assets.tables import table_def
+
+Status = Literal["ok", "unavailable", "failed", "skipped"]
+
+
+@dataclass
+class StreamRun:
+    """What every stream of one run shares."""
+
+    client: SegmentClient
+    target: Target
+    run_id: str
+    method_for: Callable[[StreamSpec], UpdateMethod]
+    fanout_concurrency: int = 8
+    strict: bool = True
+    stabilities: Sequence[str] = ("v1", "beta", "alpha")
+    window: tuple[datetime, datetime] | None = None  # the run's partition time window
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class StreamOutcome:
+    stream: StreamSpec
+    status: Status
+    metadata: dict[str, Any] = field(default_factory=dict)
+    key_check: KeyCheck | None = None
+    error: BaseException | None = None
+    messages: list[tuple[int, str]] = field(default_factory=list)  # (logging level, text) for the run log
+
+    def log(self, level: int, text: str) -> None:
+        self.messages.append((level, text))
+
+
+def sync_stream(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None = None) -> StreamOutcome:
+    """Read one stream and write its table; never raises (the outcome carries the error)."""
+    started = time.monotonic()
+    out = StreamOutcome(stream, "ok")
+    try:
+        _sync(stream, run, parent_unavailable, out)
+    except BaseException as exc:  # noqa: BLE001 - the scheduler decides what an error means for the run
+        out.status, out.error = "failed", exc
+    out.metadata["segment/seconds"] = round(time.monotonic() - started, 3)
+    return out
+
+
+def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, out: StreamOutcome) -> None:
+    table = table_def(stream.name)
+    target = run.target
+    method = run.method_for(stream)
+    md = out.metadata
+    md.update({
+        "dagster/table_name": target.table_name(table.name),
+        "segment/table_uri": target.table_uri(table.name),
+        "segment/operation_id": stream.operation_id,
+        "segment/update_method": method.value,
+    })
+
+    def unavailable(why: str) -> None:
+        target.ensure_table(table)
+        out.status = "unavailable"
+        out.key_check = target.check_primary_key(table)
+        md.update({"segment/status": "unavailable", "segment/unavailable_reason": why,
+                   "dagster/row_count": out.key_check.rows})
+        md.setdefault("segment/api_requests", 0)
+        out.log(logging.WARNING, f"{stream.name}: stream unavailable, table left as it was: {why}")
+
+    if parent_unavailable:
+        return unavailable(parent_unavailable)
+    if stream.stability not in run.stabilities:
+        return unavailable(f"{stream.stability} endpoints are switched off in configuration "
+                           f"(stabilities={list(run.stabilities)})")
+    window = windows = None
+    if stream.windowing:
+        if run.window is None:
+            raise ValueError(f"stream {stream.name} is partitioned: materialize it with a partition or a range")
+        md["segment/window"] = f"{iso(run.window[0])} .. {iso(run.window[1])}"
+        window = clamp_to_retention(stream.windowing, *run.window)
+        if window is None:
+            return unavailable(f"the window is older than the API's {stream.windowing.retention_days}-day retention: "
+                               "nothing was requested and rows already loaded for it are kept")
+        windows = window_queries(stream.windowing, *window)
+
+    client = run.client
+    stats = client.stats_for(stream.name)
+    before = stats.snapshot()
+    requests = plan_requests(stream, parent_rows(stream, target), windows)
+    fetch = FetchOutcome()
+    shaper = table.shaper(strict=run.strict)
+    watermarks = stored_watermarks(stream, target) if method is UpdateMethod.WATERMARK else None
+    batches = fetch_batches(stream, client, requests, fetch, run.fanout_concurrency, shaper, watermarks)
+    # Knowing a stream is refused before the write keeps a gated stream's old table intact.
+    staged = _peek(batches)
+    if fetch.fully_unavailable:
+        _request_stats(md, stats, before)
+        return unavailable(fetch.unavailable[0])
+    if window is not None and stream.windowing:
+        result = target.replace_window(table, staged, time_column=stream.windowing.time_column,
+                                       start=window[0], end=window[1], run_id=run.run_id)
+    else:
+        result = target.write_snapshot(table, staged, method=method, run_id=run.run_id)
+    _request_stats(md, stats, before)
+    md.update(_write_metadata(result))
+    md["segment/parameter_sets"] = len(requests)
+    if stream.watermark and method is UpdateMethod.WATERMARK:
+        md["segment/watermark_stops"] = fetch.watermark_stops
+    if fetch.parents_gone:
+        md["segment/parents_gone"] = fetch.parents_gone
+    if shaper.missing_required:
+        md["segment/missing_required_fields"] = dict(shaper.missing_required)
+        out.log(logging.WARNING, f"{stream.name}: records lacked required fields, loaded as NULL: "
+                                 f"{dict(shaper.missing_required)}")
+    if fetch.unavailable_count:
+        md["segment/unavailable_parameter_sets"] = fetch.unavailable_count
+        md["segment/unavailable_example"] = fetch.unavailable[0]
+    out.key_check = result.key_check
+    out.log(logging.INFO, f"{stream.name}: {result.rows} rows ({result.staged} read, +{result.inserted} "
+                          f"~{result.updated} -{result.deleted}) in {md['segment/api_requests']} requests, "
+                          f"{md['segment/pages']} pages")
+
+
+def _peek(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Pull the first batch before the target is touched, so a refused stream is known up front."""
+    first = next(batches, None)
+
+    def chain() -> Iterator[pa.RecordBatch]:
+        if first is not None:
+            yield first
+        yield from batches
+
+    return chain()
+
+
+def _request_stats(md: dict[str, Any], stats: RequestStats, before: Mapping[str, Any]) -> None:
+    after = stats.snapshot()
+    md["segment/api_requests"] = after["requests"] - before["requests"]
+    md["segment/pages"] = after["pages"] - before["pages"]
+    md["segment/retries"] = after["retries"] - before["retries"]
+    md["segment/rate_limited_429"] = after["rate_limited"] - before["rate_limited"]
+    md["segment/rate_limit_waits"] = after["rate_limit_waits"] - before["rate_limit_waits"]
+    md["segment/rate_limit_wait_seconds"] = round(after["wait_seconds"] - before["wait_seconds"], 3)
+
+
+def _write_metadata(result: WriteResult) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "dagster/row_count": result.rows,
+        "segment/rows_read": result.staged,
+        "segment/inserted": result.inserted,
+        "segment/updated": result.updated,
+        "segment/deleted": result.deleted,
+        "segment/change_rows": result.change_rows,
+        "segment/write_seconds": round(result.seconds, 3),
+    }
+    label = seq_range_label(result.change_seq_first, result.change_seq_last)
+    if label:
+        out["segment/change_seq_range"] = label
+    if result.version is not None:
+        out["segment/table_version"] = result.version
+    return out
+
+
+# -- many streams at once --------------------------------------------------------------------
+
+
+@cache
+def critical_path_minutes(name: str) -> float:
+    """Minutes of rate-limit budget on the longest chain below `name` (per request), so the
+    streams that feed the slowest endpoints start first."""
+    stream = STREAMS[name]
+    own = 1.0 / stream.rate_limit_per_minute if stream.rate_limit_per_minute else 0.0
+    below = [critical_path_minutes(s.name) for s in STREAMS.values() if s.parent and s.parent.stream == name]
+    return own + max(below, default=0.0)
+
+
+def run_streams(streams: Sequence[StreamSpec], sync_one: Callable[[StreamSpec, str | None], StreamOutcome], *,
+                max_parallel: int, stop: threading.Event) -> Iterator[StreamOutcome]:
+    """Run `streams` on a thread pool, each as soon as its parent (when also selected) is written,
+    and yield their outcomes in the caller's thread as they finish.
+
+    A parent that is unavailable makes its children unavailable (named in the reason) without a
+    request; a failed parent skips its children. A refused token stops everything at once: no
+    further request is sent and SegmentAuthError is raised. If the caller stops iterating (an
+    interrupt, SIGTERM), `stop` is set and in-flight streams end at their next request or wait.
+    """
+    selected = {s.name: s for s in streams}
+    children: dict[str, list[StreamSpec]] = {}
+    for s in streams:
+        if s.parent and s.parent.stream in selected:
+            children.setdefault(s.parent.stream, []).append(s)
+    done: queue.Queue[tuple[StreamSpec, Future[StreamOutcome]]] = queue.Queue()
+    outstanding = 0
+    pool = ThreadPoolExecutor(max_workers=max(1, max_parallel), thread_name_prefix="segment-stream")
+
+    def submit(batch: Sequence[StreamSpec], parent_unavailable: str | None = None) -> None:
+        nonlocal outstanding
+        for s in sorted(batch, key=lambda s: -critical_path_minutes(s.name)):
+            outstanding += 1
+            future = pool.submit(sync_one, s, parent_unavailable)
+            future.add_done_callback(lambda f, s=s: done.put((s, f)))
+
+    def skipped(parent: StreamOutcome) -> Iterator[StreamOutcome]:
+        for child in children.get(parent.stream.name, ()):
+            out = StreamOutcome(child, "skipped", error=RuntimeError(
+                f"not read: its parent stream {parent.stream.name} failed"))
+            yield out
+            yield from skipped(out)
+
+    finished = False
+    try:
+        submit([s for s in streams if not (s.parent and s.parent.stream in selected)])
+        while outstanding:
+            try:
+                stream, future = done.get(timeout=0.2)  # short waits: the main thread stays interruptible
+            except queue.Empty:
+                continue
+            outstanding -= 1
+            outcome = future.result()
+            if isinstance(outcome.error, SegmentAuthError):
+                stop.set()
+                raise outcome.error
+            if isinstance(outcome.error, SyncStopped) and stop.is_set():
+                continue
+            yield outcome
+            kids = children.get(stream.name, [])
+            if outcome.status == "ok":
+                submit(kids)
+            elif outcome.status == "unavailable":
+                why = outcome.metadata.get("segment/unavailable_reason", "")
+                submit(kids, f"its parent stream {stream.name} is unavailable: {why}")
+            else:
+                yield from skipped(outcome)
+        finished = True
+    finally:
+        if not finished:
+            stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
