@@ -706,6 +706,9 @@ class Workspace:
         self._children: dict[str, dict[tuple[str, ...], list[Row]]] = {}
         self._created: dict[str, int] = {}
         self.seeded: dict[str, tuple[tuple[str, str], ...]] = {}  # (ident, name) at seed time, for audit events
+        # The audit event the latest create/update/delete appended (None if it logged none);
+        # read it under `lock`, in the same critical section as the mutation.
+        self.last_audit_event: dict[str, Any] | None = None
         self.audit = AuditTrail(self, self.count("audit_events", 3000))
 
     # ---- reading -----------------------------------------------------------------------------
@@ -894,6 +897,7 @@ class Workspace:
 
     def _changed(self, spec: Kind, row: Row, action: str) -> None:
         self.version += 1
+        self.last_audit_event = None
         kind, target, pkey = spec, row, row.pkey
         while kind.resource_type is None and kind.parent:
             parent = self.parent_row(kind, pkey)
@@ -902,8 +906,8 @@ class Workspace:
             kind, target, pkey, action = self.kind(kind.parent), parent, parent.pkey, "Modified"
         if kind.resource_type is None:
             return
-        self.audit.append(kind.resource_type, action, target.ident,
-                          str(target.obj.get(kind.name_field, target.ident)), self.now())
+        self.last_audit_event = self.audit.append(kind.resource_type, action, target.ident,
+                                                  str(target.obj.get(kind.name_field, target.ident)), self.now())
 
     def add_audit_events(self, n: int, at: datetime | None = None) -> list[dict[str, Any]]:
         """Append ``n`` synthetic audit events at ``at`` (default: the simulator clock)."""
