@@ -494,7 +494,8 @@ def every_row(sim: Simulator) -> dict[str, list[dict[str, Any]]]:
 def test_configuration_is_identical_on_every_start_of_a_day() -> None:
     """Two starts with clocks 21 hours apart on one UTC day: every configuration body is
     byte-identical, while audit events move with the clock."""
-    early, late = datetime(2025, 3, 9, 1, 5, 7, tzinfo=timezone.utc), datetime(2025, 3, 9, 22, 41, 3, tzinfo=timezone.utc)
+    early = datetime(2025, 3, 9, 1, 5, 7, tzinfo=timezone.utc)
+    late = datetime(2025, 3, 9, 22, 41, 3, tzinfo=timezone.utc)
     with Simulator(seed=7, now=early) as first:
         first_bodies, first_rows = configuration_bodies(first), every_row(first)
         first_events = first.items("listAuditEvents")
@@ -545,8 +546,8 @@ def test_a_later_day_extends_histories_without_rewriting_them() -> None:
         parents = {r.pkey for r in day1.rows(kind)}
         assert parents == {r.pkey for r in day2.rows(kind)} and len(parents) > 3
         for pkey in parents:
-            old = {orjson.dumps(r.obj, option=orjson.OPT_SORT_KEYS): r.obj[when] for r in day1.rows(kind) if r.pkey == pkey}
-            new = {orjson.dumps(r.obj, option=orjson.OPT_SORT_KEYS): r.obj[when] for r in day2.rows(kind) if r.pkey == pkey}
+            old, new = ({orjson.dumps(r.obj, option=orjson.OPT_SORT_KEYS): r.obj[when] for r in day.rows(kind)
+                         if r.pkey == pkey} for day in (day1, day2))
             kept = old.keys() & new.keys()
             added, gone = new.keys() - old.keys(), old.keys() - new.keys()
             assert kept, pkey

@@ -394,7 +394,8 @@ def _regulation(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     # newest ones up to the start of today, so they stay inside the API's 90-day window, are
     # identical on every start of a day, and a new regulation pushes the oldest one out.
     source = c.parent.ident  # type: ignore[union-attr]
-    phase = timedelta(minutes=digest(c.ws.seed, "regulation-phase", source) % (REGULATION_PERIOD // timedelta(minutes=1)))
+    minutes = REGULATION_PERIOD // timedelta(minutes=1)
+    phase = timedelta(minutes=digest(c.ws.seed, "regulation-phase", source) % minutes)
     k = (c.ws.today - UNIX_EPOCH - phase) // REGULATION_PERIOD - c.j
     created = UNIX_EPOCH + phase + REGULATION_PERIOD * k
     h = digest(c.ws.seed, "regulation", source, k)
