@@ -443,6 +443,125 @@ def test_same_seed_serves_identical_bodies() -> None:
     assert bodies[0] != bodies[2]
 
 
+# Operations whose answer is time-based data read by partition or window: they stay relative
+# to the clock. Every other served operation is configuration (or a day-stable history).
+TIME_BASED = {"listAuditEvents", "getEventsVolumeFromWorkspace", "listDeliveryMetricsSummaryFromDestination",
+              "getDailyWorkspaceAPICallsUsage", "getDailyPerSourceAPICallsUsage", "getDailyWorkspaceMTUUsage",
+              "getDailyPerSourceMTUUsage"} | {op for op in OPERATIONS if op.endswith("FromDeliveryOverview")}
+CONFIGURATION = [op for op in SERVED if op not in TIME_BASED]
+
+
+def configuration_bodies(sim: Simulator) -> dict[str, list[bytes]]:
+    """Every page body of every configuration operation (at its example params) over HTTP,
+    following `next` cursors with the largest page size each operation accepts."""
+    out: dict[str, list[bytes]] = {}
+    with httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {sim.token}"}, timeout=10) as http:
+        for op in CONFIGURATION:
+            path, query = sim.example_request(op)
+            spec = SPEC.operations[op]
+            bodies: list[bytes] = []
+            cursor: Any = None
+            while True:
+                params = dict(query)
+                if op == "listReverseETLSyncStatusesFromModelAndSubscriptionId":
+                    params["count"] = 100
+                    if cursor is not None:
+                        params["cursor"] = cursor
+                elif op == "listCredentialConsumers":
+                    params.update({"sourcesPagination[count]": 1000, "warehousesPagination[count]": 1000})
+                elif spec.pagination_input:
+                    params["pagination[count]"] = {"ListFiltersPaginationInput": 10,
+                                                   "ListAudiencesPaginationInput": 200}.get(spec.pagination_input, 1000)
+                    if cursor is not None:
+                        params["pagination[cursor]"] = cursor
+                response = http.get(sim.path(op, path), params=params)
+                assert response.status_code == 200, (op, response.text)
+                bodies.append(response.content)
+                pagination = response.json()["data"].get("pagination")
+                cursor = pagination.get("next") if isinstance(pagination, dict) and spec.pagination_output else None
+                if cursor is None or op == "listCredentialConsumers":
+                    break
+                assert len(bodies) < 1000
+            out[op] = bodies
+    return out
+
+
+def every_row(sim: Simulator) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every kind, including the children of parents the example params miss."""
+    return {kind: sim.workspace.list(kind) for kind in sim.workspace.kinds() if kind != "audit_events"}
+
+
+def test_configuration_is_identical_on_every_start_of_a_day() -> None:
+    """Two starts with clocks 21 hours apart on one UTC day: every configuration body is
+    byte-identical, while audit events move with the clock."""
+    early = datetime(2025, 3, 9, 1, 5, 7, tzinfo=timezone.utc)
+    late = datetime(2025, 3, 9, 22, 41, 3, tzinfo=timezone.utc)
+    with Simulator(seed=7, now=early) as first:
+        first_bodies, first_rows = configuration_bodies(first), every_row(first)
+        first_events = first.items("listAuditEvents")
+    with Simulator(seed=7, now=late) as second:
+        second_bodies, second_rows = configuration_bodies(second), every_row(second)
+        second_events = second.items("listAuditEvents")
+    assert set(first_bodies) == set(CONFIGURATION) and len(CONFIGURATION) > 80
+    differing = [op for op in CONFIGURATION if first_bodies[op] != second_bodies[op]]
+    assert not differing
+    assert [kind for kind in first_rows if first_rows[kind] != second_rows[kind]] == []
+    assert sum(len(rows) for rows in first_rows.values()) > 900
+    # Audit events: the same events, each exactly as much later as the clock.
+    shift = late - early
+    assert [e["id"] for e in first_events] == [e["id"] for e in second_events] and len(first_events) == 3000
+    for a, b in zip(first_events[:50], second_events[:50]):
+        assert datetime.fromisoformat(b["timestamp"]) - datetime.fromisoformat(a["timestamp"]) == shift
+    for events, now in ((first_events, early), (second_events, late)):
+        newest = datetime.fromisoformat(events[0]["timestamp"])
+        assert now - timedelta(hours=1) < newest <= now
+        assert datetime.fromisoformat(events[-1]["timestamp"]) >= now - timedelta(days=90)
+
+
+def test_configuration_is_identical_after_a_real_pause() -> None:
+    """Two starts on the wall clock, a second apart (what two `segment-assets demo` runs do)."""
+    with Simulator(seed=7, scale=0.5) as first:
+        first_bodies = configuration_bodies(first)
+        first_newest = first.items("listAuditEvents", query={"pagination[count]": 1})[0]
+    time.sleep(1.1)
+    with Simulator(seed=7, scale=0.5) as second:
+        if second.workspace.today != first.workspace.today:
+            pytest.skip("midnight UTC passed between the two starts: day-stable histories moved on")
+        second_bodies = configuration_bodies(second)
+        second_newest = second.items("listAuditEvents", query={"pagination[count]": 1})[0]
+    assert [op for op in CONFIGURATION if first_bodies[op] != second_bodies[op]] == []
+    assert first_newest["id"] == second_newest["id"]
+    assert datetime.fromisoformat(second_newest["timestamp"]) - datetime.fromisoformat(first_newest["timestamp"]) \
+        >= timedelta(seconds=1)
+
+
+def test_a_later_day_extends_histories_without_rewriting_them() -> None:
+    """Watermarked histories (warehouse syncs, reverse-ETL statuses) add rows on a later day;
+    the rows both days serve are identical, so a watermark sync sees only the new ones.
+    Regulations stay inside the API's 90-day window."""
+    day1 = Simulator(seed=7, now=datetime(2025, 3, 9, 12, tzinfo=timezone.utc)).workspace
+    day2 = Simulator(seed=7, now=datetime(2025, 3, 10, 12, tzinfo=timezone.utc)).workspace
+    for kind, when in (("warehouse_syncs", "start"), ("reverse_etl_syncs", "startedAt")):
+        added_total = 0
+        parents = {r.pkey for r in day1.rows(kind)}
+        assert parents == {r.pkey for r in day2.rows(kind)} and len(parents) > 3
+        for pkey in parents:
+            old, new = ({orjson.dumps(r.obj, option=orjson.OPT_SORT_KEYS): r.obj[when] for r in day.rows(kind)
+                         if r.pkey == pkey} for day in (day1, day2))
+            kept = old.keys() & new.keys()
+            added, gone = new.keys() - old.keys(), old.keys() - new.keys()
+            assert kept, pkey
+            assert all(new[k] > max(old.values()) for k in added)  # only newer rows appear...
+            assert all(old[k] < min(new[k2] for k2 in kept) for k in gone)  # ...and the oldest slide out
+            added_total += len(added)
+        assert added_total >= len(parents) * 2  # at least a day's slots per parent
+        assert max(r[when] for r in day2.list(kind)) < "2025-03-10T00:00:00"  # nothing after the start of the day
+    for rows, now in ((day1.list("regulations"), day1.anchor), (day2.list("regulations"), day2.anchor)):
+        assert rows and all(now - timedelta(days=90) <= datetime.fromisoformat(r["createdAt"]) <= now for r in rows)
+        assert len({r["id"] for r in rows}) == len(rows)
+    assert len({r["syncId"] for r in day2.list("reverse_etl_syncs")}) == len(day2.list("reverse_etl_syncs"))
+
+
 def test_audit_window_is_the_union_of_its_days(simulator: Simulator) -> None:
     days = [NOW.replace(hour=0, minute=0) - timedelta(days=d) for d in range(3, 0, -1)]
     whole = simulator.items("listAuditEvents", query={"startTime": days[0].isoformat(),

@@ -14,7 +14,7 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
@@ -32,6 +32,10 @@ PAGE_LIMITS = {  # pagination input schema -> (max count, default count)
     "ListAudiencesPaginationInput": (200, 200),
     "ListFiltersPaginationInput": (10, 10),
 }
+# Simulator-only control endpoints (e.g. POST /__simulator/mutate). No Segment path starts
+# with "/__", so they cannot shadow an operation.
+CONTROL_PREFIX = "/__simulator/"
+MAX_CONTROL_BODY = 64 * 1024
 RETL_SYNCS = "listReverseETLSyncStatusesFromModelAndSubscriptionId"
 CREDENTIAL_CONSUMERS = "listCredentialConsumers"
 _KEY_PART = re.compile(r"\[([^\]]*)\]|\.([^.\[]+)")
@@ -174,6 +178,8 @@ class Api:
             raise ValueError(f"unknown features {sorted(unknown)}; known: {', '.join(sorted(known))}")
         self.disabled = frozenset(f.lower() for f in disabled_features)
         self.stats = stats or Stats()
+        # name -> handler(JSON body) -> `data` of the answer, served at POST CONTROL_PREFIX + name.
+        self.controls: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
     # ---- data, transport-free -----------------------------------------------------------------
 
@@ -259,8 +265,10 @@ class Api:
 
     # ---- HTTP semantics ---------------------------------------------------------------------
 
-    def handle(self, method: str, target: str, headers: dict[str, str]) -> Response:
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes = b"") -> Response:
         parts = urlsplit(target)
+        if parts.path.startswith(CONTROL_PREFIX):
+            return self._control(method, parts.path[len(CONTROL_PREFIX):], headers, body)
         accept = headers.get("accept")
         matched = self.spec.match(parts.path or "/")
         op_id = matched[0].operation_id if matched else "unknown"
@@ -307,6 +315,36 @@ class Api:
         if fault is not None:
             self._wire_fault(fault, response)
         return response
+
+    def _control(self, method: str, name: str, headers: dict[str, str], body: bytes) -> Response:
+        """A control request: same bearer token as the API; no faults, rate limits or stats,
+        which belong to the API traffic a test measures."""
+        try:
+            self._token(headers.get("authorization"))
+            handler = self.controls.get(name)
+            if handler is None:
+                known = ", ".join(f"POST {CONTROL_PREFIX}{n}" for n in sorted(self.controls)) or "none"
+                raise ApiError(404, f"No simulator control {name!r}; known: {known}", type_="not-found")
+            if method != "POST":
+                raise ApiError(405, f"Simulator controls take POST, not {method}", type_="method-not-allowed")
+            if len(body) > MAX_CONTROL_BODY:
+                raise invalid(f"Control request bodies are at most {MAX_CONTROL_BODY} bytes", "body")
+            try:
+                payload = orjson.loads(body) if body.strip() else {}
+            except orjson.JSONDecodeError:
+                raise invalid('The body must be a JSON object, e.g. {"change": "rename_source"}', "body") from None
+            if not isinstance(payload, dict):
+                raise invalid('The body must be a JSON object, e.g. {"change": "rename_source"}', "body")
+            try:
+                data = handler(payload)
+            except (KeyError, ValueError) as error:
+                raise invalid(str(error.args[0] if error.args else error), "body") from None
+            return Response(200, orjson.dumps({"data": data}))
+        except ApiError as error:
+            return self._error(error)
+        except Exception as error:  # a simulator bug: say so, like the API paths do
+            traceback.print_exc(file=sys.stderr)
+            return self._error(ApiError(500, f"Simulator error: {error!r}", type_="server-error"))
 
     def _token(self, authorization: str | None) -> str:
         if not authorization or not authorization.lower().startswith("bearer "):

@@ -7,6 +7,7 @@ this loop serves several times more small requests per second, which the benchma
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from email.utils import formatdate
@@ -18,6 +19,7 @@ REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
            405: "Method Not Allowed", 422: "Unprocessable Entity", 429: "Too Many Requests",
            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 MAX_HEADER_BYTES = 64 * 1024
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class _DateHeader:
@@ -35,9 +37,12 @@ class _DateHeader:
 
 
 class HttpServer:
-    def __init__(self, api: Api, latency_ms: float = 0.0) -> None:
+    """``ssl_context``: serve HTTPS (asyncio does the TLS; the HTTP handling is unchanged)."""
+
+    def __init__(self, api: Api, latency_ms: float = 0.0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.api = api
         self.latency = latency_ms / 1000.0
+        self.ssl_context = ssl_context
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port: int | None = None
         self.host = "127.0.0.1"
@@ -76,7 +81,7 @@ class HttpServer:
         self.loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._server = await asyncio.start_server(self._connection, host, port, limit=MAX_HEADER_BYTES,
-                                                  reuse_address=True)
+                                                  reuse_address=True, ssl=self.ssl_context)
         sock = self._server.sockets[0]
         self.host, self.port = sock.getsockname()[:2]
         on_ready()
@@ -117,11 +122,16 @@ class HttpServer:
                     if line:
                         name, _, value = line.partition(":")
                         headers[name.strip().lower()] = value.strip()
-                length = int(headers.get("content-length") or 0)
-                if length:
-                    await reader.readexactly(length)  # GET bodies are ignored
+                try:
+                    length = int(headers.get("content-length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= MAX_BODY_BYTES:
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    return
+                body = await reader.readexactly(length) if length else b""  # GETs ignore it; controls read it
                 keep_alive = (headers.get("connection", "").lower() != "close") and version == "HTTP/1.1"
-                response = self.api.handle(method, target, headers)
+                response = self.api.handle(method, target, headers, body)
                 delay = self.latency + response.hold_seconds
                 if delay:
                     await asyncio.sleep(delay)
@@ -129,8 +139,8 @@ class HttpServer:
                     return
                 if not keep_alive:
                     return
-        except (ConnectionError, asyncio.CancelledError):
-            return
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, asyncio.CancelledError):
+            return  # the client went away (or failed the TLS handshake) mid-request
         finally:
             self._writers.discard(writer)
             try:

@@ -6,6 +6,23 @@ timestamps the schema-driven generator cannot know. Rows are generated lazily, k
 kind, on first access; row ``i`` of a kind depends only on (seed, kind, i) and the rows
 of the kinds it refers to. Audit events are not stored at all: event ``i`` is computed
 on demand, so a workspace with millions of them starts instantly.
+
+Three clocks date the rows, so that a fresh simulator (every `segment-assets demo` starts
+one) serves what the previous one served and a sync sees only changes that happened:
+
+- ``epoch`` (``CONFIG_EPOCH``, 2024-01-01 UTC, or the start of the clock's day if a test
+  fixes an earlier clock): every configuration object's createdAt, updatedAt, deployedAt...
+  is dated back from it. Configuration objects are byte-identical on every start, on any day.
+- ``today`` (the start of the anchor's UTC day): histories read as non-partitioned tables
+  with a watermark (warehouse syncs every 12 h, reverse-ETL sync statuses every 6 h), the
+  regulations the API serves for 90 days only (one per source every 40 days), the
+  profiles' lastSeenAt and the audiences' nextExecution. History rows are functions of
+  absolute time slots before ``today``: two starts on one day serve identical rows, and a
+  later day adds the new slots on top while the rows both days serve stay identical.
+- ``anchor`` (the start-up time, or ``Simulator(now=...)``): time-based data read by
+  partition (audit events over the last 90 days, events volume, delivery metrics, usage),
+  so yesterday's partition always has data. Mutations are stamped with the simulator clock,
+  which runs on from ``anchor``.
 """
 
 from __future__ import annotations
@@ -70,6 +87,15 @@ PROPERTY_NAMES = (
 )
 COLLECTIONS = ("identifies", "tracks", "pages", "screens", "groups", "users", "accounts", "order_completed")
 
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Configuration objects (createdAt, updatedAt, deployedAt...) are dated back from this fixed
+# epoch rather than from the clock, so every start serves them byte-identical and a sync
+# sees no change that did not happen (see Workspace).
+CONFIG_EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
+WAREHOUSE_SYNC_PERIOD = timedelta(hours=12)
+RETL_SYNC_PERIOD = timedelta(hours=6)
+REGULATION_PERIOD = timedelta(days=40)  # two per source: both within the API's 90-day window
+
 
 @dataclass(slots=True)
 class Row:
@@ -130,6 +156,15 @@ def _pick(ws: "Workspace", kind: str, n: int) -> Row:
 # ---- finishers: ids, names, foreign keys, timestamps -------------------------------------------
 
 
+def _history_slot(c: Ctx, period: timedelta, *key: object) -> tuple[int, datetime, int]:
+    """(slot number since 1970, start time, hash) of the j-th newest whole ``period`` before
+    the start of today. A history row is a function of its slot, not of its position, so two
+    starts on one day serve the same rows and a later day only adds rows at the top."""
+    slot = (c.ws.today - UNIX_EPOCH) // period - 1 - c.j
+    h = digest(c.ws.seed, *key, slot)
+    return slot, UNIX_EPOCH + period * slot + timedelta(minutes=h % 60), h
+
+
 def _catalog(names: Sequence[str], prefix: str) -> Finisher:
     def finish(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
         name = names[c.i] if c.i < len(names) else f"{words(c.rng).title()} {c.i}"
@@ -184,7 +219,7 @@ def _warehouse(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _tracking_plan(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     name = f"{words(c.rng).title()} Tracking Plan"
-    created = c.ws.anchor - timedelta(days=c.rng.randint(100, 700))
+    created = c.ws.epoch - timedelta(days=c.rng.randint(100, 700))
     obj.update(id=f"tp_{segment_id(c.ws.seed, 'tracking-plan', c.i)}", name=name, slug=slugify(name),
                type="LIVE" if c.i % 4 != 3 else "RULE_LIBRARY", createdAt=iso(created),
                updatedAt=iso(created + timedelta(days=c.rng.randint(1, 90))))
@@ -197,7 +232,7 @@ RULE_TYPES = ("TRACK", "TRACK", "TRACK", "IDENTIFY", "GROUP", "PAGE", "SCREEN", 
 def _rule(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     rtype = RULE_TYPES[c.j % len(RULE_TYPES)] if c.j >= 3 else "TRACK"
     key = f"{EVENT_NAMES[c.j % len(EVENT_NAMES)]}" + (f" {c.j // len(EVENT_NAMES)}" if c.j >= len(EVENT_NAMES) else "")
-    created = c.ws.anchor - timedelta(days=c.rng.randint(30, 400))
+    created = c.ws.epoch - timedelta(days=c.rng.randint(30, 400))
     obj.update(type=rtype, key=key if rtype in ("TRACK", "PAGE", "SCREEN") else f"{rtype.title()} {c.j}",
                jsonSchema={"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
                            "properties": {"properties": {"type": "object", "required": [PROPERTY_NAMES[c.j % 10]],
@@ -249,7 +284,7 @@ def _function(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     rtype = FUNCTION_TYPES[c.i % len(FUNCTION_TYPES)]
     prefix = {"SOURCE": "sfnc", "DESTINATION": "dfn", "INSERT_SOURCE": "ifns",
               "INSERT_DESTINATION": "ifnd", "INSERT_TRANSFORMATION": "ifnt"}[rtype]
-    created = c.ws.anchor - timedelta(days=c.rng.randint(10, 300))
+    created = c.ws.epoch - timedelta(days=c.rng.randint(10, 300))
     name = f"{words(c.rng).title()} {rtype.replace('_', ' ').title()} Function"
     obj.update(id=f"{prefix}_{segment_id(c.ws.seed, 'function', c.i)}", resourceType=rtype, displayName=name,
                createdAt=iso(created), createdBy=_pick(c.ws, "users", c.i).ident,
@@ -261,7 +296,7 @@ def _function(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _function_version(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    created = c.ws.anchor - timedelta(days=60 - c.j * 7, hours=c.i % 24)
+    created = c.ws.epoch - timedelta(days=60 - c.j * 7, hours=c.i % 24)
     obj.update(id=segment_id(c.ws.seed, "function-version", c.i), author=_pick(c.ws, "users", c.i).obj["email"],
                isDeployed=c.j == 0, createdAt=iso(created), updatedAt=iso(created + timedelta(hours=2)),
                deployedAt=iso(created + timedelta(hours=3)))
@@ -273,7 +308,7 @@ def _insert_instance(obj: dict[str, Any], c: Ctx) -> dict[str, Any] | None:
     if not fn["resourceType"].startswith("INSERT_"):
         return None
     target = _pick(c.ws, "sources" if fn["resourceType"] == "INSERT_SOURCE" else "destinations", c.i)
-    created = c.ws.anchor - timedelta(days=c.rng.randint(1, 200))
+    created = c.ws.epoch - timedelta(days=c.rng.randint(1, 200))
     obj.update(id=segment_id(c.ws.seed, "insert-instance", c.i), name=f"{fn['displayName']} #{c.j}",
                integrationId=target.ident, classId=fn["id"], enabled=c.rng.random() < 0.8,
                createdAt=iso(created), updatedAt=iso(created + timedelta(days=1)),
@@ -291,7 +326,7 @@ def _transformation(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _destination_filter(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     dest = c.parent.obj  # type: ignore[union-attr]
-    created = c.ws.anchor - timedelta(days=c.rng.randint(1, 300))
+    created = c.ws.epoch - timedelta(days=c.rng.randint(1, 300))
     obj.update(id=segment_id(c.ws.seed, "destination-filter", c.i), sourceId=dest["sourceId"],
                destinationId=dest["id"], title=f"Drop {EVENT_NAMES[c.i % 15]}", enabled=c.rng.random() < 0.8,
                createdAt=iso(created), updatedAt=iso(created + timedelta(days=c.rng.randint(0, 30))),
@@ -328,19 +363,22 @@ def _retl_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any] | None:
     if "modelId" not in sub:
         return None
     model = c.ws.get_row("reverse_etl_models", sub["modelId"])
-    started = c.ws.anchor - timedelta(hours=(c.j + 1) * 6, minutes=c.i % 60)
-    status = "SUCCESS" if c.j % 5 else "FAILED"
+    slot, started, h = _history_slot(c, RETL_SYNC_PERIOD, "retl-sync", c.parent.ident)  # type: ignore[union-attr]
+    seconds = 60 + (h >> 8) % 300
+    status = "FAILED" if (h >> 20) % 5 == 0 else "SUCCESS"
     obj.clear()
-    obj.update(syncId=str(100000 + c.i), modelId=sub["modelId"], sourceId=model.obj["sourceId"] if model else "",
-               syncStatus=status, duration=f"{60 + c.i % 300}s", startedAt=iso(started),
-               finishedAt=iso(started + timedelta(seconds=60 + c.i % 300)))
+    # Unique across subscriptions (getReverseETLSyncStatus finds a sync by id alone) and a
+    # function of the slot, so the sync keeps its id on every start and every later day.
+    obj.update(syncId=str(slot * 1_000_000 + c.p), modelId=sub["modelId"],
+               sourceId=model.obj["sourceId"] if model else "", syncStatus=status, duration=f"{seconds}s",
+               startedAt=iso(started), finishedAt=iso(started + timedelta(seconds=seconds)))
     if status == "FAILED":
         obj.update(error="Destination rejected the batch", errorCode="DESTINATION_ERROR")
     return obj
 
 
 def _credential(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    created = c.ws.anchor - timedelta(days=c.rng.randint(10, 500))
+    created = c.ws.epoch - timedelta(days=c.rng.randint(10, 500))
     obj.update(id=segment_id(c.ws.seed, "credential", c.i), workspaceId=c.ws.workspace_id,
                name=f"{words(c.rng).title()} Credential", settings={"role": "arn:aws:iam::123456789012:role/segment"},
                createdAt=iso(created), updatedAt=iso(created + timedelta(days=3)))
@@ -352,13 +390,24 @@ REGULATION_STATUS = ("FINISHED", "FINISHED", "RUNNING", "INITIALIZED", "FAILED")
 
 
 def _regulation(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    created = c.ws.anchor - timedelta(days=c.rng.randint(1, 89), minutes=c.i)
-    status = REGULATION_STATUS[c.i % len(REGULATION_STATUS)]
-    obj.update(id=segment_id(c.ws.seed, "regulation", c.i), subjectType="USER_ID",
-               subjects=[f"user-{c.i}-{k}" for k in range(1 + c.i % 2)], status=status, createdAt=iso(created),
-               regulationType=REGULATION_TYPES[c.i % len(REGULATION_TYPES)])
+    # Each source files a regulation every REGULATION_PERIOD (at its own phase); rows are the
+    # newest ones up to the start of today, so they stay inside the API's 90-day window, are
+    # identical on every start of a day, and a new regulation pushes the oldest one out.
+    source = c.parent.ident  # type: ignore[union-attr]
+    minutes = REGULATION_PERIOD // timedelta(minutes=1)
+    phase = timedelta(minutes=digest(c.ws.seed, "regulation-phase", source) % minutes)
+    k = (c.ws.today - UNIX_EPOCH - phase) // REGULATION_PERIOD - c.j
+    created = UNIX_EPOCH + phase + REGULATION_PERIOD * k
+    h = digest(c.ws.seed, "regulation", source, k)
+    status = REGULATION_STATUS[h % len(REGULATION_STATUS)]
+    finished = created + timedelta(hours=30)
+    if status == "FINISHED" and finished > c.ws.today:
+        status = "RUNNING"
+    obj.update(id=segment_id(c.ws.seed, "regulation", source, k), subjectType="USER_ID",
+               subjects=[f"user-{(h >> 8) % 100_000}-{m}" for m in range(1 + (h >> 28) % 2)], status=status,
+               createdAt=iso(created), regulationType=REGULATION_TYPES[(h >> 32) % len(REGULATION_TYPES)])
     if status == "FINISHED":
-        obj["finishedAt"] = iso(created + timedelta(hours=30))
+        obj["finishedAt"] = iso(finished)
     return obj
 
 
@@ -367,7 +416,7 @@ def _suppression(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _live_plugin(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    created = c.ws.anchor - timedelta(days=40 - c.j * 10, minutes=c.i)
+    created = c.ws.epoch - timedelta(days=40 - c.j * 10, minutes=c.i)
     obj.update(id=segment_id(c.ws.seed, "live-plugin", c.i), sourceId=c.parent.ident,  # type: ignore[union-attr]
                createdAt=iso(created), createdBy=_pick(c.ws, "users", c.i).ident, version=c.j + 1,
                downloadURL=f"https://cdn.segment.com/live-plugins/{c.i}.js", code="export default () => {}")
@@ -380,7 +429,7 @@ def _space(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _stamped(c: Ctx, obj: dict[str, Any]) -> None:
-    created = c.ws.anchor - timedelta(days=c.rng.randint(5, 400), minutes=c.i)
+    created = c.ws.epoch - timedelta(days=c.rng.randint(5, 400), minutes=c.i)
     user = _pick(c.ws, "users", c.i).ident
     obj.update(createdAt=iso(created), updatedAt=iso(created + timedelta(days=c.rng.randint(0, 4))),
                createdBy=user, updatedBy=user)
@@ -403,7 +452,7 @@ def _schedule(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     return {"id": f"sch_{segment_id(c.ws.seed, 'schedule', c.i)}",
             "strategy": "PERIODIC" if periodic else "SPECIFIC_DAYS",
             "config": {"interval": "12h"} if periodic else {"days": [1, 3, 5], "hours": [9], "timezone": "UTC"},
-            "nextExecution": iso(c.ws.anchor + timedelta(hours=1 + c.i % 12))}
+            "nextExecution": iso(c.ws.today + timedelta(days=1, hours=c.i % 12))}
 
 
 def _activation(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
@@ -420,7 +469,7 @@ def _activation(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _audience_connection(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     dest = _pick(c.ws, "destinations", c.i).obj
-    created = c.ws.anchor - timedelta(days=c.rng.randint(1, 200))
+    created = c.ws.epoch - timedelta(days=c.rng.randint(1, 200))
     obj.update(id=segment_id(c.ws.seed, "audience-connection", c.i), name=dest.get("name", "Destination"),
                sourceId=dest["sourceId"], enabled=True, createdAt=iso(created),
                updatedAt=iso(created + timedelta(days=1)), settings={}, destinationId=dest["id"],
@@ -458,7 +507,7 @@ def _space_selective_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _space_filter(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    created = c.ws.anchor - timedelta(days=c.rng.randint(1, 200))
+    created = c.ws.epoch - timedelta(days=c.rng.randint(1, 200))
     obj.update(id=segment_id(c.ws.seed, "space-filter", c.i), workspaceId=c.ws.workspace_id,
                integrationId=c.parent.ident, enabled=True, name=f"Block {EVENT_NAMES[c.i % 15]}",  # type: ignore[union-attr]
                description="Drops noisy events.", drop=True, createdAt=iso(created),
@@ -467,7 +516,7 @@ def _space_filter(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _seen(c: Ctx) -> str:
-    return iso(c.ws.anchor - timedelta(minutes=(c.j + 1) * 37 + c.i % 13))
+    return iso(c.ws.today - timedelta(minutes=(c.j + 1) * 37 + c.i % 13))
 
 
 def _space_event(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
@@ -500,12 +549,13 @@ def _entity_property(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _warehouse_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    start = c.ws.anchor - timedelta(hours=(c.j + 1) * 12, minutes=c.i % 60)
-    duration = 120 + (c.i * 37) % 3000
-    status = "success" if c.j % 7 else "failed"
-    return {"sourceId": c.parent.ident, "start": iso(start),  # type: ignore[union-attr]
+    conn: Row = c.parent  # type: ignore[assignment]  # a warehouse connection: pkey (warehouseId,), ident sourceId
+    slot, start, h = _history_slot(c, WAREHOUSE_SYNC_PERIOD, "warehouse-sync", *conn.pkey, conn.ident)
+    duration = 120 + (h >> 8) % 3000
+    status = "failed" if (h >> 20) % 7 == 0 else "success"
+    return {"sourceId": conn.ident, "start": iso(start),
             "end": iso(start + timedelta(seconds=duration)), "status": status, "duration": duration,
-            "humanDuration": f"{duration // 60}m{duration % 60}s", "count": (c.i * 7919) % 100000,
+            "humanDuration": f"{duration // 60}m{duration % 60}s", "count": (h >> 32) % 100_000,
             "notices": [] if status == "success" else
             [{"level": "error", "message": "Permission denied on schema", "createdAt": iso(start)}]}
 
@@ -635,9 +685,13 @@ class Workspace:
         self.scale = scale
         self.counts = dict(counts or {})
         self.anchor = (anchor or datetime.now(timezone.utc)).astimezone(timezone.utc)
+        # Three clocks, see the module docstring: `anchor` for time-based data, `today` for
+        # recent histories, `epoch` for configuration objects.
+        self.today = self.anchor.replace(hour=0, minute=0, second=0, microsecond=0)
+        self.epoch = min(CONFIG_EPOCH, self.today)
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self.spec = spec or load_spec()
-        self.generator = SchemaGenerator(self.spec, self.anchor)
+        self.generator = SchemaGenerator(self.spec, self.epoch)
         self.kinds_by_name: dict[str, Kind] = {k.name: k for k in KINDS}
         unknown = set(self.counts) - set(self.kinds_by_name) - {"audit_events"}
         if unknown:
@@ -653,6 +707,9 @@ class Workspace:
         self._children: dict[str, dict[tuple[str, ...], list[Row]]] = {}
         self._created: dict[str, int] = {}
         self.seeded: dict[str, tuple[tuple[str, str], ...]] = {}  # (ident, name) at seed time, for audit events
+        # The audit event the latest create/update/delete appended (None if it logged none);
+        # read it under `lock`, in the same critical section as the mutation.
+        self.last_audit_event: dict[str, Any] | None = None
         self.audit = AuditTrail(self, self.count("audit_events", 3000))
 
     # ---- reading -----------------------------------------------------------------------------
@@ -841,6 +898,7 @@ class Workspace:
 
     def _changed(self, spec: Kind, row: Row, action: str) -> None:
         self.version += 1
+        self.last_audit_event = None
         kind, target, pkey = spec, row, row.pkey
         while kind.resource_type is None and kind.parent:
             parent = self.parent_row(kind, pkey)
@@ -849,8 +907,8 @@ class Workspace:
             kind, target, pkey, action = self.kind(kind.parent), parent, parent.pkey, "Modified"
         if kind.resource_type is None:
             return
-        self.audit.append(kind.resource_type, action, target.ident,
-                          str(target.obj.get(kind.name_field, target.ident)), self.now())
+        self.last_audit_event = self.audit.append(kind.resource_type, action, target.ident,
+                                                  str(target.obj.get(kind.name_field, target.ident)), self.now())
 
     def add_audit_events(self, n: int, at: datetime | None = None) -> list[dict[str, Any]]:
         """Append ``n`` synthetic audit events at ``at`` (default: the simulator clock)."""
