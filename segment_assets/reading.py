@@ -104,8 +104,8 @@ def fetch_batches(
         try:
             for batch in client.pages(stream, request.path, request.params, shape=shape):
                 yield batch
-                if floor is not None and _all_older(batch, watermark_column, floor - WATERMARK_OVERLAP):
-                    outcome.watermark_stops += 1
+                if floor is not None and _reaches(batch, watermark_column, floor - WATERMARK_OVERLAP):
+                    outcome.watermark_stops += 1  # newest first: every later page is older still
                     return
         except StreamUnavailable as exc:
             outcome.refused(str(exc))
@@ -140,11 +140,12 @@ def parent_key(stream: StreamSpec, request: Request) -> tuple[str, ...]:
     return tuple(str(ctx[p]) for p in stream.parent.params) if stream.parent else ()
 
 
-def _all_older(batch: pa.RecordBatch, column: str | None, floor: datetime) -> bool:
+def _reaches(batch: pa.RecordBatch, column: str | None, floor: datetime) -> bool:
+    """The page holds a row at or below the floor: what is below it was read by an earlier run."""
     if not column or not batch.num_rows:
         return False
-    newest = pc.max(batch.column(column)).as_py()
-    return newest is not None and newest < floor
+    oldest = pc.min(batch.column(column)).as_py()
+    return oldest is not None and oldest <= floor
 
 
 def stored_watermarks(stream: StreamSpec, target: Target) -> dict[tuple[str, ...], datetime]:

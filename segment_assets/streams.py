@@ -196,8 +196,14 @@ _DELIVERY = ("time", "count", "retry_count")
 
 
 _S = StreamSpec
-_SYNCS = ("2 requests/minute: paging stops once a page is older than the stored watermark (max start less a day), "
-          "and the rows read are upserted; no filter exists server-side and the order is undocumented")
+_SYNCS = ("2 requests/minute, one list per warehouse: it returns the syncs of every source connected to the "
+          "warehouse, newest first (not documented: verified against the simulator only), so paging stops after "
+          "the first page reaching the stored watermark (max start less a day, for late-finishing syncs); a re-sync "
+          "of an unchanged workspace costs one request per warehouse. Rows are upserted; none are deleted")
+# Per-request cost of the space-schema endpoints (25/min): no bulk read exists, each parent is one request.
+_SCHEMA = "25 requests/minute, one request per {parent}: the API has no bulk read of {what}"
+_SAMPLES = (_SCHEMA + "; at scale this is the costliest stream of a workspace, so it reads resumably within a "
+            "per-run budget (see README: big workspaces) and can be left out with `exclude`")
 _COVERED = "the list endpoint already returns the full object; a get per id would only spend rate limit"
 
 _DECLARATIONS: tuple[StreamSpec, ...] = (
@@ -247,18 +253,22 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
     _S("warehouse_connection_states", "getConnectionStateFromWarehouse", "warehouses", ("warehouse_id",),
        parent=_p("warehouses", warehouseId="id"), paging=Paging.NONE),
     _S("warehouse_advanced_sync_schedules", "getAdvancedSyncScheduleFromWarehouse", "warehouses", ("warehouse_id",),
-       parent=_p("warehouses", warehouseId="id"), paging=Paging.NONE),
+       parent=_p("warehouses", warehouseId="id"), paging=Paging.NONE,
+       decision="2 requests/minute, one per warehouse: the schedule is on no other endpoint"),
     _S("warehouse_selective_syncs", "listSelectiveSyncsFromWarehouseAndSource", "warehouses",
        ("warehouse_id", "source_id", "collection"), data_key="items",
        parent=_p("warehouse_connected_sources", warehouseId="warehouse_id", sourceId="id"),
-       decision="items have no id: keyed by (warehouse, source, collection) per REFERENCE §6"),
+       decision="2 requests/minute, one request per (warehouse, connected source): selective-sync settings exist "
+                "nowhere else and carry no timestamp to read incrementally. Items have no id: keyed by (warehouse, "
+                "source, collection) per REFERENCE §6"),
     _S("warehouse_syncs", "listSyncsFromWarehouse", "warehouses", ("warehouse_id", "source_id", "start"),
        data_key="reports", parent=_p("warehouses", warehouseId="id"), column_types={"start": _TS, "end": _TS},
        update_method=UpdateMethod.WATERMARK, watermark="start", decision=_SYNCS),
     _S("warehouse_source_syncs", "listSyncsFromWarehouseAndSource", "warehouses", ("warehouse_id", "source_id", "start"),
-       data_key="reports", parent=_p("warehouse_connected_sources", warehouseId="warehouse_id", sourceId="id"),
-       column_types={"start": _TS, "end": _TS}, update_method=UpdateMethod.WATERMARK, watermark="start",
-       decision=_SYNCS),
+       covered_by="warehouse_syncs",
+       decision="listSyncsFromWarehouse returns the syncs of every source connected to the warehouse, each report "
+                "with its sourceId, keyed the same (warehouse, source, start): the per-source list adds no row and "
+                "would cost one request per (warehouse, source) at 2/min (12 requests, 6 minutes on the demo)"),
     # --- protocols ---------------------------------------------------------------------------
     _S("tracking_plans", "listTrackingPlans", "protocols", ("id",), data_key="trackingPlans"),
     _S("tracking_plan_get", "getTrackingPlan", "protocols", ("id",), covered_by="tracking_plans", decision=_COVERED),
@@ -351,19 +361,23 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
     _S("audience_schedule_get", "getAudienceScheduleFromSpaceAndAudience", "spaces", ("id",),
        covered_by="audience_schedules", decision=_COVERED),
     _S("audience_consumers", "listAudienceConsumersFromSpaceAndAudience", "spaces", ("space_id", "audience_id", "id"),
-       data_key="audiences", parent=_p("audiences", spaceId="space_id", id="id", names={"id": "audience_id"})),
+       data_key="audiences", parent=_p("audiences", spaceId="space_id", id="id", names={"id": "audience_id"}),
+       decision="25 requests/minute, one per audience: which audiences reference an audience is listed nowhere else"),
     _S("audience_activations", "listActivationsFromAudience", "spaces", ("space_id", "audience_id", "id"),
        data_key="activations", parent=_p("audiences", spaceId="space_id", audienceId="id")),
     _S("audience_activation_get", "getActivationFromAudience", "spaces", ("id",), covered_by="audience_activations",
        decision=_COVERED),
     _S("audience_destination_connections", "listDestinationsFromAudience", "spaces", ("space_id", "audience_id", "id"),
-       data_key="connections", parent=_p("audiences", spaceId="space_id", audienceId="id")),
+       data_key="connections", parent=_p("audiences", spaceId="space_id", audienceId="id"),
+       decision="50 requests/minute, one per audience: an audience's destination connections are listed nowhere else"),
     _S("audience_supported_destinations", "listSupportedDestinationsFromAudience", "spaces",
        ("space_id", "audience_type", "destination_key"), data_key="destinations", map_key_column="destination_key",
        parent=_p("spaces", spaceId="id"), fan_out={"audienceType": ("USERS", "ACCOUNTS", "LINKED")},
        decision="the answer is a map: one row per entry; audienceType iterated over its three values"),
     _S("computed_traits", "listComputedTraits", "spaces", ("space_id", "id"), data_key="computedTraits",
-       parent=_p("spaces", spaceId="id")),
+       parent=_p("spaces", spaceId="id"),
+       decision="25 requests/minute, one list per space (pages of up to 1000): the list already carries each "
+                "trait, so getComputedTrait is never called"),
     _S("computed_trait_get", "getComputedTrait", "spaces", ("id",), covered_by="computed_traits", decision=_COVERED),
     _S("profiles_warehouses", "listProfilesWarehouseInSpace", "spaces", ("space_id", "id"),
        data_key="profilesWarehouses", parent=_p("spaces", spaceId="id")),
@@ -375,29 +389,35 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
        decision="integrationId is the space id; the cursor is a numeric offset and pages hold at most 10"),
     _S("space_filter_get", "getFilterById", "spaces", ("id",), covered_by="space_filters", decision=_COVERED),
     _S("space_entity_paths", "listEntityPaths", "space_schema", ("space_id", "id"), data_key="entityPaths",
-       parent=_p("spaces", spaceId="id")),
+       parent=_p("spaces", spaceId="id"), decision=_SCHEMA.format(parent="space", what="entity paths")),
     _S("space_entity_properties", "listPropertiesFromEntity", "space_schema", ("space_id", "entity_slug", "name"),
-       data_key="entityProperties", parent=_p("space_entity_paths", spaceId="space_id", entitySlug="entity_slug")),
+       data_key="entityProperties", parent=_p("space_entity_paths", spaceId="space_id", entitySlug="entity_slug"),
+       decision=_SCHEMA.format(parent="entity", what="entity properties")),
     _S("space_entity_property_sample_values", "listSampleValuesFromEntityProperty", "space_schema",
        ("space_id", "entity_slug", "property_name", "value"), data_key="sampleValues", scalar_column="value",
        paging=Paging.NONE, dedupe=True,
-       parent=_p("space_entity_properties", spaceId="space_id", entitySlug="entity_slug", propertyName="name")),
+       parent=_p("space_entity_properties", spaceId="space_id", entitySlug="entity_slug", propertyName="name"),
+       decision=_SAMPLES.format(parent="entity property", what="sample values")),
     _S("space_events", "listEvents", "space_schema", ("space_id", "type", "name"), data_key="events",
-       parent=_p("spaces", spaceId="id")),
+       parent=_p("spaces", spaceId="id"), decision=_SCHEMA.format(parent="space", what="events")),
     _S("space_event_properties", "listPropertiesFromEvent", "space_schema", ("space_id", "event_name", "name"),
-       data_key="eventProperties", parent=_p("space_events", spaceId="space_id", eventName="name")),
+       data_key="eventProperties", parent=_p("space_events", spaceId="space_id", eventName="name"),
+       decision=_SCHEMA.format(parent="event", what="event properties")),
     _S("space_event_property_sample_values", "listSampleValuesFromEventProperty", "space_schema",
        ("space_id", "event_name", "property_name", "property_type", "value"), data_key="sampleValues",
        scalar_column="value", paging=Paging.NONE, dedupe=True,
        parent=_p("space_event_properties", spaceId="space_id", eventName="event_name", propertyName="name",
                  propertyType="type"),
-       decision="propertyType is required: taken from the property's own type"),
+       decision=_SAMPLES.format(parent="event property", what="sample values")
+       + "; propertyType is required: taken from the property's own type"),
     _S("space_traits", "listTraits", "space_schema", ("space_id", "trait"), data_key="traits", dedupe=True,
        parent=_p("spaces", spaceId="id"),
-       decision="listTraits may repeat entries across pages (documented): deduplicated on (space, trait)"),
+       decision=_SCHEMA.format(parent="space", what="traits")
+       + "; listTraits may repeat entries across pages (documented): deduplicated on (space, trait)"),
     _S("space_trait_sample_values", "listSampleValuesFromTrait", "space_schema", ("space_id", "trait_key", "value"),
        data_key="sampleValues", scalar_column="value", paging=Paging.NONE, dedupe=True,
-       parent=_p("space_traits", spaceId="space_id", traitKey="trait")),
+       parent=_p("space_traits", spaceId="space_id", traitKey="trait"),
+       decision=_SAMPLES.format(parent="trait", what="sample values")),
     # --- time-based: partitioned, incremental ------------------------------------------------
     _S("audit_events", "listAuditEvents", "audit", ("id",), data_key="events", update_method=UpdateMethod.INCREMENTAL,
        column_types={"timestamp": _TS},

@@ -65,4 +65,10 @@ def test_feature_gates_and_stabilities_come_from_the_spec() -> None:
 
 def test_materialized_streams_have_unique_tables() -> None:
     tables = [s.table for s in materialized_streams()]
-    assert len(tables) == len(set(tables)) == 76
+    assert len(tables) == len(set(tables)) == 75
+
+
+def test_every_request_to_a_slow_endpoint_is_explained() -> None:
+    """Endpoints limited below 60/min say in their declaration why each request is needed."""
+    slow = [s for s in STREAMS.values() if s.rate_limit_per_minute and s.rate_limit_per_minute < 60]
+    assert slow and [s.name for s in slow if "request" not in s.decision] == []
