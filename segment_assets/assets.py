@@ -31,6 +31,7 @@ from dagster import (
     multi_asset,
 )
 
+from segment_assets import progress
 from segment_assets.connections import Connection
 from segment_assets.partitions import partitions_def
 from segment_assets.resources import DuckDBStorage, SegmentResource, StorageResource
@@ -140,9 +141,11 @@ def materialize_streams(context: AssetExecutionContext, streams: list[StreamSpec
                     window=window, stop=client.stop)
     checks = context.selected_asset_check_keys
     failures: list[StreamOutcome] = []
+    progress.emit("run_started", client, streams)
     try:
         for outcome in run_streams(streams, lambda s, why: sync_stream(s, run, why),
                                    max_parallel=segment.max_streams, stop=client.stop):
+            progress.emit("stream_finished", outcome)
             for level, text in outcome.messages:
                 context.log.log(level, text)
             key = key_of[outcome.stream.name]

@@ -11,9 +11,11 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +42,20 @@ def _instance() -> Any:
 
 
 def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = None, out: Any = sys.stdout,
-             connection: Any = None) -> list[dict[str, Any]]:
+             connection: Any = None, verbose: bool = False) -> list[dict[str, Any]]:
     """Materialize the selected streams (default all) of one workspace; returns summary rows.
 
     One run per partitioning: the configuration streams (read concurrently in dependency order),
     then the last complete day of the daily streams, then the current month of the monthly ones."""
     from dagster import materialize
 
+    from segment_assets import progress
     from segment_assets.assets import KINDS, build_workspace_assets, window_of
     from segment_assets.automation import connection_partitions
     from segment_assets.connections import connection_from_env
     from segment_assets.resources import segment_resource, storage_resource
     from segment_assets.streams import STREAMS
+    from segment_assets.terminal import TerminalProgress, print_summary
     from segment_assets.translator import SegmentTranslator
 
     connection = connection or connection_from_env()
@@ -70,29 +74,40 @@ def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = N
     assets = build_workspace_assets(connection, storage, translator)
     target = storage.get_target()
     print(f"syncing {len(wanted)} stream(s) of {connection.name!r} from {segment.base_url} into "
-          f"{target.table_uri('*').replace('#', ' ')}", file=out)
+          f"{target.table_uri('*').replace('#', ' ')}", file=out, flush=True)
     started = time.monotonic()
     instance = _instance()
     segment_key, storage_key = connection.resource_keys
+    # Dagster's event lines are for --verbose and the UI; the terminal view says what matters.
+    log_level = "INFO" if verbose else "CRITICAL"
     results = []
-    for window in KINDS:
-        streams = [s for s in wanted if window_of(s) is window]
-        if not streams:
-            continue
-        result = materialize(
-            assets,
-            instance=instance,
-            resources={segment_key: segment, storage_key: storage},
-            selection=[translator.get_asset_key(s, connection) for s in streams],
-            partition_key=connection_partitions(connection, window).get_last_partition_key() if window else None,
-            raise_on_error=False,
-            tags=connection.run_tags,
-            # One INFO line per stream is the progress report; Dagster's DEBUG engine events are not.
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        )
-        results.append(result)
-        if any(_root_error(e).cls_name == "SegmentAuthError" for e in result.all_events if e.is_step_failure):
-            break  # a refused token stops the whole sync: no further run, no further request
+    view = TerminalProgress(len(wanted), out=out)
+    try:
+        with progress.watch(view) if not verbose else nullcontext(), view if not verbose else nullcontext():
+            for window in KINDS:
+                streams = [s for s in wanted if window_of(s) is window]
+                if not streams:
+                    continue
+                result = materialize(
+                    assets,
+                    instance=instance,
+                    resources={segment_key: segment, storage_key: storage},
+                    selection=[translator.get_asset_key(s, connection) for s in streams],
+                    partition_key=connection_partitions(connection, window).get_last_partition_key() if window else None,
+                    raise_on_error=False,
+                    tags=connection.run_tags,
+                    run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                )
+                results.append(result)
+                errors = {_root_error(e).cls_name for e in result.all_events if e.is_step_failure}
+                if "DagsterExecutionInterruptedError" in errors:
+                    raise KeyboardInterrupt  # Dagster turned SIGTERM/SIGINT into a step failure
+                if "SegmentAuthError" in errors:
+                    break  # a refused token stops the whole sync: no further run, no further request
+    except KeyboardInterrupt:
+        print(f"\nstopped after {time.monotonic() - started:.1f}s (signal): every table is at its last committed "
+              "state; the next sync continues from there", file=out, flush=True)
+        raise SystemExit(130) from None
     rows = []
     for event in (e for result in results for e in result.get_asset_materialization_events()):
         mat = event.event_specific_data.materialization
@@ -105,7 +120,7 @@ def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = N
             "status": md.get("segment/status", "ok"),
             "changes": f"+{md.get('segment/inserted', 0)} ~{md.get('segment/updated', 0)} -{md.get('segment/deleted', 0)}",
         })
-    _print_summary(rows, time.monotonic() - started, out)
+    print_summary(rows, time.monotonic() - started, out)
     failures = [e for result in results for e in result.all_events if e.is_step_failure]
     lines = []
     for event in failures:
@@ -128,14 +143,6 @@ def _root_error(event: Any) -> Any:
     return error
 
 
-def _print_summary(rows: list[dict[str, Any]], seconds: float, out: Any) -> None:
-    print(f"\n{'stream':44} {'rows':>9} {'requests':>9} {'seconds':>8}  changes", file=out)
-    for r in sorted(rows, key=lambda r: r["stream"]):
-        status = "" if r["status"] == "ok" else f"  ({r['status']})"
-        print(f"{r['stream']:44} {r['rows']:>9} {r['requests']:>9} {r['seconds']:>8.2f}  {r['changes']}{status}", file=out)
-    print(f"{'TOTAL':44} {sum(r['rows'] for r in rows):>9} {sum(r['requests'] for r in rows):>9} {seconds:>8.2f}", file=out)
-
-
 def cmd_streams(args: argparse.Namespace) -> int:
     from segment_assets.streams import STREAMS
 
@@ -149,8 +156,28 @@ def cmd_streams(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    run_sync(args.select)
+    run_sync(args.select, connection=pick_connection(args.connection), verbose=args.verbose)
     return 0
+
+
+def pick_connection(name: str | None) -> Any:
+    """The workspace a command works on: --connection NAME among the configured ones (the
+    SEGMENT_CONNECTIONS file and component YAML files), else the only one there is."""
+    from segment_assets.connections import ConnectionConfigError, all_connections
+
+    try:
+        connections = all_connections()
+    except (ConnectionConfigError, ValueError) as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+    if name is None:
+        if len(connections) > 1:
+            raise SystemExit("several workspaces are configured (" + ", ".join(c.name for c in connections)
+                             + "): choose one with --connection NAME")
+        return connections[0]
+    for c in connections:
+        if c.name == name:
+            return c
+    raise SystemExit(f"no connection named {name!r}; configured: {', '.join(c.name for c in connections)}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -162,7 +189,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"simulator serving a demo workspace at {sim.url} (seed {args.seed}, scale {args.scale})")
         segment = SegmentResource(api_token=sim.token, api_url=sim.url, connection_name="demo", pace_requests=False)
         storage = DuckDBStorage(path=path)
-        run_sync(args.select, segment=segment, storage=storage)
+        run_sync(args.select, segment=segment, storage=storage, verbose=args.verbose)
     sample = "SELECT id, name, enabled FROM segment.sources ORDER BY name LIMIT 5"
     print(f"\n{sample};")
     for row in storage.get_target().query(sample):
@@ -185,16 +212,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("sync", help="materialize streams in-process (SEGMENT_API_TOKEN, SEGMENT_API_URL/SEGMENT_REGION)")
     p.add_argument("--select", nargs="+", metavar="STREAM")
+    p.add_argument("--connection", metavar="NAME", help="the workspace, when several are configured")
+    p.add_argument("--verbose", action="store_true", help="Dagster's event log lines instead of the progress view")
     p = sub.add_parser("demo", help="start the simulator, sync it all into DuckDB, print a summary")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--duckdb", help="DuckDB file (default SEGMENT_DUCKDB_PATH or data/segment_assets.duckdb)")
     p.add_argument("--select", nargs="+", metavar="STREAM")
+    p.add_argument("--verbose", action="store_true")
     sub.add_parser("simulate", help="run the Segment API simulator in the foreground (see `simulate --help`)",
                    add_help=False)
     if argv[:1] == ["simulate"]:
         return cmd_simulate(argparse.Namespace(), argv[1:])
     args = parser.parse_args(argv)
+    # SIGTERM (Kubernetes, Docker, systemd) stops a sync like Ctrl-C: threads end at their next
+    # request or wait, staging files are removed, committed tables stay as they are.
+    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
     return {"streams": cmd_streams, "sync": cmd_sync, "demo": cmd_demo}[args.command](args)
 
 

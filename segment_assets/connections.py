@@ -238,3 +238,33 @@ def configured_connections(environ: Mapping[str, str] | None = None) -> list[Con
     env = os.environ if environ is None else environ
     path = env.get(CONNECTIONS_ENV)
     return load_connections_file(path) if path else [connection_from_env(env)]
+
+
+COMPONENT_TYPE = "segment_assets.component.SegmentWorkspaceComponent"
+
+
+def component_connections(defs_dir: Path | None = None) -> list[Connection]:
+    """The workspaces of component YAML files (`segment_assets/defs/<name>/defs.yaml`), read
+    as connections so the command line sees what the code location loads."""
+    root = defs_dir or Path(__file__).resolve().parent / "defs"
+    out = []
+    for file in sorted(root.glob("*/defs.yaml")):
+        for doc in yaml.safe_load_all(file.read_text()):
+            if isinstance(doc, Mapping) and doc.get("type") == COMPONENT_TYPE:
+                try:
+                    out.append(Connection.model_validate(doc.get("attributes") or {}))
+                except ValueError as exc:
+                    raise ConnectionConfigError(f"{file}: {exc}") from None
+    return out
+
+
+def all_connections(environ: Mapping[str, str] | None = None) -> list[Connection]:
+    """Every workspace the code location replicates: component YAML files and the SEGMENT_CONNECTIONS
+    file; the environment's single workspace when neither names one."""
+    env = os.environ if environ is None else environ
+    named = component_connections()
+    if env.get(CONNECTIONS_ENV):
+        named += load_connections_file(env[CONNECTIONS_ENV])
+    out = named or [connection_from_env(env)]
+    check_distinct(out, "the configured workspaces")
+    return out

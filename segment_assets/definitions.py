@@ -9,11 +9,15 @@ workspace, zero configuration (`SEGMENT_API_TOKEN`, `SEGMENT_REGION`/`SEGMENT_AP
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from dagster import Definitions, in_process_executor
+from dagster.components import load_from_defs_folder
 
 from segment_assets.assets import build_workspace_assets
 from segment_assets.automation import CONFIG_JOB, build_audit_sensor, build_jobs, build_schedules, with_freshness_policy
-from segment_assets.connections import Connection, check_distinct, configured_connections
+from segment_assets.connections import CONNECTIONS_ENV, Connection, check_distinct, configured_connections
 from segment_assets.resources import SegmentResource, StorageResource, segment_resource, storage_resource
 from segment_assets.translator import SegmentTranslator
 
@@ -40,6 +44,7 @@ def build_workspace_definitions(connection: Connection, translator: SegmentTrans
 
 def build_definitions(connections: list[Connection] | None = None,
                       translator: SegmentTranslator | None = None) -> Definitions:
+    """The workspaces given (default: the SEGMENT_CONNECTIONS file, or the environment's one)."""
     connections = connections if connections is not None else configured_connections()
     check_distinct(connections, "the code location")
     merged = Definitions.merge(*(build_workspace_definitions(c, translator) for c in connections))
@@ -48,4 +53,23 @@ def build_definitions(connections: list[Connection] | None = None,
     return Definitions.merge(merged, Definitions(executor=in_process_executor))
 
 
-defs = build_definitions()
+def component_definitions() -> Definitions | None:
+    """The workspaces of the component YAML files under segment_assets/defs/, if any."""
+    project = Path(__file__).resolve().parent.parent
+    if not (project / "pyproject.toml").exists():
+        return None  # installed as a package: components live in a project's own defs folder
+    defs = load_from_defs_folder(path_within_project=project)
+    return defs if list(defs.resolve_all_asset_keys()) else None
+
+
+def code_location() -> Definitions:
+    """Components, plus the SEGMENT_CONNECTIONS file; the environment's workspace when neither names one."""
+    components = component_definitions()
+    if components is None:
+        return build_definitions()
+    if os.environ.get(CONNECTIONS_ENV):
+        return Definitions.merge(components, build_definitions())
+    return Definitions.merge(components, Definitions(executor=in_process_executor))
+
+
+defs = code_location()

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from segment_assets import progress
 from segment_assets.client import RequestStats, SegmentAuthError, SegmentClient, SyncStopped
 from segment_assets.partitions import clamp_to_retention, iso, window_queries
 from segment_assets.reading import FetchOutcome, fetch_batches, parent_rows, plan_requests, stored_watermarks
@@ -67,6 +68,7 @@ def sync_stream(stream: StreamSpec, run: StreamRun, parent_unavailable: str | No
     """Read one stream and write its table; never raises (the outcome carries the error)."""
     started = time.monotonic()
     out = StreamOutcome(stream, "ok")
+    progress.emit("stream_started", stream)
     try:
         _sync(stream, run, parent_unavailable, out)
     except BaseException as exc:  # noqa: BLE001 - the scheduler decides what an error means for the run
