@@ -1,9 +1,9 @@
 """SegmentClient: the one place that speaks HTTP to the Segment Public API.
 
 Auth, region, versioned media types, pagination (every documented variant, chosen by the
-stream declaration), pacing by per-endpoint token buckets, 429 handling with
-`msBeforeNext`, bounded retries and the mapping of status codes to typed errors live
-here. Pages are yielded as they arrive; nothing holds a whole stream in memory.
+stream declaration), pacing by a budget shared with every client of the token (`rate_limits.py`),
+429 handling with `msBeforeNext`, bounded retries and the mapping of status codes to typed
+errors live here. Pages are yielded as they arrive; nothing holds a whole stream in memory.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from segment_assets.rate_limits import RateBudget, RateLimitStore
 from segment_assets.streams import Paging, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class RequestStats:
     pages: int = 0
     retries: int = 0
     rate_limited: int = 0  # 429 responses received
-    rate_limit_waits: int = 0  # times a request waited (429, exhausted headers or token bucket)
+    rate_limit_waits: int = 0  # times a request waited (429, exhausted headers or the shared budget)
     wait_seconds: float = 0.0
     by_status: dict[int, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -114,50 +115,6 @@ class RequestStats:
                 "rate_limit_waits": self.rate_limit_waits,
                 "wait_seconds": round(self.wait_seconds, 3),
             }
-
-
-class TokenBucket:
-    """Classic token bucket; `reserve` returns how long the caller must sleep."""
-
-    def __init__(self, per_minute: float, burst: float | None = None) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, burst if burst is not None else min(per_minute / 6.0, 50.0))
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-        self.lock = threading.Lock()
-
-    def reserve(self) -> float:
-        with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
-            self.tokens -= 1.0
-            return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-
-
-class RateLimiter:
-    """Per-endpoint token buckets plus a global pause set by 429s and exhausted headers."""
-
-    def __init__(self, per_endpoint: Mapping[str, float], global_per_minute: float | None) -> None:
-        self.buckets = {op: TokenBucket(rate) for op, rate in per_endpoint.items()}
-        self.global_bucket = TokenBucket(global_per_minute) if global_per_minute else None
-        self.paused_until = 0.0
-        self.lock = threading.Lock()
-
-    def wait_time(self, operation_id: str) -> float:
-        wait = 0.0
-        if self.global_bucket:
-            wait = self.global_bucket.reserve()
-        bucket = self.buckets.get(operation_id)
-        if bucket:
-            wait = max(wait, bucket.reserve())
-        with self.lock:
-            wait = max(wait, self.paused_until - time.monotonic())
-        return max(0.0, wait)
-
-    def pause(self, seconds: float) -> None:
-        with self.lock:
-            self.paused_until = max(self.paused_until, time.monotonic() + seconds)
 
 
 @dataclass(frozen=True)
@@ -186,7 +143,10 @@ class SegmentClient:
         sleep: Any = None,
         stop: threading.Event | None = None,
         token_env: str = "SEGMENT_API_TOKEN",
+        rate_limit_store: RateLimitStore | str | None = None,
     ) -> None:
+        """`rate_limit_store` says who shares the budget: None (default) this client alone; 'memory',
+        'file', 'file:/dir', 'redis://host:port/db' (see `rate_limits.open_store`) or a store."""
         if not token:
             raise SegmentAuthError(f"No Segment API token. {token_help(token_env)}")
         if region not in REGIONS:
@@ -196,7 +156,8 @@ class SegmentClient:
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self.limiter = RateLimiter(rate_limits or {}, global_rate_limit)
+        self.limiter = RateBudget(rate_limits or {}, global_rate_limit, rate_limit_store, base_url=self.base_url,
+                                  token=token)
         self.stats = RequestStats()  # the whole client; per stream in stream_stats (streams run concurrently)
         self.stream_stats: dict[str, RequestStats] = {}
         self._stats_guard = threading.Lock()
@@ -221,6 +182,7 @@ class SegmentClient:
 
     def close(self) -> None:
         self._http.close()
+        self.limiter.close()
 
     def __enter__(self) -> SegmentClient:
         return self
@@ -272,7 +234,7 @@ class SegmentClient:
             self.stats.status(status)
             if status != 401:
                 self._verified.set()  # any other answer proves the token authenticates
-            self._observe_headers(response)
+            self._observe_headers(response, stream.operation_id)
             if status == 200:
                 try:
                     parsed = orjson.loads(body)
@@ -286,7 +248,7 @@ class SegmentClient:
             message = _error_message(body)
             if status == 429:
                 self._count(stream, rate_limited=1)
-                wait = self._rate_limit_wait(body, response, attempt)
+                wait = self._rate_limit_wait(body, response, attempt, stream.operation_id)
                 log.info("%s: 429 Too Many Requests, waiting %.2fs", stream.name, wait)
                 self._wait(stream, wait)
                 if attempt > self.max_retries * 4:
@@ -309,7 +271,7 @@ class SegmentClient:
             raise SegmentAPIError(f"stream {stream.name}: GET {stream.path} answered HTTP {status}: {message}")
 
     def _pace(self, stream: StreamSpec) -> None:
-        wait = self.limiter.wait_time(stream.operation_id)
+        wait = self.limiter.reserve(stream.operation_id)
         if wait > 0:
             self._wait(stream, wait)
 
@@ -332,21 +294,21 @@ class SegmentClient:
         # "Full jitter": spreads retries of concurrent workers instead of synchronising them.
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
 
-    def _rate_limit_wait(self, body: bytes, response: httpx.Response, attempt: int) -> float:
+    def _rate_limit_wait(self, body: bytes, response: httpx.Response, attempt: int, operation_id: str) -> float:
         try:
             ms = orjson.loads(body)["errors"][0]["data"]["msBeforeNext"]
             wait = float(ms) / 1000.0
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
             wait = _reset_wait(response) or self._backoff(attempt) + self.backoff_base
-        self.limiter.pause(wait)
+        self.limiter.pause(operation_id, wait)
         return wait
 
-    def _observe_headers(self, response: httpx.Response) -> None:
+    def _observe_headers(self, response: httpx.Response, operation_id: str) -> None:
         remaining = response.headers.get("X-RateLimit-Remaining")
         if remaining is not None and remaining.strip() in ("0", "0.0"):
             wait = _reset_wait(response)
             if wait:
-                self.limiter.pause(wait)
+                self.limiter.pause(operation_id, wait)
 
     # -- pagination ---------------------------------------------------------------------
 

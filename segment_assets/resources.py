@@ -39,10 +39,19 @@ class SegmentResource(ConfigurableResource):
     max_retries: int = 6
     pace_requests: bool = Field(
         default=True,
-        description="Pace each endpoint with a token bucket at its documented limit (e.g. 2/min for warehouse syncs).",
+        description="Pace each endpoint at its documented limit (e.g. 2/min for warehouse syncs): at most that many "
+        "requests start in any 60.5 s window, counted over every client that shares rate_limit_store.",
     )
     global_rate_limit_per_minute: float = DEFAULT_GLOBAL_PER_MINUTE
     rate_limit_overrides: dict[str, float] = Field(default_factory=dict, description="operationId -> requests/min.")
+    rate_limit_store: str = Field(
+        default="file",
+        description="Where the token's request budget and 429 pauses are kept, i.e. who shares them (Segment counts "
+        "per token, whoever sends): 'file' (default: SQLite files in $DAGSTER_HOME/.segment-rate-limits/, shared by "
+        "every thread and process on this machine: run processes, concurrent runs, the CLI), 'file:/some/dir' (the "
+        "same in that directory), 'memory' (this process only), or 'redis://host:port/db' (every machine using that "
+        "Redis, e.g. Celery workers; needs the 'celery' extra). Keyed by a hash of api URL + token.",
+    )
     max_concurrency: int = Field(default=8, description="Parallel requests when a stream fans out over parents.")
     max_streams: int = Field(default=16, description="Streams read at the same time in one run (each waits on its "
                                                      "own endpoint's rate limit).")
@@ -89,6 +98,7 @@ class SegmentResource(ConfigurableResource):
             global_rate_limit=self.global_rate_limit_per_minute if self.pace_requests else None,
             max_connections=max(8, self.max_concurrency * 4),
             token_env=self.token_env,
+            rate_limit_store=self.rate_limit_store,
         )
 
 

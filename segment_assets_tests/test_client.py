@@ -12,7 +12,6 @@ from segment_assets.client import (
     SegmentAuthError,
     SegmentClient,
     StreamUnavailable,
-    TokenBucket,
     TransientError,
 )
 from segment_assets.resources import SegmentResource
@@ -179,13 +178,6 @@ def test_token_never_reaches_logs(sim: Simulator, caplog: pytest.LogCaptureFixtu
     assert caplog.records, "the client logged its retries"
     assert sim.token not in caplog.text
     assert sim.token not in repr(resource) and sim.token not in repr(client)
-
-
-def test_token_bucket_paces_to_its_rate() -> None:
-    bucket = TokenBucket(per_minute=120, burst=2)  # 2 per second
-    waits = [bucket.reserve() for _ in range(4)]
-    assert waits[:2] == [0.0, 0.0]
-    assert waits[2] == pytest.approx(0.5, abs=0.05) and waits[3] == pytest.approx(1.0, abs=0.05)
 
 
 def test_region_and_url() -> None:
