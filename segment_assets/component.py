@@ -11,6 +11,7 @@ name. To shape the asset specs, subclass it and return your own `SegmentTranslat
 from __future__ import annotations
 
 from dagster import Definitions
+from pydantic import BaseModel
 from dagster.components import Component, ComponentLoadContext, Resolvable
 
 from segment_assets.connections import Connection
@@ -20,6 +21,14 @@ from segment_assets.translator import SegmentTranslator
 class SegmentWorkspaceComponent(Connection, Component, Resolvable):
     """A Segment workspace replicated through the Public API: one asset per stream, its jobs,
     schedules and audit-trail sensor, all namespaced by `name`."""
+
+    @classmethod
+    def model(cls) -> type[BaseModel]:
+        # The YAML model Dagster derives must not echo values back in its errors (a refused token).
+        derived = super().model()
+        derived.model_config["hide_input_in_errors"] = True
+        derived.model_rebuild(force=True)
+        return derived
 
     def get_translator(self) -> SegmentTranslator:
         return SegmentTranslator()

@@ -45,9 +45,12 @@ class ConnectionConfigError(ValueError):
 class Connection(BaseModel):
     """One Segment workspace: how to reach it, where its tables land, what to read."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a refused `token:` must not be echoed back by the validation error.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     name: str = Field(description="Names the workspace: asset key prefix, schema/folder, job, schedule and sensor names.")
+    token: str | None = Field(default=None, repr=False,
+                              description="Refused: a token never goes into a file. Use token_env.")
     token_env: str = Field(default=DEFAULT_TOKEN_ENV,
                            description="The environment variable holding this workspace's Public API token "
                                        "(never the token itself).")
@@ -78,7 +81,7 @@ class Connection(BaseModel):
     def _refuse_tokens(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
             for key in ("token", "api_token", "secret"):
-                if key in data:
+                if data.get(key) is not None:
                     raise ValueError(
                         f"connection {data.get('name', '?')!r}: a token written into the configuration file is refused "
                         f"(`{key}:`). Put it in an environment variable and name that variable with "
