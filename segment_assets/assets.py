@@ -138,7 +138,7 @@ def materialize_streams(context: AssetExecutionContext, streams: list[StreamSpec
     run = StreamRun(client=client, target=target, run_id=context.run.run_id,
                     method_for=storage.method_for, fanout_concurrency=segment.max_concurrency,
                     strict=segment.require_documented_fields, stabilities=tuple(segment.stabilities),
-                    window=window, stop=client.stop)
+                    window=window, stop=client.stop, budget_for=segment.budget_for)
     checks = context.selected_asset_check_keys
     failures: list[StreamOutcome] = []
     progress.emit("run_started", client, streams)

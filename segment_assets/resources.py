@@ -18,6 +18,7 @@ from segment_assets import spec
 from segment_assets.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, SegmentClient
 from segment_assets.storage import DEFAULT_MEMORY_LIMIT, DEFAULT_SCHEMA, DuckDBTarget, Target
 from segment_assets.connections import Connection
+from segment_assets.cycles import DEFAULT_BUDGET_MINUTES, budget_requests
 from segment_assets.streams import SELECTABLE_METHODS, STREAMS, StreamSpec, UpdateMethod
 
 # Not `segment.duckdb`: DuckDB names a file's catalog after it, and a catalog called `segment`
@@ -57,6 +58,12 @@ class SegmentResource(ConfigurableResource):
                                                      "own endpoint's rate limit).")
     token_env: str = Field(default="SEGMENT_API_TOKEN", description="The variable the token comes from (named in "
                                                                     "error messages, never its value).")
+    fanout_budget_minutes: float = Field(
+        default=DEFAULT_BUDGET_MINUTES,
+        description="A fan-out on a rate-limited endpoint whose requests exceed this many minutes of its limit "
+                    "reads resumably: each run reads that much, commits, and the next run continues (0: never).")
+    fanout_budgets: dict[str, int] = Field(default_factory=dict,
+                                           description="Requests per run for named streams, overriding the minutes.")
     require_documented_fields: bool = Field(
         default=True,
         description="Reject (re-read, then fail) pages whose records lack a field the API schema marks required; "
@@ -84,6 +91,9 @@ class SegmentResource(ConfigurableResource):
         limits = {op.operation_id: op.rate_limit_per_minute for op in spec.operations().values() if op.rate_limit_per_minute}
         limits.update(self.rate_limit_overrides)
         return limits
+
+    def budget_for(self, stream: StreamSpec) -> int | None:
+        return budget_requests(stream, self.fanout_budget_minutes, self.fanout_budgets)
 
     def make_client(self) -> SegmentClient:
         """A new pooled client; the caller closes it (one per run step, shared by its streams' threads)."""

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from segment_assets import progress
+from segment_assets.cycles import open_cycle, resumable
 from segment_assets.client import RequestStats, SegmentAuthError, SegmentClient, SyncStopped
 from segment_assets.partitions import clamp_to_retention, iso, window_queries
 from segment_assets.reading import FetchOutcome, fetch_batches, parent_rows, plan_requests, stored_watermarks
@@ -49,6 +50,7 @@ class StreamRun:
     stabilities: Sequence[str] = ("v1", "beta", "alpha")
     window: tuple[datetime, datetime] | None = None  # the run's partition time window
     stop: threading.Event = field(default_factory=threading.Event)
+    budget_for: Callable[[StreamSpec], int | None] = lambda stream: None  # requests per run (cycles.py)
 
 
 @dataclass
@@ -117,7 +119,14 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     client = run.client
     stats = client.stats_for(stream.name)
     before = stats.snapshot()
-    requests = plan_requests(stream, parent_rows(stream, target), windows)
+    parents = parent_rows(stream, target)
+    cycle = open_cycle(stream, table, target, parents, run.budget_for(stream)) if resumable(stream, method) else None
+    if cycle:
+        out.log(logging.INFO, f"{stream.name}: {len(parents)} parents exceed one run's budget of {cycle.budget} "
+                              f"requests: reading {len(cycle.chunk)} of cycle {cycle.state.cycle} "
+                              f"({cycle.state.parents_done} done before this run)")
+        parents = cycle.chunk
+    requests = plan_requests(stream, parents, windows)
     fetch = FetchOutcome()
     shaper = table.shaper(strict=run.strict)
     watermarks = stored_watermarks(stream, target) if method is UpdateMethod.WATERMARK else None
@@ -130,6 +139,9 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     if window is not None and stream.windowing:
         result = target.replace_window(table, staged, time_column=stream.windowing.time_column,
                                        start=window[0], end=window[1], run_id=run.run_id)
+    elif cycle:
+        result = cycle.write(staged, run.run_id)
+        md.update(cycle.metadata())
     else:
         result = target.write_snapshot(table, staged, method=method, run_id=run.run_id)
     _request_stats(md, stats, before)
