@@ -198,6 +198,88 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    """Run SQL on a workspace's tables, whichever the target: `SELECT * FROM segment.sources` works
+    on a DuckDB file and on a lake alike (the lake's tables are registered in a DuckDB session)."""
+    import duckdb
+
+    from segment_assets.resources import storage_resource
+
+    connection = pick_connection(args.connection)
+    target = storage_resource(connection).get_target()
+    con = _sql_session(target)
+    try:
+        rel = con.sql(args.query)
+    except duckdb.Error as exc:
+        raise SystemExit(f"query failed: {exc}") from None
+    if rel is None:
+        return 0
+    if args.format == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(rel.columns)
+        writer.writerows(rel.fetchall())
+    elif args.format == "json":
+        rows = [dict(zip(rel.columns, r)) for r in rel.fetchall()]
+        print(json.dumps(rows, default=str, indent=2))
+    else:
+        rel.show(max_rows=args.max_rows, max_width=shutil.get_terminal_size((160, 20)).columns)
+    return 0
+
+
+def _sql_session(target: Any) -> Any:
+    import duckdb
+
+    from segment_assets.storage import DuckDBTarget
+
+    if isinstance(target, DuckDBTarget):
+        if not Path(target.path).exists():
+            raise SystemExit(f"{target.path} does not exist yet: run `segment-assets sync` first")
+        try:
+            con = duckdb.connect(target.path, read_only=True)
+        except duckdb.IOException as exc:
+            raise SystemExit(f"{target.path} is being written by another process (a sync?); try again when it "
+                             f"is done ({exc})") from None
+        catalog = con.execute("SELECT current_database()").fetchone()[0]
+        con.execute(f'USE "{catalog}"."{target.schema}"')  # so `FROM sources` works too
+        return con
+    from segment_assets.storage.sql_session import sql_session
+
+    return sql_session(target)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a connections file with start dates fixed once, so definitions never move with the clock."""
+    from datetime import date, timedelta
+
+    import yaml
+
+    from segment_assets.connections import Connection
+
+    path = Path(args.file)
+    if path.exists():
+        raise SystemExit(f"{path} exists; edit it, or choose another file with --file")
+    today = date.today()
+    month = today.year * 12 + today.month - 1 - 12
+    entry: dict[str, Any] = {
+        "name": args.name,
+        "token_env": args.token_env,
+        "region": args.region,
+        "duckdb_path": args.duckdb or "data/segment_assets.duckdb",
+        # The audit trail keeps 90 days; usage a year: the first partitions worth offering.
+        "daily_start": str(today - timedelta(days=89)),
+        "monthly_start": str(date(month // 12, month % 12 + 1, 1)),
+    }
+    Connection.model_validate(entry)  # the same checks the code location applies
+    path.write_text("# Segment workspaces replicated by segment_assets; one entry per workspace (one token each).\n"
+                    "# Tokens never go here: each entry names the environment variable that holds its token.\n"
+                    + yaml.safe_dump({"connections": [entry]}, sort_keys=False))
+    print(f"wrote {path}\n\nnext:\n  export {args.token_env}=...   # a Segment Public API token\n"
+          f"  export SEGMENT_CONNECTIONS={path.absolute()}\n  segment-assets doctor\n  segment-assets sync")
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
     from segment_assets.simulator import main as simulator_main
 
@@ -220,6 +302,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--duckdb", help="DuckDB file (default SEGMENT_DUCKDB_PATH or data/segment_assets.duckdb)")
     p.add_argument("--select", nargs="+", metavar="STREAM")
     p.add_argument("--verbose", action="store_true")
+    p = sub.add_parser("sql", help="run SQL on the tables (DuckDB file or lake), e.g. \"SELECT * FROM segment.sources\"")
+    p.add_argument("query")
+    p.add_argument("--connection", metavar="NAME")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--max-rows", type=int, default=40)
+    p = sub.add_parser("init", help="write a connections file (one workspace) with fixed partition start dates")
+    p.add_argument("--file", default="connections.yaml")
+    p.add_argument("--name", default="default")
+    p.add_argument("--token-env", default="SEGMENT_API_TOKEN")
+    p.add_argument("--region", choices=("us", "eu"), default="us")
+    p.add_argument("--duckdb", help="DuckDB file (default data/segment_assets.duckdb)")
     sub.add_parser("simulate", help="run the Segment API simulator in the foreground (see `simulate --help`)",
                    add_help=False)
     if argv[:1] == ["simulate"]:
@@ -228,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (Kubernetes, Docker, systemd) stops a sync like Ctrl-C: threads end at their next
     # request or wait, staging files are removed, committed tables stay as they are.
     signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
-    return {"streams": cmd_streams, "sync": cmd_sync, "demo": cmd_demo}[args.command](args)
+    return {"streams": cmd_streams, "sync": cmd_sync, "demo": cmd_demo, "sql": cmd_sql,
+            "init": cmd_init}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -422,7 +422,7 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
     _S("audit_events", "listAuditEvents", "audit", ("id",), data_key="events", update_method=UpdateMethod.INCREMENTAL,
        column_types={"timestamp": _TS},
        windowing=TimeWindowing(Window.DAILY, "timestamp", retention_days=90)),
-    _S("events_volume", "getEventsVolumeFromWorkspace", "usage", ("time", "source_id", "event_name", "event_type"),
+    _S("events_volume", "getEventsVolumeFromWorkspace", "events", ("time", "source_id", "event_name", "event_type"),
        data_key="result", explode="series", derived={"source_id": "source.id"},
        query={"groupBy": ("eventName", "eventType", "source")}, key_defaults={"source_id": "", "event_name": "", "event_type": ""},
        update_method=UpdateMethod.INCREMENTAL, column_types={"time": _TS},

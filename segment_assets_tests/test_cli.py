@@ -65,3 +65,129 @@ def test_simulate_help() -> None:
     out = cli("simulate", "--help")
     assert out.returncode == 0 and "--scale" in out.stdout
     assert all(name in STREAMS for name in ("sources", "audit_events"))
+
+
+def change_rows(db: Path) -> dict[str, int]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                            "WHERE table_schema = 'segment' AND table_name LIKE '%\\_\\_ct' ESCAPE '\\'")
+                  .fetchall()]
+        return {t: con.execute(f'SELECT count(*) FROM segment."{t}"').fetchone()[0] for t in tables}
+    finally:
+        con.close()
+
+
+def test_running_the_demo_twice_reports_no_changes(tmp_path: Path) -> None:
+    db, env = tmp_path / "segment_assets.duckdb", {"DAGSTER_HOME": str(tmp_path / "home")}
+    first = cli("demo", "--duckdb", str(db), env=env, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    after_first = change_rows(db)
+    second = cli("demo", "--duckdb", str(db), env=env, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(after_first) > 50 and change_rows(db) == after_first, "a fresh simulator serves the same workspace"
+    config_lines = [line for line in second.stdout.splitlines()
+                    if line.split() and line.split()[0] in after_first.keys() | {t[:-4] for t in after_first}]
+    assert config_lines and all(line.rstrip().endswith("+0 ~0 -0") for line in config_lines), config_lines
+
+
+def test_sql_reads_the_tables_under_their_schema(tmp_path: Path) -> None:
+    db = tmp_path / "segment_assets.duckdb"
+    with Simulator(seed=7) as sim:
+        env = {"SEGMENT_API_TOKEN": sim.token, "SEGMENT_API_URL": sim.url, "SEGMENT_PACE_REQUESTS": "false",
+               "SEGMENT_DUCKDB_PATH": str(db), "DAGSTER_HOME": str(tmp_path / "home")}
+        assert cli("sync", "--select", "sources", env=env).returncode == 0
+        disabled = sorted(s["id"] for s in sim.items("listSources") if not s["enabled"])
+    out = cli("sql", "SELECT id FROM segment.sources WHERE NOT enabled ORDER BY id", "--format", "json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert [r["id"] for r in json.loads(out.stdout)] == disabled
+    bad = cli("sql", "SELECT * FROM segment.nope", env=env)
+    assert bad.returncode != 0 and "nope" in bad.stderr
+
+
+def test_init_writes_a_connections_file_with_fixed_start_dates(tmp_path: Path) -> None:
+    file = tmp_path / "connections.yaml"
+    out = cli("init", "--file", str(file), "--name", "eu_prod", "--token-env", "SEGMENT_EU_TOKEN", "--region", "eu")
+    assert out.returncode == 0, out.stderr
+    from segment_assets.connections import load_connections_file
+
+    [conn] = load_connections_file(file)
+    assert (conn.name, conn.token_env, conn.region) == ("eu_prod", "SEGMENT_EU_TOKEN", "eu")
+    assert conn.daily_start and conn.monthly_start.endswith("-01")
+    again = cli("init", "--file", str(file))
+    assert again.returncode != 0 and "exists" in again.stderr
+
+
+def test_a_terminal_shows_a_live_status_line(tmp_path: Path) -> None:
+    import pty
+
+    db = tmp_path / "segment_assets.duckdb"
+    with Simulator(seed=7, latency_ms=5) as sim:
+        env = {**os.environ, "SEGMENT_API_TOKEN": sim.token, "SEGMENT_API_URL": sim.url,
+               "SEGMENT_PACE_REQUESTS": "false", "SEGMENT_DUCKDB_PATH": str(db), "DAGSTER_HOME": str(tmp_path / "h"),
+               "COLUMNS": "200"}
+        main, child = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "segment_assets", "sync", "--select", "sources",
+                                 "source_connected_destinations", "destinations", "destination_filters"],
+                                stdin=child, stdout=child, stderr=child, env=env)
+        os.close(child)
+        chunks = []
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=240)
+        os.close(main)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "\r\x1b[K" in text and "streams · " in text, "a status line redrawn in place"
+    assert "TOTAL" in text and " - dagster - " not in text, "Dagster's event lines only with --verbose"
+
+
+def test_sigterm_stops_a_sync_promptly_and_keeps_every_table_committed(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    db = tmp_path / "segment_assets.duckdb"
+    streams = ["warehouses", "warehouse_connected_sources", "warehouse_selective_syncs", "sources", "labels"]
+    # Same seed, same workspace: the first sync reads it without limits, the second under them.
+    with Simulator(seed=7) as free, Simulator(seed=7, rate_limits="realistic") as sim:
+        env = {**os.environ, "SEGMENT_API_TOKEN": sim.token, "SEGMENT_API_URL": sim.url,
+               "SEGMENT_DUCKDB_PATH": str(db), "DAGSTER_HOME": str(tmp_path / "home")}
+        first = cli("sync", "--select", *streams, env={**env, "SEGMENT_PACE_REQUESTS": "false",
+                                                       "SEGMENT_API_URL": free.url})
+        assert first.returncode == 0, first.stdout + first.stderr
+        before = table_rows(db, "warehouse_selective_syncs")
+        sim.workspace.update("sources", sim.workspace.list("sources")[0]["id"], name="Renamed before SIGTERM")
+        log = (tmp_path / "sync.log").open("w")
+        # Paced: the 2/min selective-sync endpoint makes this run wait minutes once its budget is spent.
+        proc = subprocess.Popen([sys.executable, "-m", "segment_assets", "sync", "--select", *streams],
+                                env={**env, "SEGMENT_PACE_REQUESTS": "true"}, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while sim.stats.by_operation["listSelectiveSyncsFromWarehouseAndSource"] < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "sync.log").read_text()
+            time.sleep(0.1)
+        time.sleep(1.0)  # now it waits on the 2/min budget
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        stopped_in = time.monotonic() - sent
+    output = (tmp_path / "sync.log").read_text()
+    assert proc.returncode == 130 and "stopped" in output, output
+    assert stopped_in < 30, f"SIGTERM took {stopped_in:.1f}s"
+    assert table_rows(db, "warehouse_selective_syncs") == before, "the interrupted stream kept its last commit"
+    assert ("Renamed before SIGTERM",) in [(r[0],) for r in duckdb.connect(str(db), read_only=True).execute(
+        "SELECT name FROM segment.sources").fetchall()], "streams finished before the signal were committed"
+    assert not list((tmp_path / ".staging").glob("*.parquet")), "no staging debris"
+
+
+def table_rows(db: Path, table: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return sorted(con.execute(f"SELECT * FROM segment.{table}").fetchall(), key=repr)
+    finally:
+        con.close()

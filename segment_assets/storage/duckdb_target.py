@@ -365,6 +365,19 @@ class DuckDBTarget(Target):
         ).fetchone()
         return KeyCheck(rows=rows, duplicate_keys=rows - distinct, null_keys=nulls)
 
+    def read_state(self, key: str) -> str | None:
+        with self.connect() as con:
+            state = self._qualified(STATE_TABLE)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {state} (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            row = con.execute(f"SELECT value FROM {state} WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def write_state(self, key: str, value: str) -> None:
+        with self.connect() as con:
+            state = self._qualified(STATE_TABLE)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {state} (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            con.execute(f"INSERT OR REPLACE INTO {state} VALUES (?, ?)", [key, value])
+
     def read_arrow(self, name: str) -> pa.Table:
         with self.connect() as con:
             return con.execute(f"SELECT * FROM {self._qualified(name)}").fetch_arrow_table()
