@@ -10,6 +10,7 @@ arrive.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -60,13 +61,31 @@ class FetchOutcome:
             self.unavailable.append(why)
 
 
+class ParentKeys:
+    """Parent ids read once per run: sources feeds seven children, and a parent is written before
+    any of its children starts (and never again in the same run), so one read serves them all."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._rows: dict[tuple[Any, ...], list[tuple[object, ...]]] = {}
+        self._lock = threading.Lock()
+
+    def rows(self, stream: StreamSpec) -> list[dict[str, Any]]:
+        """The parameter sets a child stream's parent table provides (parameter name -> value)."""
+        if not stream.parent:
+            return [{}]
+        link = stream.parent
+        key = (link.stream, tuple(link.params.values()), link.where)
+        with self._lock:
+            rows = self._rows.get(key)
+            if rows is None:
+                rows = self._rows[key] = self.target.parent_keys(link.stream, list(link.params.values()), link.where)
+        return [dict(zip(link.params, row)) for row in rows]
+
+
 def parent_rows(stream: StreamSpec, target: Target) -> list[dict[str, Any]]:
     """The parameter sets a child stream's parent table provides (parameter name -> value)."""
-    if not stream.parent:
-        return [{}]
-    params = list(stream.parent.params)
-    rows = target.parent_keys(stream.parent.stream, list(stream.parent.params.values()), stream.parent.where)
-    return [dict(zip(params, row)) for row in rows]
+    return ParentKeys(target).rows(stream)
 
 
 def plan_requests(stream: StreamSpec, parents: list[dict[str, Any]],

@@ -28,7 +28,7 @@ from segment_assets import progress
 from segment_assets.cycles import open_cycle, resumable
 from segment_assets.client import RequestStats, SegmentAuthError, SegmentClient, SyncStopped
 from segment_assets.partitions import clamp_to_retention, iso, window_queries
-from segment_assets.reading import FetchOutcome, fetch_batches, parent_rows, plan_requests, stored_watermarks
+from segment_assets.reading import FetchOutcome, ParentKeys, fetch_batches, plan_requests, stored_watermarks
 from segment_assets.storage import KeyCheck, Target, WriteResult
 from segment_assets.storage.base import seq_range_label
 from segment_assets.streams import STREAMS, StreamSpec, UpdateMethod
@@ -51,6 +51,10 @@ class StreamRun:
     window: tuple[datetime, datetime] | None = None  # the run's partition time window
     stop: threading.Event = field(default_factory=threading.Event)
     budget_for: Callable[[StreamSpec], int | None] = lambda stream: None  # requests per run (cycles.py)
+    parents: ParentKeys | None = None
+
+    def __post_init__(self) -> None:
+        self.parents = self.parents or ParentKeys(self.target)
 
 
 @dataclass
@@ -119,7 +123,7 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     client = run.client
     stats = client.stats_for(stream.name)
     before = stats.snapshot()
-    parents = parent_rows(stream, target)
+    parents = run.parents.rows(stream)  # type: ignore[union-attr]
     cycle = open_cycle(stream, table, target, parents, run.budget_for(stream)) if resumable(stream, method) else None
     if cycle:
         out.log(logging.INFO, f"{stream.name}: {len(parents)} parents exceed one run's budget of {cycle.budget} "

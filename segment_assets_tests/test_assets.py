@@ -106,6 +106,10 @@ def test_feature_gated_streams_succeed_empty_and_say_why(storage: DuckDBStorage,
     md = materializations(result, "tracking_plans")[0].metadata
     assert md["segment/status"].value == "unavailable"
     assert "Protocols" in md["segment/unavailable_reason"].value
+    child = materializations(result, "tracking_plan_rules")[0].metadata
+    assert child["segment/status"].value == "unavailable", "a child of an unavailable parent says so"
+    assert "parent stream tracking_plans is unavailable" in child["segment/unavailable_reason"].value
+    assert child["segment/api_requests"].value == 0
     assert target.query("SELECT count(*) FROM tracking_plans") == [(0,)]
     assert target.query("SELECT count(*) FROM tracking_plan_rules") == [(0,)]
 
