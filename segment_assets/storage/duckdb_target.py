@@ -359,17 +359,14 @@ class DuckDBTarget(Target):
 
     def append_rows(self, name: str, table: pa.Table) -> WriteResult:
         started = time.monotonic()
-        with self.connect() as con:
+        with self.connect() as shared, shared.cursor() as con:  # a cursor: no pending result of others
             con.register("_append", table)
-            try:
-                with self._transaction(con):
-                    if not self._existing_columns(con, name):
-                        con.execute(f"CREATE TABLE {self._qualified(name)} AS SELECT * FROM _append LIMIT 0")
-                    cols = ", ".join(q(c) for c in table.column_names)
-                    con.execute(f"INSERT INTO {self._qualified(name)} ({cols}) SELECT {cols} FROM _append")
-                rows = con.execute(f"SELECT count(*) FROM {self._qualified(name)}").fetchone()[0]
-            finally:
-                con.unregister("_append")
+            with self._transaction(con):
+                if not self._existing_columns(con, name):
+                    con.execute(f"CREATE TABLE {self._qualified(name)} AS SELECT * FROM _append LIMIT 0")
+                cols = ", ".join(q(c) for c in table.column_names)
+                con.execute(f"INSERT INTO {self._qualified(name)} ({cols}) SELECT {cols} FROM _append")
+            rows = con.execute(f"SELECT count(*) FROM {self._qualified(name)}").fetchall()[0][0]
         return WriteResult(rows=rows, staged=table.num_rows, inserted=table.num_rows,
                            seconds=time.monotonic() - started)
 
@@ -471,7 +468,7 @@ class DuckDBTarget(Target):
         with self.connect() as con:
             if not self._existing_columns(con, name):
                 raise StorageError(f"table {self.table_name(name)} does not exist in {self.path}")
-            return con.execute(f"SELECT {cols} FROM {self._qualified(name)}").fetch_arrow_table()
+            return con.sql(f"SELECT {cols} FROM {self._qualified(name)}").to_arrow_table()
 
     def table_names(self) -> list[str]:
         with self.connect() as con:
