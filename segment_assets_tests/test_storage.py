@@ -120,7 +120,8 @@ def test_change_seq_is_monotonic_across_tables_and_runs(target: Target) -> None:
 def test_watermark_upserts_inserts_and_updates_without_deletes(target: Target) -> None:
     def sync(i: int, minute: int, status: str) -> dict:
         return {"start": f"2026-11-0{i}T00:0{minute}:00.000Z", "end": f"2026-11-0{i}T00:30:00.000Z",
-                "status": status, "duration": 1.5, "humanDuration": "1s", "count": 3.0, "sourceId": "src1", "notices": []}
+                "status": status, "duration": 1.5, "humanDuration": "1s", "count": 3.0, "sourceId": "src1",
+                "notices": []}
 
     def write(records: list[dict], run: str):
         return target.write_snapshot(SYNCS, iter([SYNCS.to_batch(records, {"warehouseId": "wh1"}, {})]),
