@@ -104,13 +104,43 @@ def snake_case(name: str) -> str:
     return _CAMEL.sub("_", name).replace("-", "_").replace(".", "_").lower()
 
 
-def column_type(schema: dict[str, Any]) -> str:
-    """DuckDB type for a JSON-schema property: scalars map to SQL types; objects, arrays and
-    unions stay JSON so nested shapes that differ between versions never break a load."""
+# Time fields. The v73 document gives almost none of them a `format`, so they are recognised by
+# name, a rule checked against every property of the document and against what the API sends
+# (ISO-8601 strings such as `2026-11-02T10:00:00.000Z`):
+#   - strings named `*At` (createdAt, updatedAt, deployedAt, deprecatedAt, finishedAt,
+#     startedAt, lastSeenAt), `*Time` (startTime, endTime), `time`, `timestamp`, `start`, `end`;
+#   - strings with `format: date-time`;
+#   - numbers named periodStart / periodEnd: unix seconds (their descriptions say so).
+# Listed exceptions, recognised by name although the rule above misses them:
+TIME_FIELD_EXCEPTIONS: frozenset[str] = frozenset({
+    "nextExecution",  # audience schedules: "The next scheduled execution time (RFC3339)."
+})
+# ... and names the rule would catch that are not times (none in v73; kept for the next version).
+NOT_TIME_FIELDS: frozenset[str] = frozenset()
+_TIME_NAME = re.compile(r"(?:[a-z0-9]At|[a-z0-9]Time)$|^(?:time|timestamp|start|end)$")
+UNIX_SECONDS_FIELDS: frozenset[str] = frozenset({"periodStart", "periodEnd"})
+
+
+def is_time_field(name: str | None, schema: dict[str, Any]) -> bool:
+    """Whether a scalar property holds a point in time (lands as TIMESTAMPTZ)."""
+    kind = schema.get("type")
+    if not name or name in NOT_TIME_FIELDS:
+        return kind == "string" and schema.get("format") == "date-time"
+    if kind == "string":
+        return schema.get("format") == "date-time" or name in TIME_FIELD_EXCEPTIONS or bool(_TIME_NAME.search(name))
+    return kind in ("number", "integer") and name in UNIX_SECONDS_FIELDS
+
+
+def column_type(schema: dict[str, Any], name: str | None = None) -> str:
+    """DuckDB type for a JSON-schema property named `name`: scalars map to SQL types (times to
+    TIMESTAMPTZ, see `is_time_field`); objects, arrays and unions stay JSON so nested shapes that
+    differ between versions never break a load."""
     schema = resolve(schema)
     kind = schema.get("type")
     if "anyOf" in schema or "oneOf" in schema or kind in ("object", "array") or kind is None:
         return "JSON"
+    if is_time_field(name, schema):
+        return "TIMESTAMPTZ"
     return {"string": "VARCHAR", "integer": "BIGINT", "number": "DOUBLE", "boolean": "BOOLEAN"}[kind]
 
 

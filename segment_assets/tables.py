@@ -104,7 +104,7 @@ def table_def(name: str) -> TableDef:
         if col in seen:
             return
         seen.add(col)
-        kind = stream.column_types.get(col) or (spec.column_type(prop) if prop is not None else "VARCHAR")
+        kind = stream.column_types.get(col) or (spec.column_type(prop, api_name) if prop is not None else "VARCHAR")
         columns.append(Column(col, kind, source, api_name, description or spec.description(prop)))
 
     data_props = spec.properties(stream.operation.data_schema)
@@ -169,13 +169,19 @@ def _json(value: Any) -> str | None:
 
 class Shaper:
     """Turns pages of one stream into Arrow batches. Strict: a record missing a field the
-    schema requires is rejected (the page is re-read, then the stream fails with this error);
-    lenient: the field lands as NULL and `missing_required` counts it for the run's metadata."""
+    schema requires, or a time field whose value is not a timestamp, is rejected (the page is
+    re-read, then the stream fails with this error); lenient: the value lands as NULL and
+    `missing_required` / `invalid_values` count it for the run's metadata.
+
+    `undocumented` collects the top-level field names the API sent that the schema does not
+    know (their values are kept in `_extra`), so a schema-drift check can compare runs."""
 
     def __init__(self, table: TableDef, strict: bool = True) -> None:
         self.table = table
         self.strict = strict
         self.missing_required: Counter[str] = Counter()
+        self.invalid_values: Counter[str] = Counter()  # api field name -> values loaded as NULL
+        self.undocumented: set[str] = set()
         self._lock = threading.Lock()
         self.stream = table.stream
         self.record_cols = [c for c in table.columns if c.source == "record"]
@@ -208,8 +214,12 @@ class Shaper:
             for col, path in self.derived_cols:
                 cols[col] = [_dig(r, path) for r in rows]
             known = self.known
-            cols[EXTRA_COLUMN] = [None if r.keys() <= known else {k: v for k, v in r.items() if k not in known}
-                                  for r in rows]
+            extra = [None if r.keys() <= known else {k: v for k, v in r.items() if k not in known} for r in rows]
+            cols[EXTRA_COLUMN] = extra
+            seen = {k for e in extra if e for k in e}
+            if seen - self.undocumented:
+                with self._lock:
+                    self.undocumented |= seen
             if items is not None:
                 if stream.scalar_column:
                     cols[stream.scalar_column] = items
@@ -277,7 +287,7 @@ class Shaper:
             try:  # ISO-8601 strings, parsed by Arrow in C
                 return pa.array(values, pa.string()).cast(ARROW_TYPES[c.type])
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                values = [timestamp(v) for v in values]  # unix seconds, or offsets Arrow does not parse
+                values = self._timestamps(c, values)  # unix seconds, dates, offsets Arrow does not parse
         elif c.type == "DOUBLE":
             values = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values]
         try:
@@ -291,19 +301,48 @@ class Shaper:
             ) from exc
 
 
+    def _timestamps(self, c: Column, values: list[Any]) -> list[datetime | None]:
+        out: list[datetime | None] = []
+        bad: list[Any] = []
+        for v in values:
+            parsed = timestamp(v)
+            if parsed is None and v is not None and v != "":
+                bad.append(v)
+            out.append(parsed)
+        if bad:
+            if self.strict:
+                raise RecordShapeError(
+                    f"stream {self.stream.name}: field {c.api_name!r} (column {c.name}, TIMESTAMPTZ) received "
+                    f"{len(bad)} value(s) that are not timestamps, e.g. {bad[0]!r:.60}; nothing was written. If the "
+                    f"API really sends such values, set require_documented_fields=False on the segment resource to "
+                    f"load them as NULL (counted in the metadata), or declare column_types={{{c.name!r}: 'VARCHAR'}} "
+                    f"for this stream"
+                )
+            with self._lock:
+                self.invalid_values[c.api_name] += len(bad)
+        return out
+
+
 def timestamp(value: Any) -> datetime | None:
-    """ISO-8601 strings (what most endpoints send) or unix seconds (MTU period bounds)."""
+    """ISO-8601 strings (what most endpoints send), dates, or unix seconds (MTU period bounds);
+    None for anything else (and for the empty string, which the API uses for "never")."""
     if value is None or isinstance(value, datetime):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=timezone.utc)
-    if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value)
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
         except ValueError:
-            return value  # type: ignore[return-value]  # pa.array reports it with the column name
+            return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    return value
+    return None
 
 
 def _fits(value: Any, kind: str) -> bool:

@@ -1,22 +1,46 @@
-"""DuckDBTarget: atomic snapshots, reload-and-compare change rows, idempotent windows."""
+"""Storage behaviour every target shares, run on DuckDB, a local-folder lake and an S3 lake
+(moto_server): atomic snapshots, exact change rows, idempotent windows, typed time columns,
+schema evolution, and the primitives resumable fan-outs build on."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
-from segment_assets.storage import DuckDBTarget, StorageError
+from segment_assets.storage import DuckDBTarget, StorageError, Target
+from segment_assets.storage.lake_target import LakeTarget
 from segment_assets.streams import UpdateMethod
-from segment_assets.tables import RecordShapeError, table_def
+from segment_assets.tables import Column, RecordShapeError, TableDef, table_def
+from segment_assets_tests.s3_server import moto_s3, s3_lake_url  # noqa: F401 - fixtures
 
 SOURCES = table_def("sources")
 AUDIT = table_def("audit_events")
+FUNCTIONS = table_def("functions")
+SYNCS = table_def("warehouse_syncs")
+TARGETS = ["duckdb", "lake", "s3"]
+# S3 runs the tests whose behaviour depends on the object store (commits, conditional puts, listing);
+# the others exercise the same LakeTarget code on a local folder, at a tenth of the time.
+local_only = pytest.mark.parametrize("target", ["duckdb", "lake"], indirect=True)
+
+
+@pytest.fixture(params=TARGETS)
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    if request.param == "duckdb":
+        t: Target = DuckDBTarget(tmp_path / "segment_assets.duckdb")
+    elif request.param == "lake":
+        t = LakeTarget((tmp_path / "lake").as_uri(), stage_dir=tmp_path / "stage")
+    else:
+        t = LakeTarget(request.getfixturevalue("s3_lake_url"), stage_dir=tmp_path / "stage")
+    yield t
+    t.close()
 
 
 def source(i: int, name: str | None = None, enabled: bool = True) -> dict:
@@ -24,26 +48,39 @@ def source(i: int, name: str | None = None, enabled: bool = True) -> dict:
             "writeKeys": [], "settings": {"a": i}, "labels": [], "metadata": {"id": "m", "name": "JS"}}
 
 
-def batches(records: list[dict]) -> Iterator[pa.RecordBatch]:
-    yield SOURCES.to_batch(records, {}, {})
+def batches(records: list[dict], table: TableDef = SOURCES) -> Iterator[pa.RecordBatch]:
+    yield table.to_batch(records, {}, {})
 
 
-def snapshot(target: DuckDBTarget, records: list[dict], run_id: str = "run"):
-    return target.write_snapshot(SOURCES, batches(records), method=UpdateMethod.RELOAD_AND_COMPARE, run_id=run_id)
+def snapshot(target: Target, records: list[dict], run_id: str = "run", table: TableDef = SOURCES,
+             method: UpdateMethod = UpdateMethod.RELOAD_AND_COMPARE):
+    return target.write_snapshot(table, batches(records, table), method=method, run_id=run_id)
 
 
-def rows(target: DuckDBTarget, sql: str) -> list[tuple]:
+def rows(target: Target, sql: str) -> list[tuple]:
     return target.query(sql)
 
 
-def test_first_reload_writes_an_insert_per_row(target: DuckDBTarget) -> None:
+@local_only
+def test_first_reload_writes_an_insert_per_row(target: Target) -> None:
     result = snapshot(target, [source(1), source(2)])
     assert (result.rows, result.inserted, result.change_rows) == (2, 2, 2)
     ct = rows(target, "SELECT id, header__change_oper, header__run_id FROM sources__ct ORDER BY id")
     assert ct == [("src1", "I", "run"), ("src2", "I", "run")]
 
 
-def test_reload_and_compare_records_exact_changes(target: DuckDBTarget) -> None:
+def test_snapshot_reads_back_equal_to_what_was_written(target: Target) -> None:
+    written = [source(1), source(2, enabled=False), source(3, name="Ünïcode ✓")]
+    snapshot(target, written)
+    back = target.read_arrow("sources").sort_by("id")
+    expected = SOURCES.to_batch(written, {}, {})
+    assert back.select(SOURCES.column_names).to_pylist() == pa.Table.from_batches([expected]).sort_by("id").to_pylist()
+    types = dict(rows(target, "SELECT column_name, data_type FROM information_schema.columns "
+                              "WHERE table_name = 'sources'"))
+    assert types == {c: {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}.get(t, t) for c, t in SOURCES.column_schema()}
+
+
+def test_reload_and_compare_records_exact_changes(target: Target) -> None:
     snapshot(target, [source(1), source(2), source(3)], "r1")
     result = snapshot(target, [source(1), source(2, name="Renamed"), source(4)], "r2")
     assert (result.inserted, result.updated, result.deleted) == (1, 1, 1)
@@ -51,33 +88,58 @@ def test_reload_and_compare_records_exact_changes(target: DuckDBTarget) -> None:
     assert current == [("src1", "Source 1"), ("src2", "Renamed"), ("src4", "Source 4")]
     changes = rows(target, "SELECT header__change_oper, id, name FROM sources__ct "
                            "WHERE header__run_id = 'r2' ORDER BY header__change_seq")
-    assert sorted(changes) == [("D", "src3", "Source 3"), ("I", "src4", "Source 4"), ("U", "src2", "Renamed")]
+    assert changes == [("U", "src2", "Renamed"), ("D", "src3", "Source 3"), ("I", "src4", "Source 4")]
+    seqs = [r[0] for r in rows(target, "SELECT header__change_seq FROM sources__ct WHERE header__run_id = 'r2' "
+                                       "ORDER BY header__change_seq")]
+    assert (result.change_seq_first, result.change_seq_last) == (seqs[0], seqs[-1])
 
 
-def test_unchanged_reload_writes_no_change_rows(target: DuckDBTarget) -> None:
-    snapshot(target, [source(1), source(2)], "r1")
+def test_unchanged_reload_writes_no_change_rows(target: Target) -> None:
+    first = snapshot(target, [source(1), source(2)], "r1")
     result = snapshot(target, [source(2), source(1)], "r2")
     assert result.change_rows == 0
     assert rows(target, "SELECT count(*) FROM sources__ct")[0][0] == 2
+    assert result.version == first.version  # a quiet rerun commits nothing (lake: no new version)
 
 
-def test_change_seq_is_monotonic_across_tables_and_runs(target: DuckDBTarget) -> None:
+@local_only
+def test_change_seq_is_monotonic_across_tables_and_runs(target: Target) -> None:
     snapshot(target, [source(1)], "r1")
-    rules = table_def("labels")
-    target.write_snapshot(rules, iter([rules.to_batch([{"key": "env", "value": "prod"}], {}, {})]),
+    labels = table_def("labels")
+    target.write_snapshot(labels, iter([labels.to_batch([{"key": "env", "value": "prod"}], {}, {})]),
                           method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r2")
     snapshot(target, [source(1, name="x")], "r3")
-    seqs = [r[0] for r in rows(target, "SELECT header__change_seq FROM sources__ct UNION ALL "
-                                       "SELECT header__change_seq FROM labels__ct")]
-    runs = [r[0] for r in rows(target, "SELECT header__run_id FROM (SELECT header__change_seq, header__run_id FROM "
-                                       "sources__ct UNION ALL SELECT header__change_seq, header__run_id FROM "
-                                       "labels__ct) ORDER BY header__change_seq")]
-    assert runs == ["r1", "r2", "r3"]
-    assert all(len(s) == 35 for s in seqs) and len(set(seqs)) == 3
+    both = ("SELECT header__change_seq, header__run_id FROM sources__ct UNION ALL "
+            "SELECT header__change_seq, header__run_id FROM labels__ct")
+    got = rows(target, f"SELECT * FROM ({both}) ORDER BY header__change_seq")
+    assert [r[1] for r in got] == ["r1", "r2", "r3"]
+    assert all(len(r[0]) == 35 for r in got) and len({r[0] for r in got}) == 3
 
 
-def test_failed_snapshot_leaves_previous_table_intact(target: DuckDBTarget) -> None:
-    snapshot(target, [source(1), source(2)], "r1")
+@local_only
+def test_watermark_upserts_inserts_and_updates_without_deletes(target: Target) -> None:
+    def sync(i: int, minute: int, status: str) -> dict:
+        return {"start": f"2026-11-0{i}T00:0{minute}:00.000Z", "end": f"2026-11-0{i}T00:30:00.000Z",
+                "status": status, "duration": 1.5, "humanDuration": "1s", "count": 3.0, "sourceId": "src1",
+                "notices": []}
+
+    def write(records: list[dict], run: str):
+        return target.write_snapshot(SYNCS, iter([SYNCS.to_batch(records, {"warehouseId": "wh1"}, {})]),
+                                     method=UpdateMethod.WATERMARK, run_id=run)
+
+    write([sync(1, 0, "SUCCESS"), sync(2, 0, "RUNNING")], "r1")
+    result = write([sync(2, 0, "SUCCESS"), sync(3, 0, "RUNNING")], "r2")  # the newest only: no delete of day 1
+    assert (result.inserted, result.updated, result.deleted) == (1, 1, 0)
+    assert rows(target, "SELECT status FROM warehouse_syncs ORDER BY start") == [("SUCCESS",), ("SUCCESS",),
+                                                                                 ("RUNNING",)]
+    assert sorted(rows(target, "SELECT header__change_oper FROM warehouse_syncs__ct WHERE header__run_id = 'r2'")) \
+        == [("I",), ("U",)]
+    wm = target.max_by("warehouse_syncs", ["warehouse_id"], "start")
+    assert wm == {("wh1",): datetime(2026, 11, 3, tzinfo=timezone.utc)}
+
+
+def test_failed_snapshot_leaves_previous_table_intact(target: Target) -> None:
+    before = snapshot(target, [source(1), source(2)], "r1")
 
     def broken() -> Iterator[pa.RecordBatch]:
         yield SOURCES.to_batch([source(5)], {}, {})
@@ -87,18 +149,20 @@ def test_failed_snapshot_leaves_previous_table_intact(target: DuckDBTarget) -> N
         target.write_snapshot(SOURCES, broken(), method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r2")
     assert rows(target, "SELECT id FROM sources ORDER BY id") == [("src1",), ("src2",)]
     assert rows(target, "SELECT count(*) FROM sources__ct")[0][0] == 2
+    assert snapshot(target, [source(1), source(2)], "r3").version == before.version
 
 
-def test_duplicate_keys_from_the_api_fail_without_writing(target: DuckDBTarget) -> None:
+@local_only
+def test_duplicate_keys_from_the_api_fail_without_writing(target: Target) -> None:
     snapshot(target, [source(1)], "r1")
     with pytest.raises(StorageError, match="more than once"):
         snapshot(target, [source(2), source(2)], "r2")
     assert rows(target, "SELECT id FROM sources") == [("src1",)]
 
 
-def test_full_load_replaces_without_change_table(target: DuckDBTarget) -> None:
-    target.write_snapshot(SOURCES, batches([source(1), source(2)]), method=UpdateMethod.FULL_LOAD, run_id="r1")
-    target.write_snapshot(SOURCES, batches([source(3)]), method=UpdateMethod.FULL_LOAD, run_id="r2")
+def test_full_load_replaces_without_change_table(target: Target) -> None:
+    snapshot(target, [source(1), source(2)], "r1", method=UpdateMethod.FULL_LOAD)
+    snapshot(target, [source(3)], "r2", method=UpdateMethod.FULL_LOAD)
     assert rows(target, "SELECT id FROM sources") == [("src3",)]
     assert not target.table_exists("sources__ct")
 
@@ -108,17 +172,89 @@ def event(i: int, day: int, hour: int = 12) -> dict:
             "actor": "a", "resourceId": "r", "resourceType": "Source", "resourceName": "n"}
 
 
-def test_replace_window_is_idempotent_and_touches_only_its_window(target: DuckDBTarget) -> None:
-    day = lambda d: datetime(2026, 11, d, tzinfo=timezone.utc)  # noqa: E731
-    load = lambda evs, a, b: target.replace_window(  # noqa: E731
-        AUDIT, iter([AUDIT.to_batch(evs, {}, {})]), time_column="timestamp", start=day(a), end=day(b), run_id="r")
+def day(d: int) -> datetime:
+    return datetime(2026, 11, d, tzinfo=timezone.utc)
+
+
+def test_replace_window_is_idempotent_and_touches_only_its_window(target: Target) -> None:
+    def load(evs: list[dict], a: int, b: int):
+        return target.replace_window(AUDIT, iter([AUDIT.to_batch(evs, {}, {})]), time_column="timestamp",
+                                     start=day(a), end=day(b), run_id="r")
+
     load([event(1, 1), event(2, 1)], 1, 2)
-    load([event(3, 2)], 2, 3)
+    load([event(3, 2), event(4, 2, hour=23)], 2, 3)
     load([event(1, 1), event(2, 1)], 1, 2)  # re-run of the same partition
-    assert rows(target, "SELECT id FROM audit_events ORDER BY id") == [("ev1",), ("ev2",), ("ev3",)]
-    load([event(2, 1)], 1, 2)  # ev1 vanished upstream: the window is replaced, not merged
-    assert rows(target, "SELECT id FROM audit_events ORDER BY id") == [("ev2",), ("ev3",)]
+    assert rows(target, "SELECT id FROM audit_events ORDER BY id") == [("ev1",), ("ev2",), ("ev3",), ("ev4",)]
+    result = load([event(2, 1), event(9, 3)], 1, 2)  # ev1 vanished upstream; ev9 is outside the window
+    assert (result.inserted, result.deleted, result.rows) == (1, 2, 3)
+    assert rows(target, "SELECT id FROM audit_events ORDER BY id") == [("ev2",), ("ev3",), ("ev4",)]
     assert rows(target, "SELECT typeof(timestamp) FROM audit_events LIMIT 1") == [("TIMESTAMP WITH TIME ZONE",)]
+    assert [c for c in target.read_arrow("audit_events").column_names] == AUDIT.column_names
+
+
+@local_only
+def test_time_fields_land_typed(target: Target) -> None:
+    fn = {"id": "fn1", "resourceType": "SOURCE", "createdAt": "2023-03-20T10:00:00.000Z", "createdBy": "u",
+          "displayName": "f", "description": "", "logoUrl": "", "catalogId": "c"}
+    snapshot(target, [fn, {**fn, "id": "fn2", "createdAt": "2023-03-21T12:30:00+02:00"}], table=FUNCTIONS)
+    assert rows(target, "SELECT id, created_at, typeof(created_at) FROM functions ORDER BY id") == [
+        ("fn1", datetime(2023, 3, 20, 10, tzinfo=timezone.utc), "TIMESTAMP WITH TIME ZONE"),
+        ("fn2", datetime(2023, 3, 21, 10, 30, tzinfo=timezone.utc), "TIMESTAMP WITH TIME ZONE")]
+    assert rows(target, "SELECT typeof(created_at) FROM functions__ct LIMIT 1") == [("TIMESTAMP WITH TIME ZONE",)]
+
+
+def test_unparseable_time_fails_the_page_or_counts_as_null() -> None:
+    fn = {"id": "fn1", "createdAt": "last tuesday"}
+    with pytest.raises(RecordShapeError, match=r"field 'createdAt' \(column created_at, TIMESTAMPTZ\).*last tuesday"):
+        FUNCTIONS.shaper().batch([fn], {}, {})
+    lenient = FUNCTIONS.shaper(strict=False)
+    batch = lenient.batch([fn, {"id": "fn2", "createdAt": "2023-01-01T00:00:00Z"}, {"id": "fn3", "createdAt": ""}],
+                          {}, {})
+    assert batch.column("created_at").to_pylist() == [None, datetime(2023, 1, 1, tzinfo=timezone.utc), None]
+    assert lenient.invalid_values == {"createdAt": 1}
+
+
+@local_only
+def test_new_api_field_is_kept_and_reported(target: Target) -> None:
+    shaper = SOURCES.shaper()
+    first = shaper.batch([source(1)], {}, {})
+    target.write_snapshot(SOURCES, iter([first]), method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r1")
+    assert shaper.undocumented == set()
+    later = SOURCES.shaper()
+    rec = {**source(1), "brandNewField": {"x": 1}}
+    result = target.write_snapshot(SOURCES, iter([later.batch([rec], {}, {})]),
+                                   method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r2")
+    assert later.undocumented == {"brandNewField"}
+    assert result.updated == 1  # the row changed: it gained a field
+    assert rows(target, "SELECT _extra->>'$.brandNewField.x' FROM sources") == [("1",)]
+
+
+def _with_column(table: TableDef, column: Column) -> TableDef:
+    return dataclasses.replace(table, columns=(*table.columns[:-1], column, table.columns[-1]))
+
+
+@local_only
+def test_declared_column_added_mid_life_evolves_the_table(target: Target) -> None:
+    snapshot(target, [source(1)], "r1")
+    grown = _with_column(SOURCES, Column("region", "VARCHAR", "record", "region"))
+    result = target.write_snapshot(grown, iter([grown.to_batch([{**source(1), "region": "eu"}, source(2)], {}, {})]),
+                                   method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r2")
+    assert (result.inserted, result.updated) == (1, 1)
+    assert rows(target, "SELECT id, region FROM sources ORDER BY id") == [("src1", "eu"), ("src2", None)]
+    assert rows(target, "SELECT id, region FROM sources__ct WHERE header__run_id = 'r2' ORDER BY id") == [
+        ("src1", "eu"), ("src2", None)]
+
+
+@local_only
+def test_type_conflict_fails_clearly_and_leaves_the_table(target: Target) -> None:
+    snapshot(target, [source(1)], "r1")
+    changed = dataclasses.replace(SOURCES, columns=tuple(
+        dataclasses.replace(c, type="BIGINT") if c.name == "enabled" else c for c in SOURCES.columns))
+    with pytest.raises(StorageError, match=r"column enabled of segment.sources .*BIGINT"):
+        target.write_snapshot(changed, iter([changed.to_batch([{**source(1), "enabled": 1}], {}, {})]),
+                              method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r2")
+    assert rows(target, "SELECT id, enabled FROM sources") == [("src1", True)]
+    assert rows(target, "SELECT count(*) FROM sources__ct")[0][0] == 1
 
 
 def test_type_change_is_a_clear_error() -> None:
@@ -135,21 +271,94 @@ def test_missing_primary_key_is_a_clear_error() -> None:
         SOURCES.to_batch([bad], {}, {})
 
 
-def test_unknown_fields_are_kept_in_extra(target: DuckDBTarget) -> None:
-    rec = source(1)
-    rec["brandNewField"] = {"x": 1}
-    snapshot(target, [rec])
-    assert rows(target, "SELECT _extra->>'$.brandNewField.x' FROM sources") == [("1",)]
-
-
-def test_zero_row_stream_still_gets_its_columns(target: DuckDBTarget) -> None:
+@local_only
+def test_zero_row_stream_still_gets_its_columns(target: Target) -> None:
     snapshot(target, [])
     cols = [r[0] for r in rows(target, "SELECT column_name FROM information_schema.columns "
                                        "WHERE table_name = 'sources' ORDER BY ordinal_position")]
     assert cols == SOURCES.column_names
 
 
-def test_staging_files_of_dead_processes_are_swept(target: DuckDBTarget, tmp_path: Path) -> None:
+@local_only
+def test_parent_keys_filter_and_missing_parent(target: Target) -> None:
+    with pytest.raises(StorageError, match="materialize the parent asset"):
+        target.parent_keys("sources", ["id"])
+    snapshot(target, [source(1), source(2), source(12)])
+    from segment_assets.streams import RowFilter
+
+    assert target.parent_keys("sources", ["id"], RowFilter("id", startswith="src1")) == [("src1",), ("src12",)]
+    assert target.check_primary_key(SOURCES).passed
+
+
+# -- primitives for resumable fan-outs, state ----------------------------------------------
+
+
+def test_append_rows_creates_then_appends(target: Target) -> None:
+    first = target.append_rows("_cycle_keys", pa.table({"id": ["src1", "src2"]}))
+    second = target.append_rows("_cycle_keys", pa.table({"id": ["src3"]}))
+    assert (first.rows, second.rows, second.inserted) == (2, 3, 1)
+    assert sorted(target.read_arrow("_cycle_keys", ["id"]).column("id").to_pylist()) == ["src1", "src2", "src3"]
+    assert "_cycle_keys" in target.table_names()
+    assert target.drop_table("_cycle_keys") is True
+    assert not target.table_exists("_cycle_keys") and target.drop_table("_cycle_keys") is False
+
+
+def test_delete_missing_writes_d_rows_in_one_step(target: Target) -> None:
+    snapshot(target, [source(1), source(2), source(3)], "r1")
+    target.append_rows("_seen", pa.table({"id": ["src1", "src3", "src9"]}))
+    result = target.delete_missing(SOURCES, "_seen", run_id="r2")
+    assert (result.deleted, result.rows, result.change_rows) == (1, 2, 1)
+    assert rows(target, "SELECT id FROM sources ORDER BY id") == [("src1",), ("src3",)]
+    assert rows(target, "SELECT header__change_oper, id, name FROM sources__ct WHERE header__run_id = 'r2'") == [
+        ("D", "src2", "Source 2")]
+    again = target.delete_missing(SOURCES, "_seen", run_id="r3")
+    assert (again.deleted, again.change_rows) == (0, 0)
+    with pytest.raises(StorageError, match="key table .*_nope does not exist"):
+        target.delete_missing(SOURCES, "_nope", run_id="r4")
+
+
+def test_state_round_trips(target: Target) -> None:
+    assert target.read_state("drift:sources") is None
+    target.write_state("drift:sources", '["a"]')
+    target.write_state("drift:sources", '["a", "b"]')
+    target.write_state("other", "x")
+    assert (target.read_state("drift:sources"), target.read_state("other")) == ('["a", "b"]', "x")
+    assert "_segment_assets_state" not in target.table_names()
+
+
+# -- DuckDB only ----------------------------------------------------------------------------
+
+
+def test_duckdb_varchar_time_columns_of_older_files_become_timestamptz(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    t = DuckDBTarget(path)
+    cols = ", ".join(f'"{c}" {"VARCHAR" if k == "TIMESTAMPTZ" else k}' for c, k in FUNCTIONS.column_schema())
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE SCHEMA segment")
+        con.execute(f"CREATE TABLE segment.functions ({cols})")
+        con.execute("INSERT INTO segment.functions (id, created_at) VALUES ('fn1', '2023-03-20T10:00:00.000Z')")
+    fn = {"id": "fn1", "createdAt": "2023-03-20T10:00:00.000Z"}
+    result = snapshot(t, [fn, {"id": "fn2", "createdAt": "2024-01-01T00:00:00Z"}], table=FUNCTIONS)
+    assert (result.inserted, result.updated) == (1, 0)  # the converted text equals the typed value: no update
+    assert t.query("SELECT any_value(typeof(created_at)), min(created_at) FROM functions") == [
+        ("TIMESTAMP WITH TIME ZONE", datetime(2023, 3, 20, 10, tzinfo=timezone.utc))]
+
+
+def test_duckdb_varchar_time_column_with_text_fails_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    cols = ", ".join(f'"{c}" {"VARCHAR" if k == "TIMESTAMPTZ" else k}' for c, k in FUNCTIONS.column_schema())
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE SCHEMA segment")
+        con.execute(f"CREATE TABLE segment.functions ({cols})")
+        con.execute("INSERT INTO segment.functions (id, created_at) VALUES ('fn1', 'someday')")
+    t = DuckDBTarget(path)
+    with pytest.raises(StorageError, match="(?s)cannot become TIMESTAMPTZ.*TRY_CAST"):
+        snapshot(t, [{"id": "fn1", "createdAt": "2023-03-20T10:00:00.000Z"}], table=FUNCTIONS)
+    assert t.query("SELECT created_at FROM functions") == [("someday",)]
+
+
+def test_staging_files_of_dead_processes_are_swept(tmp_path: Path) -> None:
+    t = DuckDBTarget(tmp_path / "segment_assets.duckdb")
     dead = subprocess.Popen(["true"])
     dead.wait()
     stage = tmp_path / ".staging"
@@ -158,5 +367,5 @@ def test_staging_files_of_dead_processes_are_swept(target: DuckDBTarget, tmp_pat
     orphan.write_bytes(b"left by a killed run")
     mine = stage / f"sources.{os.getpid()}.xyz.parquet"
     mine.write_bytes(b"in use")
-    snapshot(target, [source(1)])
+    snapshot(t, [source(1)])
     assert not orphan.exists() and mine.exists()

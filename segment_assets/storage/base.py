@@ -30,6 +30,8 @@ HEADER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("header__run_id", "VARCHAR"),
 )
 SEQ_COUNTER_DIGITS = 19
+STATE_TABLE = "_segment_assets_state"  # the target's key/value state (change_seq prefix, check baselines)
+DEFAULT_VACUUM_RETENTION_HOURS = 7 * 24
 
 
 class StorageError(Exception):
@@ -124,8 +126,8 @@ class Target(ABC):
     def check_primary_key(self, table: TableDef) -> KeyCheck: ...
 
     @abstractmethod
-    def read_arrow(self, name: str) -> pa.Table:
-        """The whole current table (tests, small tables, `segment-assets sql` on small data)."""
+    def read_arrow(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """The whole current table, or some of its columns (tests, side tables, small tables)."""
 
     @abstractmethod
     def table_names(self) -> list[str]:
@@ -133,7 +135,40 @@ class Target(ABC):
 
     @abstractmethod
     def query(self, sql: str, params: Sequence[object] | None = None) -> list[tuple[object, ...]]:
-        """Run SQL in DuckDB with this target's tables under their own names (`sources`, `sources__ct`)."""
+        """Run SQL in DuckDB with this target's tables under their own names (`sources`, `sources__ct`),
+        unqualified or qualified with the schema (`segment.sources`)."""
+
+    # -- primitives for resumable fan-outs and checks --------------------------------------
+
+    @abstractmethod
+    def append_rows(self, name: str, table: pa.Table) -> WriteResult:
+        """Append `table` to side table `name` in one commit, creating it from the Arrow schema if absent."""
+
+    @abstractmethod
+    def drop_table(self, name: str) -> bool:
+        """Remove table `name` (True if it existed). Not for stream tables: their history goes with it."""
+
+    @abstractmethod
+    def delete_missing(self, table: TableDef, keys_table: str, run_id: str) -> WriteResult:
+        """Delete the rows of `table` whose primary key is not in `keys_table` (a table holding the
+        primary-key columns under the same names), with a `D` change row each, in one commit."""
+
+    @abstractmethod
+    def read_state(self, key: str) -> str | None:
+        """A small value this target keeps between runs (schema-drift checks, cursors); None if unset."""
+
+    @abstractmethod
+    def write_state(self, key: str, value: str) -> None: ...
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def optimize(self, name: str) -> dict[str, object]:
+        """Compact the small files of table `name` (lake); metrics of what was done."""
+        return {}
+
+    def vacuum(self, name: str, retention_hours: int = DEFAULT_VACUUM_RETENTION_HOURS) -> dict[str, object]:
+        """Delete files table `name` no longer references and that are older than `retention_hours`."""
+        return {}
 
 
 def missing_parent_error(target: Target, table: str) -> StorageError:

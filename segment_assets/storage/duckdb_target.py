@@ -25,6 +25,7 @@ from segment_assets.storage.base import (
     CHANGE_SUFFIX,
     DEFAULT_SCHEMA,
     HEADER_COLUMNS,
+    STATE_TABLE,
     KeyCheck,
     StorageError,
     Target,
@@ -34,9 +35,8 @@ from segment_assets.storage.base import (
 from segment_assets.storage.changes import change_rows_sql, changes_sql, next_seq_prefix, q
 from segment_assets.storage.staging import staged
 from segment_assets.streams import RowFilter, UpdateMethod
-from segment_assets.tables import TableDef
+from segment_assets.tables import ARROW_TYPES, TableDef
 
-STATE_TABLE = "_segment_assets_state"
 # DuckDB spills to disk past this, so a sync's footprint stays flat whatever the row count
 # (one writer thread: the writes are short and a second thread mostly adds buffers).
 DEFAULT_MEMORY_LIMIT = "64MB"
@@ -89,6 +89,11 @@ def _file(path: str) -> _FileConnection:
         return _FILES.setdefault(path, _FileConnection())
 
 
+
+
+# information_schema's names for the types tables declare (JSON is VARCHAR to DuckDB's catalog).
+_SQL_TYPES = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ", "JSON": "VARCHAR"}
+assert set(_SQL_TYPES.values()) <= set(ARROW_TYPES)
 
 
 def row_filter_sql(row_filter: RowFilter) -> tuple[str, list[object]]:
@@ -170,6 +175,7 @@ class DuckDBTarget(Target):
         con.execute(f"SET memory_limit = '{self.memory_limit}'")
         con.execute("SET preserve_insertion_order = false")  # lets big INSERT ... SELECT stream
         con.execute(f"SET threads = {self.threads}")
+        con.execute("SET TimeZone = 'UTC'")  # timestamps without an offset are UTC, as the API means them
         self._catalog = con.execute("SELECT current_database()").fetchone()[0]
         return con
 
@@ -179,15 +185,18 @@ class DuckDBTarget(Target):
         return f"{q(self._catalog)}.{q(self.schema)}.{q(name)}"
 
     def _existing_columns(self, con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+        return list(self._existing_types(con, name))
+
+    def _existing_types(self, con: duckdb.DuckDBPyConnection, name: str) -> dict[str, str]:
         rows = con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
-            "AND table_name = ? ORDER BY ordinal_position",
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = ? "
+            "AND table_schema = ? AND table_name = ? ORDER BY ordinal_position",
             [self._catalog, self.schema, name],
         ).fetchall()
-        return [r[0] for r in rows]
+        return dict(rows)
 
     def _ensure(self, con: duckdb.DuckDBPyConnection, name: str, columns: Sequence[tuple[str, str]]) -> None:
-        existing = self._existing_columns(con, name)
+        existing = self._existing_types(con, name)
         if not existing:
             cols = ", ".join(f"{q(c)} {t}" for c, t in columns)
             con.execute(f"CREATE TABLE IF NOT EXISTS {self._qualified(name)} ({cols})")
@@ -196,6 +205,28 @@ class DuckDBTarget(Target):
             if col not in existing:
                 # The declaration (or the API) grew a column: evolve instead of failing.
                 con.execute(f"ALTER TABLE {self._qualified(name)} ADD COLUMN {q(col)} {kind}")
+            elif _SQL_TYPES.get(existing[col], existing[col]) != _SQL_TYPES.get(kind, kind):
+                self._evolve_type(con, name, col, existing[col], kind)
+
+    def _evolve_type(self, con: duckdb.DuckDBPyConnection, name: str, col: str, old: str, new: str) -> None:
+        """Time fields once loaded as text become TIMESTAMPTZ in place; any other change of type fails."""
+        table = self._qualified(name)
+        if old == "VARCHAR" and new == "TIMESTAMPTZ":
+            try:
+                con.execute(f"ALTER TABLE {table} ALTER COLUMN {q(col)} SET DATA TYPE TIMESTAMPTZ "
+                            f"USING CAST(NULLIF({q(col)}, '') AS TIMESTAMPTZ)")
+                return
+            except duckdb.Error as exc:
+                raise StorageError(
+                    f"column {col} of {self.table_name(name)} holds text that is not a timestamp, so it cannot "
+                    f"become TIMESTAMPTZ ({exc}). Fix the values (UPDATE ... SET {col} = NULL WHERE "
+                    f"TRY_CAST({col} AS TIMESTAMPTZ) IS NULL) or drop the table to reload it; nothing was written"
+                ) from exc
+        raise StorageError(
+            f"column {col} of {self.table_name(name)} is {old} in {self.path} but the stream now declares {new}: "
+            f"the table was left as it was. Drop the table (and its change table) to reload it with the new type, "
+            f"or declare column_types={{{col!r}: {old!r}}} for the stream"
+        )
 
     def _ensure_all(self, con: duckdb.DuckDBPyConnection, table: TableDef, with_changes: bool) -> None:
         self._ensure(con, table.name, table.column_schema())
@@ -281,6 +312,13 @@ class DuckDBTarget(Target):
         key_join = " AND ".join(f"{cur}.{q(k)} = _changes.{q(k)}" for k in table.primary_key)
         con.execute(f"DELETE FROM {cur} USING _changes WHERE {key_join} AND _changes.op IN ('U', 'D')")
         self._insert_from(con, table, "_changes", "WHERE op IN ('I', 'U')")
+        self._write_change_rows(con, table, run_id, result)
+        return result
+
+    def _write_change_rows(self, con: duckdb.DuckDBPyConnection, table: TableDef, run_id: str,
+                           result: WriteResult) -> None:
+        """`_changes` (op + columns) into the change table, with the next change_seq prefix."""
+        total = result.inserted + result.updated + result.deleted
         prefix = self._next_seq_prefix(con)
         ct = self._qualified(table.name + CHANGE_SUFFIX)
         cols = ", ".join(q(c) for c in [*table.column_names, *(h for h, _ in HEADER_COLUMNS)])
@@ -292,15 +330,75 @@ class DuckDBTarget(Target):
         ).fetchone()
         result.change_rows = total
         result.change_seq_first, result.change_seq_last = first, last
-        return result
 
     def _next_seq_prefix(self, con: duckdb.DuckDBPyConnection) -> str:
+        prefix = next_seq_prefix(self._state(con, "change_seq_prefix"))
+        self._set_state(con, "change_seq_prefix", prefix)
+        return prefix
+
+    def _state(self, con: duckdb.DuckDBPyConnection, key: str) -> str | None:
         state = self._qualified(STATE_TABLE)
         con.execute(f"CREATE TABLE IF NOT EXISTS {state} (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        row = con.execute(f"SELECT value FROM {state} WHERE key = 'change_seq_prefix'").fetchone()
-        prefix = next_seq_prefix(row[0] if row else None)
-        con.execute(f"INSERT OR REPLACE INTO {state} VALUES ('change_seq_prefix', ?)", [prefix])
-        return prefix
+        row = con.execute(f"SELECT value FROM {state} WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def _set_state(self, con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+        state = self._qualified(STATE_TABLE)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {state} (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute(f"INSERT OR REPLACE INTO {state} VALUES (?, ?)", [key, value])
+
+    def read_state(self, key: str) -> str | None:
+        with self.connect() as con:
+            return self._state(con, key)
+
+    def write_state(self, key: str, value: str) -> None:
+        with self.connect() as con:
+            self._set_state(con, key, value)
+
+    # -- side tables and fan-out cycles ----------------------------------------------------
+
+    def append_rows(self, name: str, table: pa.Table) -> WriteResult:
+        started = time.monotonic()
+        with self.connect() as shared, shared.cursor() as con:  # a cursor: no pending result of others
+            con.register("_append", table)
+            with self._transaction(con):
+                if not self._existing_columns(con, name):
+                    con.execute(f"CREATE TABLE {self._qualified(name)} AS SELECT * FROM _append LIMIT 0")
+                cols = ", ".join(q(c) for c in table.column_names)
+                con.execute(f"INSERT INTO {self._qualified(name)} ({cols}) SELECT {cols} FROM _append")
+            rows = con.execute(f"SELECT count(*) FROM {self._qualified(name)}").fetchall()[0][0]
+        return WriteResult(rows=rows, staged=table.num_rows, inserted=table.num_rows,
+                           seconds=time.monotonic() - started)
+
+    def drop_table(self, name: str) -> bool:
+        with self.connect() as con:
+            existed = bool(self._existing_columns(con, name))
+            con.execute(f"DROP TABLE IF EXISTS {self._qualified(name)}")
+        return existed
+
+    def delete_missing(self, table: TableDef, keys_table: str, run_id: str) -> WriteResult:
+        started = time.monotonic()
+        with self.connect() as con:
+            if not self._existing_columns(con, keys_table):
+                raise StorageError(f"delete_missing on {self.table_name(table.name)}: the key table "
+                                   f"{self.table_name(keys_table)} does not exist; nothing was deleted")
+            self._ensure_all(con, table, True)
+            cur, keys = self._qualified(table.name), self._qualified(keys_table)
+            join = " AND ".join(f"c.{q(k)} = k.{q(k)}" for k in table.primary_key)
+            cols = ", ".join(f"c.{q(c)}" for c in table.column_names)
+            with self._transaction(con):
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _changes AS SELECT 'D' AS op, {cols} FROM {cur} c "
+                            f"ANTI JOIN {keys} k ON {join}")
+                deleted = con.execute("SELECT count(*) FROM _changes").fetchone()[0]
+                result = WriteResult(deleted=deleted)
+                if deleted:
+                    key_join = " AND ".join(f"{cur}.{q(k)} = _changes.{q(k)}" for k in table.primary_key)
+                    con.execute(f"DELETE FROM {cur} USING _changes WHERE {key_join}")
+                    self._write_change_rows(con, table, run_id, result)
+                result.key_check = self._key_check(con, table)
+                result.rows = result.key_check.rows
+        result.seconds = time.monotonic() - started
+        return result
 
     def replace_window(self, table: TableDef, batches: Iterable[pa.RecordBatch], *, time_column: str,
                        start: datetime, end: datetime, run_id: str) -> WriteResult:
@@ -365,22 +463,12 @@ class DuckDBTarget(Target):
         ).fetchone()
         return KeyCheck(rows=rows, duplicate_keys=rows - distinct, null_keys=nulls)
 
-    def read_state(self, key: str) -> str | None:
+    def read_arrow(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
+        cols = ", ".join(q(c) for c in columns) if columns else "*"
         with self.connect() as con:
-            state = self._qualified(STATE_TABLE)
-            con.execute(f"CREATE TABLE IF NOT EXISTS {state} (key VARCHAR PRIMARY KEY, value VARCHAR)")
-            row = con.execute(f"SELECT value FROM {state} WHERE key = ?", [key]).fetchone()
-        return row[0] if row else None
-
-    def write_state(self, key: str, value: str) -> None:
-        with self.connect() as con:
-            state = self._qualified(STATE_TABLE)
-            con.execute(f"CREATE TABLE IF NOT EXISTS {state} (key VARCHAR PRIMARY KEY, value VARCHAR)")
-            con.execute(f"INSERT OR REPLACE INTO {state} VALUES (?, ?)", [key, value])
-
-    def read_arrow(self, name: str) -> pa.Table:
-        with self.connect() as con:
-            return con.execute(f"SELECT * FROM {self._qualified(name)}").fetch_arrow_table()
+            if not self._existing_columns(con, name):
+                raise StorageError(f"table {self.table_name(name)} does not exist in {self.path}")
+            return con.sql(f"SELECT {cols} FROM {self._qualified(name)}").to_arrow_table()
 
     def table_names(self) -> list[str]:
         with self.connect() as con:
