@@ -42,6 +42,7 @@ from segment_assets.tables import table_def
 from segment_assets.translator import SegmentTranslator
 
 PK_CHECK = "primary_key_unique_not_null"
+DRIFT_CHECK = "schema_drift"
 KINDS: tuple[Window | None, ...] = (None, Window.DAILY, Window.MONTHLY)
 
 
@@ -104,8 +105,10 @@ def _multi_asset(connection: Connection, window: Window | None, streams: list[St
             name=step_name(connection, window),
             # Skippable: a stream that failed is not materialized, the others still are.
             specs=[s.replace_attributes(skippable=True) for s in specs],
-            check_specs=[AssetCheckSpec(PK_CHECK, asset=s.key, description="Primary key is unique and never null")
-                         for s in specs],
+            check_specs=[c for s in specs for c in (
+                AssetCheckSpec(PK_CHECK, asset=s.key, description="Primary key is unique and never null"),
+                AssetCheckSpec(DRIFT_CHECK, asset=s.key, description="Warns when the API starts sending fields its "
+                               "schema does not document (they are kept in the _extra column)"))],
             can_subset=True,
             required_resource_keys={segment_key, storage_key},
             partitions_def=pdef,
@@ -152,10 +155,12 @@ def materialize_streams(context: AssetExecutionContext, streams: list[StreamSpec
             if outcome.status in ("ok", "unavailable"):
                 outcome.metadata["segment/connection"] = segment.connection_name
                 outcome.metadata["dagster/column_schema"] = SegmentTranslator().get_column_schema(outcome.stream)
-                check = AssetCheckKey(key, PK_CHECK)
-                yield MaterializeResult(
-                    asset_key=key, metadata=outcome.metadata,
-                    check_results=[_key_check(key, outcome)] if check in checks and outcome.key_check else [])
+                results = []
+                if AssetCheckKey(key, PK_CHECK) in checks and outcome.key_check:
+                    results.append(_key_check(key, outcome))
+                if AssetCheckKey(key, DRIFT_CHECK) in checks and outcome.new_undocumented is not None:
+                    results.append(_drift_check(key, outcome))
+                yield MaterializeResult(asset_key=key, metadata=outcome.metadata, check_results=results)
             else:
                 failures.append(outcome)
                 context.log.error(f"{outcome.stream.name}: {outcome.status}: {_message(outcome.error)}")
@@ -172,6 +177,20 @@ def materialize_streams(context: AssetExecutionContext, streams: list[StreamSpec
 
 def _message(error: BaseException | None) -> str:
     return f"{type(error).__name__}: {error}" if error else "unknown error"
+
+
+def _drift_check(key: AssetKey, outcome: StreamOutcome) -> AssetCheckResult:
+    new = outcome.new_undocumented or []
+    return AssetCheckResult(
+        asset_key=key,
+        check_name=DRIFT_CHECK,
+        passed=not new,
+        severity=AssetCheckSeverity.WARN,
+        description=(f"The API started sending {len(new)} undocumented field(s): {', '.join(new)}" if new
+                     else "No new undocumented field"),
+        metadata={"new_fields": MetadataValue.text(", ".join(new) or "none"),
+                  "undocumented_fields": MetadataValue.text(", ".join(outcome.undocumented) or "none")},
+    )
 
 
 def _key_check(key: AssetKey, outcome: StreamOutcome) -> AssetCheckResult:

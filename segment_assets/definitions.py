@@ -18,6 +18,7 @@ from dagster.components import load_from_defs_folder
 from segment_assets.assets import build_workspace_assets
 from segment_assets.automation import CONFIG_JOB, build_audit_sensor, build_jobs, build_schedules, with_freshness_policy
 from segment_assets.connections import CONNECTIONS_ENV, Connection, check_distinct, configured_connections
+from segment_assets.maintenance import build_maintenance_job, build_maintenance_schedule
 from segment_assets.resources import SegmentResource, StorageResource, segment_resource, storage_resource
 from segment_assets.translator import SegmentTranslator
 
@@ -33,10 +34,16 @@ def build_workspace_definitions(connection: Connection, translator: SegmentTrans
     keys = {s.name: translator.get_asset_key(s, connection) for s in connection.streams()}
     jobs = build_jobs(connection, keys)
     segment_key, storage_key = connection.resource_keys
+    schedules = build_schedules(connection, jobs)
+    extra_jobs = []
+    if storage.kind == "delta":  # many small commits (change tables, daily windows) need compaction
+        maintenance = build_maintenance_job(storage_key, connection.maintenance_job_name, connection.run_tags)
+        extra_jobs.append(maintenance)
+        schedules.append(build_maintenance_schedule(maintenance))
     return Definitions(
         assets=assets,
-        jobs=list(jobs.values()),
-        schedules=build_schedules(connection, jobs),
+        jobs=[*jobs.values(), *extra_jobs],
+        schedules=schedules,
         sensors=[build_audit_sensor(connection, keys, jobs[CONFIG_JOB])],
         resources={segment_key: segment, storage_key: storage},
     )

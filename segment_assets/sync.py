@@ -11,6 +11,7 @@ stream's materialization as soon as its table is committed.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -65,6 +66,8 @@ class StreamOutcome:
     key_check: KeyCheck | None = None
     error: BaseException | None = None
     messages: list[tuple[int, str]] = field(default_factory=list)  # (logging level, text) for the run log
+    new_undocumented: list[str] | None = None  # fields the API sent undocumented for the first time (None: not read)
+    undocumented: list[str] = field(default_factory=list)  # every undocumented field seen so far
 
     def log(self, level: int, text: str) -> None:
         self.messages.append((level, text))
@@ -155,6 +158,11 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
         md["segment/watermark_stops"] = fetch.watermark_stops
     if fetch.parents_gone:
         md["segment/parents_gone"] = fetch.parents_gone
+    _schema_drift(stream, target, shaper.undocumented, out)
+    if shaper.invalid_values:
+        md["segment/invalid_values"] = dict(shaper.invalid_values)
+        out.log(logging.WARNING, f"{stream.name}: values that are not what the API schema says were loaded as NULL: "
+                                 f"{dict(shaper.invalid_values)}")
     if shaper.missing_required:
         md["segment/missing_required_fields"] = dict(shaper.missing_required)
         out.log(logging.WARNING, f"{stream.name}: records lacked required fields, loaded as NULL: "
@@ -166,6 +174,19 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     out.log(logging.INFO, f"{stream.name}: {result.rows} rows ({result.staged} read, +{result.inserted} "
                           f"~{result.updated} -{result.deleted}) in {md['segment/api_requests']} requests, "
                           f"{md['segment/pages']} pages")
+
+
+def _schema_drift(stream: StreamSpec, target: Target, seen: set[str], out: StreamOutcome) -> None:
+    """Compare the undocumented fields of this read with those of earlier runs (kept in the
+    target's state), so the schema-drift check names what the API started sending."""
+    key = f"undocumented:{stream.table}"
+    known = set(json.loads(target.read_state(key) or "[]"))
+    out.new_undocumented = sorted(seen - known)
+    out.undocumented = sorted(seen | known)
+    if out.new_undocumented:
+        target.write_state(key, json.dumps(out.undocumented))
+        out.log(logging.WARNING, f"{stream.name}: the API sent fields its schema does not document: "
+                                 f"{', '.join(out.new_undocumented)} (kept in the _extra column)")
 
 
 def _peek(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

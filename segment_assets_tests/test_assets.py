@@ -208,3 +208,25 @@ def test_parent_deleted_after_its_table_was_loaded_is_skipped(sim: Simulator, st
     assert target.query("SELECT count(*) FROM user_group_users WHERE user_group_id = ?", [gone]) == [(0,)]
     assert md["dagster/row_count"].value == sum(
         len(sim.items("listUsersFromUserGroup", {"userGroupId": g["id"]})) for g in sim.items("listUserGroups"))
+
+
+def test_schema_drift_check_warns_once_about_fields_the_api_starts_sending(sim: Simulator, storage: DuckDBStorage,
+                                                                          target: DuckDBTarget) -> None:
+    resources = {"segment": segment_for(sim), "storage": storage}
+
+    def drift(result: Any) -> Any:
+        [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "schema_drift"]
+        return check
+
+    first = materialize(build_assets(), resources=resources, selection=[asset_key("labels")])
+    assert drift(first).passed
+    label = sim.workspace.list("labels")[0]
+    sim.workspace.update("labels", f"{label['key']}:{label['value']}", colorHex="#ff0000")
+    second = materialize(build_assets(), resources=resources, selection=[asset_key("labels")])
+    check = drift(second)
+    assert not check.passed and check.severity.value == "WARN"
+    assert check.metadata["new_fields"].value == "colorHex"
+    assert target.query("SELECT _extra->>'$.colorHex' FROM labels WHERE _extra IS NOT NULL") == [("#ff0000",)]
+    third = materialize(build_assets(), resources=resources, selection=[asset_key("labels")])
+    assert drift(third).passed, "known since the last run: no second warning"
+    assert drift(third).metadata["undocumented_fields"].value == "colorHex"

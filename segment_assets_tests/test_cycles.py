@@ -1,0 +1,115 @@
+"""Big fan-outs read over several runs: a budgeted stream completes a cycle with the rows of one
+unbudgeted run, and decides its deletes only when the cycle completes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import DagsterInstance, materialize
+
+from segment_assets.assets import asset_key, build_assets
+from segment_assets.cycles import budget_requests
+from segment_assets.resources import DuckDBStorage
+from segment_assets.simulator import Simulator
+from segment_assets.storage import DuckDBTarget
+from segment_assets.streams import STREAMS
+from segment_assets_tests.conftest import materializations, segment_for
+
+PARENTS = ["spaces", "space_traits"]
+STREAM = "space_trait_sample_values"
+BUDGET = 4
+
+
+def sync(sim: Simulator, path: Path, names: list[str], **overrides: Any) -> Any:
+    result = materialize(build_assets(), instance=DagsterInstance.ephemeral(),
+                         resources={"segment": segment_for(sim, **overrides), "storage": DuckDBStorage(path=str(path))},
+                         selection=[asset_key(n) for n in names], raise_on_error=False)
+    return result
+
+
+def rows(path: Path, sql: str) -> list[tuple]:
+    return sorted(DuckDBTarget(path).query(sql), key=repr)
+
+
+def cycle_to_the_end(sim: Simulator, path: Path) -> list[dict[str, Any]]:
+    """Budgeted runs until the cycle completes; each run's metadata."""
+    runs = []
+    while True:
+        result = sync(sim, path, [STREAM], fanout_budgets={STREAM: BUDGET})
+        assert result.success
+        md = {k: v.value for k, v in materializations(result, STREAM)[0].metadata.items()}
+        runs.append(md)
+        if md["segment/cycle_runs_left"] == 0:
+            return runs
+        assert len(runs) < 50, "the cycle never completes"
+
+
+def test_budgeted_fanout_completes_over_runs_with_the_rows_of_one_run(sim: Simulator, tmp_path: Path) -> None:
+    one, many = tmp_path / "one.duckdb", tmp_path / "many.duckdb"
+    assert sync(sim, one, [*PARENTS, STREAM]).success
+    assert sync(sim, many, PARENTS).success
+    traits = len(rows(one, "SELECT DISTINCT space_id, trait FROM space_traits"))
+    assert traits > BUDGET
+
+    runs = cycle_to_the_end(sim, many)
+    assert len(runs) == math.ceil(traits / BUDGET)
+    assert [r["segment/api_requests"] for r in runs] == [min(BUDGET, traits - i * BUDGET) for i in range(len(runs))]
+    assert [r["segment/cycle_parents_done"] for r in runs] == [min((i + 1) * BUDGET, traits) for i in range(len(runs))]
+    assert runs[0]["segment/cycle_complete_for"] == "none yet" and runs[-1]["segment/cycle_complete_for"] != "none yet"
+    assert runs[0]["segment/cycle_runs_left"] == len(runs) - 1
+    table = "SELECT space_id, trait_key, value FROM space_trait_sample_values"
+    assert rows(many, table) == rows(one, table)
+    assert rows(many, "SELECT DISTINCT header__change_oper FROM space_trait_sample_values__ct") == [("I",)]
+    assert not DuckDBTarget(many).table_exists(f"{STREAM}__cycle_parents"), "side tables go with the cycle"
+
+
+def test_deletes_wait_for_the_end_of_the_cycle(sim: Simulator, tmp_path: Path) -> None:
+    db = tmp_path / "many.duckdb"
+    assert sync(sim, db, PARENTS).success
+    cycle_to_the_end(sim, db)
+    trait = sorted(t["trait"] for t in sim.workspace.list("traits"))[0]
+    gone = rows(db, f"SELECT value FROM space_trait_sample_values WHERE trait_key = '{trait}'")
+    assert gone
+    sim.workspace.delete("traits", trait)
+    assert sync(sim, db, ["space_traits"]).success  # the parent table no longer lists it
+
+    runs = cycle_to_the_end(sim, db)
+    assert len(runs) >= 2
+    deleted = rows(db, "SELECT value FROM space_trait_sample_values__ct "
+                       f"WHERE header__change_oper = 'D' AND trait_key = '{trait}'")
+    assert deleted == gone, "the vanished trait's rows are deleted, with D change rows"
+    assert [r["segment/deleted"] for r in runs[:-1]] == [0] * (len(runs) - 1), "nothing deleted before the end"
+    assert runs[-1]["segment/deleted"] == len(gone)
+    assert not rows(db, f"SELECT value FROM space_trait_sample_values WHERE trait_key = '{trait}'")
+
+
+def test_a_failed_run_of_a_cycle_is_continued_by_the_next(sim: Simulator, tmp_path: Path) -> None:
+    db, one = tmp_path / "many.duckdb", tmp_path / "one.duckdb"
+    assert sync(sim, one, [*PARENTS, STREAM]).success
+    assert sync(sim, db, PARENTS).success
+    first = sync(sim, db, [STREAM], fanout_budgets={STREAM: BUDGET})
+    assert first.success
+    sim.inject("500", "listSampleValuesFromTrait", times=100)  # the next run dies mid-chunk
+    assert not sync(sim, db, [STREAM], fanout_budgets={STREAM: BUDGET}, max_retries=1).success
+    sim.faults.clear()
+    runs = cycle_to_the_end(sim, db)
+    done_before = BUDGET
+    assert runs[0]["segment/cycle_parents_done"] == done_before + BUDGET, "it resumes where the last commit left it"
+    table = "SELECT space_id, trait_key, value FROM space_trait_sample_values"
+    assert rows(db, table) == rows(one, table)
+
+
+def test_budget_is_minutes_of_the_endpoint_limit() -> None:
+    samples = STREAMS[STREAM]
+    assert budget_requests(samples, 30) == 25 * 30
+    assert budget_requests(samples, 30, {STREAM: 7}) == 7
+    assert budget_requests(STREAMS["sources"], 30) is None, "no parent: read whole"
+    assert budget_requests(STREAMS["source_connected_destinations"], 30) is None, "no limit of its own"
+
+
+@pytest.mark.parametrize("budget", [0])
+def test_a_zero_budget_turns_cycles_off(budget: int) -> None:
+    assert budget_requests(STREAMS[STREAM], budget) is None
