@@ -522,7 +522,7 @@ def render_text(report: Report) -> str:
     ws = report.workspace or {}
     lines.append(f"  ok      token accepted: workspace {ws.get('name')!r} (slug {ws.get('slug')}, id {ws.get('id')})")
     if report.features:
-        lines += ["", "  feature-gated areas (one request each):"]
+        lines += ["", "  feature-gated areas (a one-item request each):"]
         width = max(len(f.area) for f in report.features)
         for f in report.features:
             status = {"available": "available", "not available": "NOT AVAILABLE", "unknown": "unknown"}[f.status]

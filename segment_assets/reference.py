@@ -55,8 +55,8 @@ UPDATE_METHODS = {  # name, what it does
                                       "the change table in the same transaction. A connection may choose `full_load` "
                                       "instead for any such stream: the table is replaced, no change table."),
     UpdateMethod.WATERMARK: ("watermark", "The endpoint lists newest first: paging stops at the first page that "
-                             f"reaches the stored maximum of the watermark field (less {_overlap()}, for late updates). Rows "
-                             "are upserted, with `I`/`U` rows in the change table; none are deleted."),
+                             f"reaches the stored maximum of the watermark field (less {_overlap()}, for late "
+                             "updates). Rows are upserted, with `I`/`U` rows in the change table; none are deleted."),
     UpdateMethod.INCREMENTAL: ("time-partitioned", "Each daily or monthly partition (or a range of them, in one run) "
                                "replaces its time window idempotently. No change table."),
     UpdateMethod.FULL_LOAD: ("full load", "Every run replaces the table. No change table."),
@@ -163,7 +163,8 @@ def _change_table(stream: StreamSpec) -> str:
     name = stream.table + CHANGE_SUFFIX
     if stream.update_method.keeps_changes:
         what = "insert or update" if stream.update_method is UpdateMethod.WATERMARK else "insert, update or delete"
-        text = f"`{DEFAULT_SCHEMA}.{name}`: every column below plus the [header columns](#change-tables), one row per {what}"
+        text = (f"`{DEFAULT_SCHEMA}.{name}`: every column below plus the [header columns](#change-tables), "
+                f"one row per {what}")
         if stream.update_method is UpdateMethod.RELOAD_AND_COMPARE:
             text += " (unless a connection chooses `full_load` for this stream)"
         return text
