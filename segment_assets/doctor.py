@@ -5,8 +5,9 @@ For each configured connection (or the one named), with few requests:
 1. the token: one `GET /` (getWorkspace); on a 401, one request to the other region's base
    URL tells a refused token from a token of the other region, and names the setting to change;
 2. the feature-gated areas (Protocols, Spaces, Audiences, Functions...): one request each with
-   `pagination[count]=1`, 403 meaning "not in this workspace's plan" and naming the tables that
-   will stay empty;
+   `pagination[count]=1` (one per value of a required parameter: listFunctions asks per
+   resourceType), 403 meaning "not in this workspace's plan" and naming the tables that will
+   stay empty;
 3. the cost of a full sync (what `segment-assets sync` runs: every configuration stream, the last
    daily partition, the current month): requests ≈ parent rows × fan-out × pages, counted from
    `totalEntries` of one-item pages of the parent lists and extrapolated from one sampled parent
@@ -522,7 +523,7 @@ def render_text(report: Report) -> str:
     ws = report.workspace or {}
     lines.append(f"  ok      token accepted: workspace {ws.get('name')!r} (slug {ws.get('slug')}, id {ws.get('id')})")
     if report.features:
-        lines += ["", "  feature-gated areas (a one-item request each):"]
+        lines += ["", "  feature-gated areas (one-item requests):"]
         width = max(len(f.area) for f in report.features)
         for f in report.features:
             status = {"available": "available", "not available": "NOT AVAILABLE", "unknown": "unknown"}[f.status]
