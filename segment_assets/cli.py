@@ -1,4 +1,4 @@
-"""`segment-assets`: simulate, sync, streams, demo.
+"""`segment-assets`: sync, demo, sql, doctor, init, streams, docs, simulate.
 
 `sync` materializes assets in-process against a real Dagster instance (DAGSTER_HOME,
 default `.dagster_home/`), so its runs and materializations show in the UI afterwards.
@@ -315,8 +315,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--duckdb", help="DuckDB file (default data/segment_assets.duckdb)")
     sub.add_parser("simulate", help="run the Segment API simulator in the foreground (see `simulate --help`)",
                    add_help=False)
+    sub.add_parser("doctor", help="check the token, region and features; estimate a full sync (see `doctor --help`)",
+                   add_help=False)
+    sub.add_parser("docs", help="write docs/tables.md, the table reference (--check: fail if out of date)",
+                   add_help=False)
     if argv[:1] == ["simulate"]:
         return cmd_simulate(argparse.Namespace(), argv[1:])
+    if argv[:1] == ["doctor"]:
+        from segment_assets.doctor import main as doctor_main
+
+        return doctor_main(argv[1:])
+    if argv[:1] == ["docs"]:
+        from segment_assets.reference import main as docs_main
+
+        return docs_main(argv[1:])
     args = parser.parse_args(argv)
     # SIGTERM (Kubernetes, Docker, systemd) stops a sync like Ctrl-C: threads end at their next
     # request or wait, staging files are removed, committed tables stay as they are.
