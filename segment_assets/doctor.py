@@ -40,10 +40,10 @@ from segment_assets.client import (
     SegmentClient,
     SegmentError,
     StreamUnavailable,
-    TokenBucket,
     TransientError,
     token_help,
 )
+from segment_assets.rate_limits import minimum_seconds
 from segment_assets.connections import CONNECTIONS_ENV, Connection, ConnectionConfigError, configured_connections
 from segment_assets.partitions import clamp_to_retention, partitions_def, window_queries
 from segment_assets.reading import plan_requests
@@ -463,8 +463,7 @@ class Doctor:
             limit = stream.rate_limit_per_minute
             seconds = 0.0
             if limit:
-                burst = TokenBucket(limit).capacity  # the client's first requests go without waiting
-                seconds = max(0.0, requests.value - burst) * 60.0 / limit
+                seconds = minimum_seconds(requests.value, limit)  # as the shared rate budget paces them
             chain, above = [], stream.parent.stream if stream.parent else None
             while above in selected:
                 chain.insert(0, above)

@@ -78,6 +78,15 @@ def window_limit(name: str, per_minute: float | None, window: float = WINDOW_SEC
     return Limit(name, count, round((window * count / per_minute + margin) * 1_000_000))
 
 
+def minimum_seconds(requests: float, per_minute: float | None) -> float:
+    """The least time `requests` take under a limit of `per_minute` with a fresh budget: N start at
+    once, then N per window (what `window_limit` enforces, without the margin)."""
+    limit = window_limit("estimate", per_minute, margin=0.0)
+    if limit is None or requests <= 0:
+        return 0.0
+    return (math.ceil(requests / limit.count) - 1) * limit.period_us / 1_000_000
+
+
 def earliest_fit(starts: Sequence[int], at: int, count: int, period: int) -> int:
     """The earliest instant >= `at` that can join the sorted `starts` with every half-open
     window of `period` still holding at most `count` starts."""

@@ -70,11 +70,11 @@ def test_json_report_counts_parents_and_bounds_the_sync_by_the_slow_endpoints(us
     assert est["rows"]["warehouses"] == str(len(warehouses))
     functions = us.items("listFunctions", query={"resourceType": "INSERT_SOURCE"})
     streams = {s["stream"]: s for s in est["streams"]}
-    # getAdvancedSyncScheduleFromWarehouse: one unpaginated request per warehouse at 2/min; the client's
-    # bucket lets the first go at once, each further one waits 30 s.
+    # getAdvancedSyncScheduleFromWarehouse: one unpaginated request per warehouse at 2/min; the shared
+    # budget lets 2 go at once, then 2 more each minute.
     schedules = streams["warehouse_advanced_sync_schedules"]
     assert (schedules["requests"], schedules["requests_kind"]) == (len(warehouses), "exact")
-    assert schedules["chain_seconds"] == pytest.approx((len(warehouses) - 1) * 30.0)
+    assert schedules["chain_seconds"] == pytest.approx((-(-len(warehouses) // 2) - 1) * 60.0)
     # A deeper level is extrapolated from one sampled parent and says so.
     first_connected = us.items("listConnectedSourcesFromWarehouse", {"warehouseId": warehouses[0]["id"]})
     selective = streams["warehouse_selective_syncs"]
@@ -83,7 +83,7 @@ def test_json_report_counts_parents_and_bounds_the_sync_by_the_slow_endpoints(us
     assert selective["chain"] == ["warehouses", "warehouse_connected_sources"]
     assert est["top"][0] == "warehouse_selective_syncs"
     assert est["bound_by"] == "warehouse_selective_syncs"
-    assert est["min_seconds"] == pytest.approx((selective["requests"] - 1) * 30.0)
+    assert est["min_seconds"] == pytest.approx((-(-selective["requests"] // 2) - 1) * 60.0)
     # INSERT_* functions only feed insert_function_instances: counted per resourceType.
     inserts = sum(len(us.items("listFunctions", query={"resourceType": t}))
                   for t in ("INSERT_DESTINATION", "INSERT_SOURCE", "INSERT_TRANSFORMATION"))
