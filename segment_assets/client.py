@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -144,6 +146,7 @@ class SegmentClient:
         stop: threading.Event | None = None,
         token_env: str = "SEGMENT_API_TOKEN",
         rate_limit_store: RateLimitStore | str | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
         """`rate_limit_store` says who shares the budget: None (default) this client alone; 'memory',
         'file', 'file:/dir', 'redis://host:port/db' (see `rate_limits.open_store`) or a store."""
@@ -170,7 +173,15 @@ class SegmentClient:
         self._verified = threading.Event()
         self._first_request = threading.Lock()
         self._auth_error: SegmentAuthError | None = None
+        # Proxies (HTTPS_PROXY, NO_PROXY) and SSL_CERT_FILE come from the environment (httpx's
+        # trust_env); a CA bundle given here wins, for a TLS-inspecting gateway between us and Segment.
+        verify: ssl.SSLContext | bool = True
+        if ca_bundle:
+            if not Path(ca_bundle).is_file():
+                raise ValueError(f"ca_bundle {ca_bundle!r} is not a file: give the PEM file of the CA to trust")
+            verify = ssl.create_default_context(cafile=ca_bundle)
         self._http = httpx.Client(
+            verify=verify,
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "segment-assets/0.1"},
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),

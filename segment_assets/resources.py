@@ -58,6 +58,8 @@ class SegmentResource(ConfigurableResource):
                                                      "own endpoint's rate limit).")
     token_env: str = Field(default="SEGMENT_API_TOKEN", description="The variable the token comes from (named in "
                                                                     "error messages, never its value).")
+    ca_bundle: str | None = Field(default=None, description="PEM file of a CA to trust (a TLS-inspecting proxy); "
+                                                           "SSL_CERT_FILE and HTTPS_PROXY/NO_PROXY are honoured too.")
     fanout_budget_minutes: float = Field(
         default=DEFAULT_BUDGET_MINUTES,
         description="A fan-out on a rate-limited endpoint whose requests exceed this many minutes of its limit "
@@ -109,6 +111,7 @@ class SegmentResource(ConfigurableResource):
             max_connections=max(8, self.max_concurrency * 4),
             token_env=self.token_env,
             rate_limit_store=self.rate_limit_store,
+            ca_bundle=self.ca_bundle,
         )
 
 

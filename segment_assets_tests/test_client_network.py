@@ -1,0 +1,101 @@
+"""The network between a company and Segment: a forwarding proxy (HTTPS_PROXY/NO_PROXY) and a
+custom CA bundle, with a real CONNECT proxy (tinyproxy) and the simulator over HTTPS."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from segment_assets.cli import run_sync
+from segment_assets.client import SegmentClient
+from segment_assets.resources import DuckDBStorage, SegmentResource
+from segment_assets.simulator import Simulator
+from segment_assets.simulator.tls import TlsFiles, make_certificates
+from segment_assets.storage import DuckDBTarget
+from segment_assets.streams import STREAMS
+from segment_assets_tests.test_simulator_tls import _free_port, _wait_for_port
+
+SECRET = "sk-proxy-test-token-4242"
+pytestmark = pytest.mark.skipif(shutil.which("tinyproxy") is None, reason="needs Debian's tinyproxy (.ci/run)")
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> TlsFiles:
+    return make_certificates(tmp_path / "tls")
+
+
+@pytest.fixture
+def https_sim(certs: TlsFiles) -> Iterator[Simulator]:
+    with Simulator(seed=7, tls_cert=certs.cert, tls_key=certs.key, tokens=(SECRET,)) as sim:
+        yield sim
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    port, log = _free_port(), tmp_path / "tinyproxy.log"
+    conf = tmp_path / "tinyproxy.conf"
+    # LogLevel Info records every request line and header the proxy sees.
+    conf.write_text(f"Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 32\n"
+                    f"LogLevel Info\nLogFile \"{log}\"\nPidFile \"{tmp_path / 'tinyproxy.pid'}\"\n")
+    proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def sync(sim: Simulator, db: Path, **segment: object) -> None:
+    resource = SegmentResource(api_token=SECRET, api_url=sim.url, pace_requests=False, **segment)
+    run_sync(["sources", "labels"], segment=resource, storage=DuckDBStorage(path=str(db)), out=io.StringIO())
+
+
+def test_a_sync_goes_through_the_proxy_with_a_custom_ca(https_sim: Simulator, certs: TlsFiles,
+                                                       proxy: tuple[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    url, log = proxy
+    monkeypatch.setenv("HTTPS_PROXY", url)
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    db = tmp_path / "segment_assets.duckdb"
+    sync(https_sim, db, ca_bundle=str(certs.ca_cert))
+    assert DuckDBTarget(db).query("SELECT count(*) FROM sources") == [(len(https_sim.items("listSources")),)]
+    port = https_sim.url.rsplit(":", 1)[1]  # type: ignore[union-attr]
+    assert f"CONNECT 127.0.0.1:{port}" in log.read_text(), "the requests went through the proxy"
+    assert SECRET not in log.read_text(), "the token travels inside the TLS tunnel"
+
+
+def test_ssl_cert_file_is_honoured_and_an_untrusted_gateway_refused(https_sim: Simulator, certs: TlsFiles,
+                                                                    proxy: tuple[str, Path], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = proxy
+    monkeypatch.setenv("HTTPS_PROXY", url)
+    monkeypatch.setenv("NO_PROXY", "")
+    with pytest.raises(SystemExit, match="sync failed"):
+        sync(https_sim, tmp_path / "refused.duckdb", max_retries=0)  # the default trust store refuses the CA
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
+    db = tmp_path / "trusted.duckdb"
+    sync(https_sim, db)
+    assert DuckDBTarget(db).query("SELECT count(*) FROM labels") == [(len(https_sim.items("listLabels")),)]
+
+
+def test_no_proxy_bypasses_the_proxy(https_sim: Simulator, certs: TlsFiles, proxy: tuple[str, Path],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    url, log = proxy
+    monkeypatch.setenv("HTTPS_PROXY", url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with SegmentClient(SECRET, https_sim.url, ca_bundle=str(certs.ca_cert)) as client:
+        assert client.request(STREAMS["workspace"], {}, {})["workspace"]["id"]
+    assert "CONNECT" not in (log.read_text() if log.exists() else "")
+
+
+def test_a_missing_ca_bundle_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not a file"):
+        SegmentClient(SECRET, "https://127.0.0.1:9", ca_bundle=str(tmp_path / "nope.pem"))
