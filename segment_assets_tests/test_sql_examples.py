@@ -1,4 +1,4 @@
-"""Every query of docs/README-sql-examples.md runs on a synced demo workspace and answers right.
+"""Every query of the README's "Questions answered in SQL" runs on a synced demo workspace and answers right.
 
 The workspace is synced twice, with a source renamed and a destination toggled in between, so
 the change tables hold updates that the audit trail explains. The simulator's clock starts two
@@ -25,12 +25,15 @@ from segment_assets.cli import run_sync
 from segment_assets.resources import DuckDBStorage, SegmentResource
 from segment_assets.simulator import Simulator
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "README-sql-examples.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
+SECTION = "## Questions answered in SQL"
 
 
 def queries() -> tuple[list[str], dict[str, str]]:
     """(setup statements before the first question, question title -> its SQL)."""
-    text = DOC.read_text(encoding="utf-8")
+    text = README.read_text(encoding="utf-8")
+    assert SECTION in text, f"README.md has no section {SECTION!r}"
+    text = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
     setup: list[str] = []
     by_title: dict[str, str] = {}
     title = None
