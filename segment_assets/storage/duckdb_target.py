@@ -25,6 +25,7 @@ from segment_assets.storage.base import (
     CHANGE_SUFFIX,
     DEFAULT_SCHEMA,
     HEADER_COLUMNS,
+    SEQ_COUNTER_DIGITS,
     STATE_TABLE,
     KeyCheck,
     StorageError,
@@ -80,6 +81,9 @@ class _FileConnection:
         self.closer.start()
 
 
+STATE_COLUMNS = (("key", "VARCHAR PRIMARY KEY"), ("value", "VARCHAR"))
+_ENSURED: dict[tuple[str, int, str, str], frozenset[tuple[str, str]]] = {}
+_ENSURED_GUARD = threading.Lock()
 _FILES: dict[str, _FileConnection] = {}
 _FILES_GUARD = threading.Lock()
 
@@ -196,6 +200,19 @@ class DuckDBTarget(Target):
         return dict(rows)
 
     def _ensure(self, con: duckdb.DuckDBPyConnection, name: str, columns: Sequence[tuple[str, str]]) -> None:
+        # Tables only ever gain columns: once this process saw these columns in place, they stay,
+        # and the catalog query (a few ms each, twice per write) is not needed again.
+        # The file's inode in the key: a file replaced at the same path starts from nothing.
+        known = (self.path, os.stat(self.path).st_ino, self.schema, name)
+        wanted = frozenset(columns)
+        with _ENSURED_GUARD:
+            if wanted <= _ENSURED.get(known, frozenset()):
+                return
+        self._ensure_now(con, name, columns)
+        with _ENSURED_GUARD:
+            _ENSURED[known] = _ENSURED.get(known, frozenset()) | wanted
+
+    def _ensure_now(self, con: duckdb.DuckDBPyConnection, name: str, columns: Sequence[tuple[str, str]]) -> None:
         existing = self._existing_types(con, name)
         if not existing:
             cols = ", ".join(f"{q(c)} {t}" for c, t in columns)
@@ -324,12 +341,10 @@ class DuckDBTarget(Target):
         cols = ", ".join(q(c) for c in [*table.column_names, *(h for h, _ in HEADER_COLUMNS)])
         con.execute(f"INSERT INTO {ct} ({cols}) {change_rows_sql(table, '_changes')}",
                     [prefix, datetime.now(timezone.utc), run_id])
-        first, last = con.execute(
-            f"SELECT min(header__change_seq), max(header__change_seq) FROM {ct} WHERE starts_with(header__change_seq, ?)",
-            [prefix],
-        ).fetchone()
         result.change_rows = total
-        result.change_seq_first, result.change_seq_last = first, last
+        # change_rows_sql numbers the rows 1..total after the prefix.
+        result.change_seq_first = prefix + "1".zfill(SEQ_COUNTER_DIGITS)
+        result.change_seq_last = prefix + str(total).zfill(SEQ_COUNTER_DIGITS)
 
     def _next_seq_prefix(self, con: duckdb.DuckDBPyConnection) -> str:
         prefix = next_seq_prefix(self._state(con, "change_seq_prefix"))
@@ -337,15 +352,13 @@ class DuckDBTarget(Target):
         return prefix
 
     def _state(self, con: duckdb.DuckDBPyConnection, key: str) -> str | None:
-        state = self._qualified(STATE_TABLE)
-        con.execute(f"CREATE TABLE IF NOT EXISTS {state} (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        row = con.execute(f"SELECT value FROM {state} WHERE key = ?", [key]).fetchone()
+        self._ensure(con, STATE_TABLE, STATE_COLUMNS)
+        row = con.execute(f"SELECT value FROM {self._qualified(STATE_TABLE)} WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
 
     def _set_state(self, con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
-        state = self._qualified(STATE_TABLE)
-        con.execute(f"CREATE TABLE IF NOT EXISTS {state} (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        con.execute(f"INSERT OR REPLACE INTO {state} VALUES (?, ?)", [key, value])
+        self._ensure(con, STATE_TABLE, STATE_COLUMNS)
+        con.execute(f"INSERT OR REPLACE INTO {self._qualified(STATE_TABLE)} VALUES (?, ?)", [key, value])
 
     def read_state(self, key: str) -> str | None:
         with self.connect() as con:
@@ -374,6 +387,9 @@ class DuckDBTarget(Target):
         with self.connect() as con:
             existed = bool(self._existing_columns(con, name))
             con.execute(f"DROP TABLE IF EXISTS {self._qualified(name)}")
+        with _ENSURED_GUARD:
+            for known in [k for k in _ENSURED if k[0] == self.path and k[2:] == (self.schema, name)]:
+                del _ENSURED[known]
         return existed
 
     def delete_missing(self, table: TableDef, keys_table: str, run_id: str) -> WriteResult:
