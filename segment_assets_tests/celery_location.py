@@ -1,0 +1,23 @@
+"""A code location for the Celery deployment test: the product's assets and resources, plus one
+job that runs the full configuration sync with dagster-celery's executor (steps go to workers
+through the broker). Broker and backend come from the run config, as the workers' config YAML."""
+
+from __future__ import annotations
+
+from dagster import Definitions, define_asset_job
+from dagster_celery import celery_executor
+
+from segment_assets.automation import CONFIG_JOB, build_jobs
+from segment_assets import definitions as segment_definitions
+
+CELERY_CONFIG_JOB = f"{CONFIG_JOB}_celery"
+
+celery_config_sync = define_asset_job(
+    CELERY_CONFIG_JOB,
+    selection=build_jobs()[CONFIG_JOB].selection,  # whatever the product calls a full config sync
+    executor_def=celery_executor,
+    description="The configuration sync of segment_config, each step on a Celery worker.",
+)
+
+# One Definitions object at module level: Dagster refuses a module that holds two.
+defs = Definitions.merge(segment_definitions.defs, Definitions(jobs=[celery_config_sync]))

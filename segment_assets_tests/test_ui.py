@@ -1,0 +1,355 @@
+"""The Dagster UI as a user drives it: `dagster dev` (webserver + daemon) on the project's code
+location and instance settings, the simulator as the Segment API, Chromium through Playwright.
+
+Each step is checked on screen and again through GraphQL or the DuckDB file. Screenshots go to
+test-artifacts/ui/; the webserver start and run timings are printed and written to
+test-artifacts/ui/timings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from segment_assets_tests.services import PROJECT_ROOT, DagsterDev, chromium_page, dagster_dev, wait_until
+
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(2400)]
+
+# Everything that names the product's Dagster objects, in one place: asset keys may gain a
+# connection level (segment/<connection>/<stream>) and config assets may become one multi-asset.
+KEY_PREFIX: tuple[str, ...] = ("segment",)
+LOCATION, REPOSITORY = "segment_assets", "__repository__"
+CONFIG_JOB = "segment_config"
+AUDIT_SENSOR = "segment_audit_trail_sensor"
+GROUPS = ("sources", "destinations", "warehouses", "protocols", "iam", "audit", "usage", "delivery")
+PARENT, CHILD = "sources", "source_connected_destinations"
+DAILY = "audit_events"
+
+ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "ui"
+RUN_TIMEOUT = 1500.0  # a full config run: ~2 min on an idle two-core machine, far more on a shared one
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+BACKFILL_TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+TIMINGS: dict[str, Any] = {}
+
+
+def key_path(stream: str) -> str:
+    """`segment/sources`: the key as URLs and the selection syntax spell it."""
+    return "/".join((*KEY_PREFIX, stream))
+
+
+def key_list(stream: str) -> list[str]:
+    return [*KEY_PREFIX, stream]
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ui_sim() -> Iterator[Any]:
+    # In-process, so the test can change the workspace (an audit event) while Dagster reads it.
+    from segment_assets.simulator import Simulator
+
+    with Simulator(seed=7) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def duckdb_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ui-data") / "ui.duckdb"
+
+
+@pytest.fixture(scope="module")
+def dev(ui_sim: Any, duckdb_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+    env = {"SEGMENT_API_TOKEN": ui_sim.token, "SEGMENT_API_URL": ui_sim.url, "SEGMENT_PACE_REQUESTS": "false",
+           "SEGMENT_DUCKDB_PATH": str(duckdb_file)}
+    with dagster_dev(tmp_path_factory.mktemp("ui-home"), env) as running:
+        TIMINGS["webserver_ready_seconds"] = round(running.started_seconds, 1)
+        print(f"\n[ui] dagster dev ready (code location loaded, daemons healthy) in {running.started_seconds:.1f}s")
+        yield running
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "timings.json").write_text(json.dumps(TIMINGS, indent=2) + "\n")
+    print(f"[ui] timings: {json.dumps(TIMINGS)}")
+
+
+@pytest.fixture(scope="module")
+def page(dev: DagsterDev) -> Iterator[Any]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with chromium_page() as p:
+        # Dagster invites to its community on a first visit; a user clicks Skip, whenever it shows.
+        p.add_locator_handler(p.get_by_role("button", name="Skip"), lambda skip: skip.click())
+        p.set_default_timeout(30_000)
+        yield p
+
+
+@pytest.fixture(autouse=True)
+def screenshot_on_failure(request: pytest.FixtureRequest, page: Any) -> Iterator[None]:
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed:
+        shot(page, f"FAILED-{request.node.name}")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def asset_link(page: Any, stream: str) -> Any:
+    return page.locator(f'a[href="/assets/{key_path(stream)}"]').first
+
+
+def visit(page: Any, dev: DagsterDev, path: str) -> None:
+    page.goto(dev.url + path, wait_until="networkidle")
+
+
+def run_ids(dev: DagsterDev) -> set[str]:
+    data = dev.graphql("{ runsOrError(limit: 200) { ... on Runs { results { runId } } } }")
+    return {r["runId"] for r in data["runsOrError"]["results"]}
+
+
+def new_run(dev: DagsterDev, before: set[str], what: str, timeout: float = 120.0) -> str:
+    def created() -> str | None:
+        fresh = run_ids(dev) - before
+        return next(iter(fresh)) if len(fresh) == 1 else None
+
+    return wait_until(created, what=f"the run of {what} to be created", timeout=timeout, interval=1.0)
+
+
+_RUN = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run {
+  runId jobName status startTime endTime assetSelection { path } tags { key value }
+  stepStats { stepKey status } } } }"""
+_RUN_ERRORS = """query($id: ID!) { logsForRun(runId: $id, limit: 2000) { ... on EventConnection { events {
+  __typename ... on ExecutionStepFailureEvent { stepKey error { message } } ... on RunFailureEvent { message } } } } }"""
+
+
+def run_info(dev: DagsterDev, run_id: str) -> dict[str, Any]:
+    return dev.graphql(_RUN, {"id": run_id})["runOrError"]
+
+
+def wait_for_run(dev: DagsterDev, run_id: str, label: str, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+    """Wait until the run ends; it must succeed (else the step errors are the message). Records its timing."""
+    run = wait_until(lambda: (r := run_info(dev, run_id))["status"] in TERMINAL and r,
+                     what=f"run {run_id} ({label}) to finish", timeout=timeout, interval=2.0)
+    if run["status"] != "SUCCESS":
+        events = dev.graphql(_RUN_ERRORS, {"id": run_id})["logsForRun"]["events"]
+        errors = [f"{e.get('stepKey') or 'run'}: {(e.get('error') or {}).get('message') or e.get('message')}"
+                  for e in events if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")]
+        raise AssertionError(f"run {run_id} ({label}) ended {run['status']}:\n" + "\n".join(errors))
+    seconds = round(run["endTime"] - run["startTime"], 1)
+    TIMINGS[label] = {"run_id": run_id, "seconds": seconds, "steps": len(run["stepStats"])}
+    print(f"[ui] run {label}: {len(run['stepStats'])} step(s) in {seconds}s")
+    return run
+
+
+def expect_launched(page: Any, text: str) -> None:
+    """The toast Dagster shows after a launch, and no error dialog instead."""
+    page.get_by_text(re.compile(text)).first.wait_for(state="visible", timeout=120_000)
+    assert_no_error_dialog(page)
+
+
+def assert_no_error_dialog(page: Any) -> None:
+    dialogs = page.get_by_role("dialog")
+    texts = [dialogs.nth(i).inner_text() for i in range(dialogs.count()) if dialogs.nth(i).is_visible()]
+    assert not texts, f"unexpected dialog: {texts}"
+
+
+def open_run_page(page: Any, dev: DagsterDev, run_id: str, name: str) -> None:
+    visit(page, dev, f"/runs/{run_id}")
+    page.get_by_text("Success", exact=True).first.wait_for(state="visible")
+    page.get_by_text("RUN_SUCCESS").first.wait_for(state="visible")  # the event log has loaded
+    shot(page, name)
+
+
+def query_duckdb(path: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    # Read-only, after the runs ended; a retry covers a writer that has not let go of the file yet.
+    def read() -> list[tuple[Any, ...]]:
+        with duckdb.connect(str(path), read_only=True) as con:
+            return con.execute(sql, params or []).fetchall()
+
+    return wait_until(lambda: [read()], what=f"DuckDB {path} to be readable", timeout=60)[0]
+
+
+def toggle_running(page: Any) -> None:
+    """The sensor page's Running switch (a checkbox drawn as a switch, inside its label)."""
+    page.locator("label", has=page.get_by_role("checkbox")).first.click()
+
+
+_SENSOR = """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { __typename ... on Sensor {
+  sensorState { status ticks(limit: 20) { status runIds skipReason error { message } } } } } }"""
+
+
+def sensor_state(dev: DagsterDev) -> dict[str, Any]:
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "sensorName": AUDIT_SENSOR}
+    return dev.graphql(_SENSOR, {"s": selector})["sensorOrError"]["sensorState"]
+
+
+# -- the user's path -------------------------------------------------------------------------
+
+
+def test_lineage_shows_the_segment_groups(page: Any, dev: DagsterDev) -> None:
+    visit(page, dev, "/asset-groups")
+    for group in GROUPS:
+        page.get_by_role("button", name=group, exact=False).first.wait_for(state="visible")
+    expected = dev.graphql("{ assetNodes { groupName } }")["assetNodes"]
+    assert set(GROUPS) <= {n["groupName"] for n in expected}
+    shot(page, "01-lineage-groups")
+
+
+def test_materialize_a_source_and_its_child_shows_rows_and_columns(page: Any, dev: DagsterDev, ui_sim: Any,
+                                                                   duckdb_file: Path) -> None:
+    selection = f'key:"{key_path(PARENT)}" or key:"{key_path(CHILD)}"'
+    visit(page, dev, "/assets")
+    search = page.get_by_role("textbox", name="Search and filter assets")
+    search.focus()
+    page.keyboard.type(selection)
+    page.keyboard.press("Enter")
+    asset_link(page, CHILD).wait_for(state="visible")
+    # The header checkbox selects every asset the filter shows: exactly the two.
+    page.locator("label", has=page.get_by_role("checkbox")).first.click()
+    launch = page.get_by_role("button", name="Materialize selected (2)")
+    launch.wait_for(state="visible")
+    shot(page, "02-catalog-two-assets-selected")
+    before = run_ids(dev)
+    launch.click()
+    expect_launched(page, "Launched run")
+    run_id = new_run(dev, before, "sources + child")
+    run = wait_for_run(dev, run_id, "materialize_sources_and_child")
+    assert sorted(a["path"] for a in run["assetSelection"]) == sorted([key_list(PARENT), key_list(CHILD)])
+    open_run_page(page, dev, run_id, "03-run-sources-success")
+
+    # The asset page: the row count the run recorded, and the table's columns.
+    sources = ui_sim.items("listSources")
+    stored = query_duckdb(duckdb_file, "SELECT count(*) FROM segment.sources")[0][0]
+    assert stored == len(sources)
+    columns = [r[0] for r in query_duckdb(
+        duckdb_file, "SELECT column_name FROM information_schema.columns WHERE table_schema = 'segment' "
+        "AND table_name = 'sources' ORDER BY ordinal_position")]
+    visit(page, dev, f"/assets/{key_path(PARENT)}")
+    row_count = page.get_by_text("Row count", exact=True).first
+    row_count.wait_for(state="visible")
+    shown = row_count.evaluate("e => e.parentElement.innerText")
+    assert re.search(rf"\b{len(sources)}\b", shown), f"asset page shows {shown!r}, expected {len(sources)} rows"
+    for column in columns:
+        assert page.get_by_role("cell", name=column, exact=True).count() == 1, f"column {column} not shown"
+    shot(page, "04-asset-sources-rows-and-columns")
+    child_rows = query_duckdb(duckdb_file, "SELECT count(*) FROM segment.source_connected_destinations")[0][0]
+    expected_child = sum(len(ui_sim.items("listConnectedDestinationsFromSource", {"sourceId": s["id"]})) for s in sources)
+    assert child_rows == expected_child > 0
+
+
+def test_backfill_of_three_days_runs_as_one_run(page: Any, dev: DagsterDev, ui_sim: Any, duckdb_file: Path) -> None:
+    today = ui_sim.now().astimezone(timezone.utc).date()
+    first, last = today - timedelta(days=3), today - timedelta(days=1)
+    visit(page, dev, f"/assets/{key_path(DAILY)}")
+    page.get_by_role("button", name="Materialize…").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Backfills all partitions in a single run.").wait_for(state="visible")  # BackfillPolicy
+    partitions = dialog.get_by_placeholder("No matching partitions")
+    partitions.fill(f"[{first}...{last}]")
+    partitions.press("Enter")
+    dialog.get_by_text("3 partitions").wait_for(state="visible")
+    shot(page, "05-backfill-dialog-three-days")
+    dialog.get_by_role("button", name="Launch backfill").click()
+    expect_launched(page, "Created backfill")
+
+    backfills = dev.graphql("{ partitionBackfillsOrError(limit: 5) { ... on PartitionBackfills { results { id } } } }")
+    backfill_id = backfills["partitionBackfillsOrError"]["results"][0]["id"]
+    query = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill {
+      status numPartitions runs { runId status } } } }"""
+
+    def backfill() -> dict[str, Any]:
+        return dev.graphql(query, {"id": backfill_id})["partitionBackfillOrError"]
+
+    started = time.monotonic()
+    wait_until(lambda: backfill()["runs"], what=f"the daemon to launch backfill {backfill_id}", timeout=120, interval=1.0)
+    run_id = backfill()["runs"][0]["runId"]
+    run = wait_for_run(dev, run_id, "backfill_3_days")
+    done = wait_until(lambda: (b := backfill())["status"] in BACKFILL_TERMINAL and b,
+                      what=f"backfill {backfill_id} to complete", timeout=120, interval=1.0)
+    TIMINGS["backfill_3_days"]["from_launch_seconds"] = round(time.monotonic() - started, 1)
+    assert done["status"] == "COMPLETED_SUCCESS", done
+    assert done["numPartitions"] == 3
+    assert len(done["runs"]) == 1, "BackfillPolicy.single_run: three partitions, one run"
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (str(first), str(last))
+
+    visit(page, dev, f"/runs/b/{backfill_id}")
+    page.get_by_text("Succeeded", exact=True).first.wait_for(state="visible")
+    shot(page, "06-backfill-succeeded")
+
+    start = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
+    end = datetime(last.year, last.month, last.day, tzinfo=timezone.utc) + timedelta(days=1)
+    served = {e["id"] for e in ui_sim.items("listAuditEvents", query={
+        "startTime": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "endTime": end.strftime("%Y-%m-%dT%H:%M:%S.000Z")})
+        if start <= datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) < end}
+    stored = {r[0] for r in query_duckdb(duckdb_file, "SELECT id FROM segment.audit_events WHERE timestamp >= ? "
+                                         "AND timestamp < ?", [start, end])}
+    assert served and stored == served
+
+
+def test_audit_trail_sensor_runs_what_a_change_touched(page: Any, dev: DagsterDev, ui_sim: Any, duckdb_file: Path) -> None:
+    source = ui_sim.items("listSources")[0]
+    new_name = f"{source['name']} (renamed in the UI test)"
+    # A change in the workspace: the simulator records it in its audit trail ("Source Modified").
+    ui_sim.workspace.update("sources", source["id"], name=new_name)
+    before = run_ids(dev)
+
+    visit(page, dev, f"/locations/{LOCATION}/sensors/{AUDIT_SENSOR}")
+    page.get_by_text("Sensor has never run").wait_for(state="visible")
+    toggle_running(page)
+    wait_until(lambda: sensor_state(dev)["status"] == "RUNNING", what="the sensor to be RUNNING", timeout=30)
+    started = time.monotonic()
+    run_id = new_run(dev, before, "the audit-trail sensor", timeout=180)
+    TIMINGS["sensor_tick_to_run_seconds"] = round(time.monotonic() - started, 1)
+    run = wait_for_run(dev, run_id, "audit_sensor_run")
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags["segment/trigger"] == "audit-trail"
+    assert f"Source:{source['id']}" in tags["segment/audit_resources"]
+    assert key_list("sources") in [a["path"] for a in run["assetSelection"]]
+    ticks = sensor_state(dev)["ticks"]
+    assert any(run_id in t["runIds"] for t in ticks), ticks
+
+    visit(page, dev, f"/locations/{LOCATION}/sensors/{AUDIT_SENSOR}")
+    page.get_by_text("1 run requested").first.wait_for(state="visible")
+    shot(page, "07-sensor-on-run-requested")
+    open_run_page(page, dev, run_id, "08-sensor-run-success")
+    rows = query_duckdb(duckdb_file, "SELECT name FROM segment.sources WHERE id = ?", [source["id"]])
+    assert rows == [(new_name,)]
+
+    visit(page, dev, f"/locations/{LOCATION}/sensors/{AUDIT_SENSOR}")
+    toggle_running(page)
+    wait_until(lambda: sensor_state(dev)["status"] == "STOPPED", what="the sensor to be STOPPED", timeout=30)
+    shot(page, "09-sensor-off")
+
+
+def test_materialize_all_config_assets(page: Any, dev: DagsterDev, ui_sim: Any, duckdb_file: Path) -> None:
+    # The config job is what segment_config_schedule runs: the documented way to refresh everything.
+    visit(page, dev, f"/locations/{LOCATION}/jobs/{CONFIG_JOB}")
+    button = page.get_by_role("button", name="Materialize all")
+    button.wait_for(state="visible")
+    shot(page, "10-config-job")
+    before = run_ids(dev)
+    button.click()
+    expect_launched(page, "Launched run")
+    run_id = new_run(dev, before, CONFIG_JOB)
+    run = wait_for_run(dev, run_id, "materialize_all_config")
+    assert run["jobName"] == CONFIG_JOB
+    failed = [s["stepKey"] for s in run["stepStats"] if s["status"] != "SUCCESS"]
+    assert not failed and len(run["stepStats"]) >= 60, (failed, len(run["stepStats"]))
+    open_run_page(page, dev, run_id, "11-config-run-success")
+    assert_no_error_dialog(page)
+    tables = {r[0] for r in query_duckdb(duckdb_file, "SELECT table_name FROM information_schema.tables "
+                                         "WHERE table_schema = 'segment'")}
+    assert {"sources", "destinations", "users", "tracking_plans", "spaces"} <= tables
+    destinations = query_duckdb(duckdb_file, "SELECT count(*) FROM segment.destinations")[0][0]
+    assert destinations == len(ui_sim.items("listDestinations"))
