@@ -50,8 +50,9 @@ def window_of(stream: StreamSpec) -> Window | None:
     return stream.windowing.partition if stream.windowing else None
 
 
-def step_name(connection: Connection, window: Window | None) -> str:
-    return connection.job_names["config" if window is None else window.value].replace("segment_", "segment_sync_", 1)
+def step_name(connection: Connection, window: Window | None, group: str | None = None) -> str:
+    name = connection.job_names["config" if window is None else window.value].replace("segment_", "segment_sync_", 1)
+    return f"{name}_{group}" if group else name
 
 
 ZERO_CONFIG = Connection(name="default", default_names=True)
@@ -77,21 +78,23 @@ def build_workspace_assets(connection: Connection, storage: StorageResource,
     keys = {s.name: translator.get_asset_key(s, connection) for s in streams}
     out = []
     for window in KINDS:
-        members = [s for s in streams if window_of(s) is window]
-        if not members:
-            continue
-        specs = []
-        for s in members:
-            spec = translator.get_asset_spec(
-                s, connection, storage_kind=storage.kind, table_name=storage.table_name(s.table),
-                parent_key=keys.get(s.parent.stream) if s.parent else None)
-            specs.append(spec_mapper(s, spec) if spec_mapper else spec)
-        out.append(_multi_asset(connection, window, members, specs))
+        in_window = [s for s in streams if window_of(s) is window]
+        groups = dict.fromkeys(s.group for s in in_window) if connection.step_per_group else {None: None}
+        for group in groups:
+            members = [s for s in in_window if group is None or s.group == group]
+            specs = []
+            for s in members:
+                spec = translator.get_asset_spec(
+                    s, connection, storage_kind=storage.kind, table_name=storage.table_name(s.table),
+                    parent_key=keys.get(s.parent.stream) if s.parent else None)
+                specs.append(spec_mapper(s, spec) if spec_mapper else spec)
+            if members:
+                out.append(_multi_asset(connection, window, members, specs, group))
     return out
 
 
 def _multi_asset(connection: Connection, window: Window | None, streams: list[StreamSpec],
-                 specs: list[AssetSpec]) -> AssetsDefinition:
+                 specs: list[AssetSpec], group: str | None = None) -> AssetsDefinition:
     by_key = {spec.key: stream for spec, stream in zip(specs, streams)}
     key_of = {stream.name: spec.key for spec, stream in zip(specs, streams)}
     segment_key, storage_key = connection.resource_keys
@@ -102,7 +105,7 @@ def _multi_asset(connection: Connection, window: Window | None, streams: list[St
         warnings.simplefilter("ignore", BetaWarning)
 
         @multi_asset(
-            name=step_name(connection, window),
+            name=step_name(connection, window, group),
             # Skippable: a stream that failed is not materialized, the others still are.
             specs=[s.replace_attributes(skippable=True) for s in specs],
             check_specs=[c for s in specs for c in (

@@ -73,6 +73,15 @@ class Connection(BaseModel):
     owners: list[str] = Field(default_factory=list, description="Owners of every asset (emails or team:name).")
     tags: dict[str, str] = Field(default_factory=dict, description="Tags on every asset.")
     pace_requests: bool = Field(default=True, description="Pace each endpoint at its documented rate limit.")
+    rate_limit_store: str = Field(
+        default="file",
+        description="Who shares this token's rate budget: 'file' (every process on this machine, the default), "
+                    "'redis://host:port/db' (several machines: Celery workers, pods), or 'memory' (this process).")
+    step_per_group: bool = Field(
+        default=False,
+        description="One Dagster step per Segment area (sources, warehouses...) instead of one per partitioning: for "
+                    "executors that spread steps over processes or machines (Celery, a pod per step). In one process "
+                    "a single step is faster: its streams already run concurrently.")
     default_names: bool = Field(default=False, description="Use the un-namespaced names of a single workspace "
                                                           "(set by zero-config; keep false in files).")
 
@@ -203,6 +212,8 @@ def connection_from_env(environ: Mapping[str, str] | None = None) -> Connection:
         daily_start=env.get("SEGMENT_DAILY_START") or DEFAULT_DAILY_START,
         monthly_start=env.get("SEGMENT_MONTHLY_START") or DEFAULT_MONTHLY_START,
         pace_requests=env.get("SEGMENT_PACE_REQUESTS", "true").lower() not in ("0", "false", "no"),
+        step_per_group=env.get("SEGMENT_STEP_PER_GROUP", "false").lower() in ("1", "true", "yes"),
+        rate_limit_store=env.get("SEGMENT_RATE_LIMIT_STORE") or "file",
         default_names=True,
     )
 

@@ -219,6 +219,7 @@ def segment_resource(connection: Connection) -> SegmentResource:
         connection_name=connection.name,
         pace_requests=connection.pace_requests,
         token_env=connection.token_env,
+        rate_limit_store=connection.rate_limit_store,
     )
 
 

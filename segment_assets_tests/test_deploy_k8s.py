@@ -187,7 +187,7 @@ def test_values_render_an_instance_dagster_loads(values: dict[str, Any], deploym
     assert {"secretRef": {"name": SECRET}} in container["envFrom"]
     assert not any(e["name"] == "SEGMENT_API_TOKEN" for e in container.get("env", []))
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["SEGMENT_DUCKDB_PATH"] == "/data/segment.duckdb"
+    assert env["SEGMENT_DUCKDB_PATH"] == "/data/segment_assets.duckdb"
     assert {"name": "segment-data", "mountPath": "/data"} in container["volumeMounts"]
     assert {"name": "segment-data", "persistentVolumeClaim": {"claimName": "segment-duckdb"}} in pod["volumes"]
     # Sized for a run's step processes, not like the code server.

@@ -81,7 +81,6 @@ class _FileConnection:
         self.closer.start()
 
 
-STATE_COLUMNS = (("key", "VARCHAR PRIMARY KEY"), ("value", "VARCHAR"))
 _ENSURED: dict[tuple[str, int, str, str], frozenset[tuple[str, str]]] = {}
 _ENSURED_GUARD = threading.Lock()
 _FILES: dict[str, _FileConnection] = {}
@@ -351,13 +350,22 @@ class DuckDBTarget(Target):
         self._set_state(con, "change_seq_prefix", prefix)
         return prefix
 
+    def _ensure_state(self, con: duckdb.DuckDBPyConnection) -> None:
+        known = (self.path, os.stat(self.path).st_ino, self.schema, STATE_TABLE)
+        with _ENSURED_GUARD:
+            if known in _ENSURED:
+                return
+        con.execute(f"CREATE TABLE IF NOT EXISTS {self._qualified(STATE_TABLE)} (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        with _ENSURED_GUARD:
+            _ENSURED[known] = frozenset()
+
     def _state(self, con: duckdb.DuckDBPyConnection, key: str) -> str | None:
-        self._ensure(con, STATE_TABLE, STATE_COLUMNS)
+        self._ensure_state(con)
         row = con.execute(f"SELECT value FROM {self._qualified(STATE_TABLE)} WHERE key = ?", [key]).fetchone()
         return row[0] if row else None
 
     def _set_state(self, con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
-        self._ensure(con, STATE_TABLE, STATE_COLUMNS)
+        self._ensure_state(con)
         con.execute(f"INSERT OR REPLACE INTO {self._qualified(STATE_TABLE)} VALUES (?, ?)", [key, value])
 
     def read_state(self, key: str) -> str | None:
