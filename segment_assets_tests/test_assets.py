@@ -134,7 +134,8 @@ def test_materialization_reports_metadata_and_key_check(sim: Simulator, storage:
     assert [c.name for c in md["dagster/column_schema"].value.columns][:3] == ["id", "slug", "name"]
     assert md["dagster/table_name"].value == "segment.sources"
     checks = result.get_asset_check_evaluations()
-    assert [(c.check_name, c.passed) for c in checks] == [("primary_key_unique_not_null", True)]
+    assert sorted((c.check_name, c.passed) for c in checks) == [("primary_key_unique_not_null", True),
+                                                                ("schema_drift", True)]
 
 
 def test_failed_materialization_keeps_previous_table(sim: Simulator, storage: DuckDBStorage,
