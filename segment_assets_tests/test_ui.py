@@ -1,5 +1,6 @@
 """The Dagster UI as a user drives it: `dagster dev` (webserver + daemon) on the project's code
-location and instance settings, the simulator as the Segment API, Chromium through Playwright.
+location and instance settings, two Segment workspaces side by side (a connections file, two
+simulators as their APIs), Chromium through Playwright.
 
 Each step is checked on screen and again through GraphQL or the DuckDB file. Screenshots go to
 test-artifacts/ui/; the webserver start and run timings are printed and written to
@@ -18,19 +19,23 @@ from typing import Any
 
 import duckdb
 import pytest
+import yaml
 
 from segment_assets.connections import connection_from_env
 from segment_assets_tests.services import PROJECT_ROOT, DagsterDev, chromium_page, dagster_dev, wait_until
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(2400)]
 
-# Everything that names the product's Dagster objects, in one place: asset keys may gain a
-# connection level (segment/<connection>/<stream>) and config assets may become one multi-asset.
-KEY_PREFIX: tuple[str, ...] = ("segment",)
+# Everything that names the product's Dagster objects, in one place. Two workspaces are loaded;
+# the user's path runs on the first, and the last test refreshes both.
+CONNECTION, OTHER = "us_prod", "eu_prod"
+KEY_PREFIX: tuple[str, ...] = ("segment", CONNECTION)
+SCHEMA = CONNECTION  # each workspace's tables in a schema of its own, in one DuckDB file
 LOCATION, REPOSITORY = "segment_assets", "__repository__"
-CONFIG_JOB = "segment_config"
-AUDIT_SENSOR = "segment_audit_trail_sensor"
-GROUPS = ("sources", "destinations", "warehouses", "protocols", "iam", "audit", "usage", "delivery")
+CONFIG_JOB = f"segment_{CONNECTION}_config"
+AUDIT_SENSOR = f"segment_{CONNECTION}_audit_trail_sensor"
+GROUPS = tuple(f"{c}__{g}" for c in (CONNECTION, OTHER)
+               for g in ("sources", "destinations", "warehouses", "protocols", "iam", "audit", "usage", "delivery"))
 PARENT, CHILD = "sources", "source_connected_destinations"
 DAILY = "audit_events"
 
@@ -63,14 +68,28 @@ def ui_sim() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
+def other_sim() -> Iterator[Any]:
+    from segment_assets.simulator import Simulator
+
+    with Simulator(seed=11, scale=0.5, tokens=("eu-token",)) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
 def duckdb_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ui-data") / "ui.duckdb"
 
 
 @pytest.fixture(scope="module")
-def dev(ui_sim: Any, duckdb_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
-    env = {"SEGMENT_API_TOKEN": ui_sim.token, "SEGMENT_API_URL": ui_sim.url, "SEGMENT_PACE_REQUESTS": "false",
-           "SEGMENT_DUCKDB_PATH": str(duckdb_file)}
+def dev(ui_sim: Any, other_sim: Any, duckdb_file: Path, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[DagsterDev]:
+    connections = tmp_path_factory.mktemp("ui-config") / "connections.yaml"
+    connections.write_text(yaml.safe_dump({"connections": [
+        {"name": name, "token_env": f"SEGMENT_{name.upper()}_TOKEN", "api_url": sim.url,
+         "duckdb_path": str(duckdb_file), "pace_requests": False}
+        for name, sim in ((CONNECTION, ui_sim), (OTHER, other_sim))]}))
+    env = {"SEGMENT_CONNECTIONS": str(connections), f"SEGMENT_{CONNECTION.upper()}_TOKEN": ui_sim.token,
+           f"SEGMENT_{OTHER.upper()}_TOKEN": other_sim.token}
     with dagster_dev(tmp_path_factory.mktemp("ui-home"), env) as running:
         TIMINGS["webserver_ready_seconds"] = round(running.started_seconds, 1)
         print(f"\n[ui] dagster dev ready (code location loaded, daemons healthy) in {running.started_seconds:.1f}s")
@@ -230,10 +249,10 @@ def test_materialize_a_source_and_its_child_shows_rows_and_columns(page: Any, de
 
     # The asset page: the row count the run recorded, and the table's columns.
     sources = ui_sim.items("listSources")
-    stored = query_duckdb(duckdb_file, "SELECT count(*) FROM segment.sources")[0][0]
+    stored = query_duckdb(duckdb_file, f"SELECT count(*) FROM {SCHEMA}.sources")[0][0]
     assert stored == len(sources)
     columns = [r[0] for r in query_duckdb(
-        duckdb_file, "SELECT column_name FROM information_schema.columns WHERE table_schema = 'segment' "
+        duckdb_file, f"SELECT column_name FROM information_schema.columns WHERE table_schema = '{SCHEMA}' "
         "AND table_name = 'sources' ORDER BY ordinal_position")]
     visit(page, dev, f"/assets/{key_path(PARENT)}")
     row_count = page.get_by_text("Row count", exact=True).first
@@ -243,7 +262,7 @@ def test_materialize_a_source_and_its_child_shows_rows_and_columns(page: Any, de
     for column in columns:
         assert page.get_by_role("cell", name=column, exact=True).count() == 1, f"column {column} not shown"
     shot(page, "04-asset-sources-rows-and-columns")
-    child_rows = query_duckdb(duckdb_file, "SELECT count(*) FROM segment.source_connected_destinations")[0][0]
+    child_rows = query_duckdb(duckdb_file, f"SELECT count(*) FROM {SCHEMA}.source_connected_destinations")[0][0]
     expected_child = sum(len(ui_sim.items("listConnectedDestinationsFromSource", {"sourceId": s["id"]})) for s in sources)
     assert child_rows == expected_child > 0
 
@@ -293,7 +312,7 @@ def test_backfill_of_three_days_runs_as_one_run(page: Any, dev: DagsterDev, ui_s
     served = {e["id"] for e in ui_sim.items("listAuditEvents", query={
         "startTime": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "endTime": end.strftime("%Y-%m-%dT%H:%M:%S.000Z")})
         if start <= datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) < end}
-    stored = {r[0] for r in query_duckdb(duckdb_file, "SELECT id FROM segment.audit_events WHERE timestamp >= ? "
+    stored = {r[0] for r in query_duckdb(duckdb_file, f"SELECT id FROM {SCHEMA}.audit_events WHERE timestamp >= ? "
                                          "AND timestamp < ?", [start, end])}
     assert served and stored == served
 
@@ -324,7 +343,7 @@ def test_audit_trail_sensor_runs_what_a_change_touched(page: Any, dev: DagsterDe
     page.get_by_text("1 run requested").first.wait_for(state="visible")
     shot(page, "07-sensor-on-run-requested")
     open_run_page(page, dev, run_id, "08-sensor-run-success")
-    rows = query_duckdb(duckdb_file, "SELECT name FROM segment.sources WHERE id = ?", [source["id"]])
+    rows = query_duckdb(duckdb_file, f"SELECT name FROM {SCHEMA}.sources WHERE id = ?", [source["id"]])
     assert rows == [(new_name,)]
 
     visit(page, dev, f"/locations/{LOCATION}/sensors/{AUDIT_SENSOR}")
@@ -333,25 +352,28 @@ def test_audit_trail_sensor_runs_what_a_change_touched(page: Any, dev: DagsterDe
     shot(page, "09-sensor-off")
 
 
-def test_materialize_all_config_assets(page: Any, dev: DagsterDev, ui_sim: Any, duckdb_file: Path) -> None:
-    # The config job is what segment_config_schedule runs: the documented way to refresh everything.
-    visit(page, dev, f"/locations/{LOCATION}/jobs/{CONFIG_JOB}")
-    button = page.get_by_role("button", name="Materialize all")
-    button.wait_for(state="visible")
-    shot(page, "10-config-job")
-    before = run_ids(dev)
-    button.click()
-    expect_launched(page, "Launched run")
-    run_id = new_run(dev, before, CONFIG_JOB)
-    run = wait_for_run(dev, run_id, "materialize_all_config")
-    assert run["jobName"] == CONFIG_JOB
-    failed = [s["stepKey"] for s in run["stepStats"] if s["status"] != "SUCCESS"]
-    # One step: the workspace's configuration streams, read concurrently inside it.
-    assert not failed and len(run["stepStats"]) == 1, (failed, len(run["stepStats"]))
-    open_run_page(page, dev, run_id, "11-config-run-success")
-    assert_no_error_dialog(page)
-    tables = {r[0] for r in query_duckdb(duckdb_file, "SELECT table_name FROM information_schema.tables "
-                                         "WHERE table_schema = 'segment'")}
-    assert {s.name for s in connection_from_env({}).streams() if not s.windowing} <= tables, "every config table"
-    destinations = query_duckdb(duckdb_file, "SELECT count(*) FROM segment.destinations")[0][0]
-    assert destinations == len(ui_sim.items("listDestinations"))
+def test_materialize_all_config_assets_of_both_workspaces(page: Any, dev: DagsterDev, ui_sim: Any, other_sim: Any,
+                                                          duckdb_file: Path) -> None:
+    # The config job is what the config schedule runs: the documented way to refresh everything.
+    for n, (connection, sim) in enumerate(((CONNECTION, ui_sim), (OTHER, other_sim))):
+        job = f"segment_{connection}_config"
+        visit(page, dev, f"/locations/{LOCATION}/jobs/{job}")
+        button = page.get_by_role("button", name="Materialize all")
+        button.wait_for(state="visible")
+        shot(page, f"{10 + 2 * n}-config-job-{connection}")
+        before = run_ids(dev)
+        button.click()
+        expect_launched(page, "Launched run")
+        run_id = new_run(dev, before, job)
+        run = wait_for_run(dev, run_id, f"materialize_all_config_{connection}")
+        assert run["jobName"] == job
+        failed = [s["stepKey"] for s in run["stepStats"] if s["status"] != "SUCCESS"]
+        # One step: the workspace's configuration streams, read concurrently inside it.
+        assert not failed and len(run["stepStats"]) == 1, (failed, len(run["stepStats"]))
+        open_run_page(page, dev, run_id, f"{11 + 2 * n}-config-run-success-{connection}")
+        assert_no_error_dialog(page)
+        tables = {r[0] for r in query_duckdb(duckdb_file, "SELECT table_name FROM information_schema.tables "
+                                             "WHERE table_schema = ?", [connection])}
+        assert {s.name for s in connection_from_env({}).streams() if not s.windowing} <= tables, "every config table"
+        ids = {r[0] for r in query_duckdb(duckdb_file, f"SELECT id FROM {connection}.destinations")}
+        assert ids == {d["id"] for d in sim.items("listDestinations")}, f"{connection} from its own API"
