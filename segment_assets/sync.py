@@ -171,9 +171,8 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
         md["segment/unavailable_parameter_sets"] = fetch.unavailable_count
         md["segment/unavailable_example"] = fetch.unavailable[0]
     out.key_check = result.key_check
-    out.log(logging.INFO, f"{stream.name}: {result.rows} rows ({result.staged} read, +{result.inserted} "
-                          f"~{result.updated} -{result.deleted}) in {md['segment/api_requests']} requests, "
-                          f"{md['segment/pages']} pages")
+    # No summary log line: the materialization event carries these figures, and every log line
+    # is one more event-log write in the run's thread.
 
 
 def _schema_drift(stream: StreamSpec, target: Target, seen: set[str], out: StreamOutcome) -> None:
