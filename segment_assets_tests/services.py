@@ -273,6 +273,16 @@ class S3:
         return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region,
                             aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key)
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables a process needs to reach this server as its S3."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key_id, "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+                "AWS_REGION": self.region, "AWS_ENDPOINT_URL": self.endpoint_url}
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", ())]
+
     def storage_options(self) -> dict[str, str]:
         """Options for object_store-based readers and writers (deltalake, polars...)."""
         return {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key_id,
@@ -296,6 +306,31 @@ def s3_server(bucket: str = "segment-lake") -> Iterator[S3]:
             yield s3
         finally:
             proc.stop()
+
+
+# -- a forwarding proxy ----------------------------------------------------------------------
+
+
+@contextmanager
+def tinyproxy(workdir: Path) -> Iterator[tuple[str, Path]]:
+    """Debian's tinyproxy on loopback, logging every request line it sees: (proxy URL, log file)."""
+    port, log = free_port(), workdir / "tinyproxy.log"
+    conf = workdir / "tinyproxy.conf"
+    conf.write_text(f"Port {port}\nListen {LOOPBACK}\nTimeout 30\nAllow {LOOPBACK}\nMaxClients 32\n"
+                    f"LogLevel Info\nLogFile \"{log}\"\nPidFile \"{workdir / 'tinyproxy.pid'}\"\n")
+    proc = start_process("tinyproxy", ["tinyproxy", "-d", "-c", str(conf)], workdir / "tinyproxy.out")
+    try:
+        def listening() -> bool:
+            try:
+                socket.create_connection((LOOPBACK, port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(listening, what=f"tinyproxy to listen on {port}", timeout=20, process=proc)
+        yield f"http://{LOOPBACK}:{port}", log
+    finally:
+        proc.stop()
 
 
 # -- dagster dev ---------------------------------------------------------------------------

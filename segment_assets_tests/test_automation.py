@@ -23,7 +23,6 @@ from dagster import (
 
 from segment_assets import automation
 from segment_assets.assets import asset_key, build_assets
-from segment_assets.partitions import partitions_def
 from segment_assets.automation import (
     AUDIT_RESOURCE_STREAMS,
     AuditCursor,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from segment_assets.simulator import Simulator
 from segment_assets.simulator.tls import TlsFiles, make_certificates
 from segment_assets.storage import DuckDBTarget
 from segment_assets.streams import STREAMS
-from segment_assets_tests.test_simulator_tls import _free_port, _wait_for_port
+from segment_assets_tests.services import tinyproxy
 
 SECRET = "sk-proxy-test-token-4242"
 pytestmark = pytest.mark.skipif(shutil.which("tinyproxy") is None, reason="needs Debian's tinyproxy (.ci/run)")
@@ -37,19 +36,16 @@ def https_sim(certs: TlsFiles) -> Iterator[Simulator]:
 
 @pytest.fixture
 def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port, log = _free_port(), tmp_path / "tinyproxy.log"
-    conf = tmp_path / "tinyproxy.conf"
-    # LogLevel Info records every request line and header the proxy sees.
-    conf.write_text(f"Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 32\n"
-                    f"LogLevel Info\nLogFile \"{log}\"\nPidFile \"{tmp_path / 'tinyproxy.pid'}\"\n")
-    proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}", log
-    finally:
-        proc.terminate()
-        proc.wait(5)
+    with tinyproxy(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def through_proxy(proxy: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HTTPS_PROXY points at the proxy for every host; the proxy's log file."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy[0])
+    monkeypatch.setenv("NO_PROXY", "")
+    return proxy[1]
 
 
 def sync(sim: Simulator, db: Path, **segment: object) -> None:
@@ -57,12 +53,9 @@ def sync(sim: Simulator, db: Path, **segment: object) -> None:
     run_sync(["sources", "labels"], segment=resource, storage=DuckDBStorage(path=str(db)), out=io.StringIO())
 
 
-def test_a_sync_goes_through_the_proxy_with_a_custom_ca(https_sim: Simulator, certs: TlsFiles,
-                                                       proxy: tuple[str, Path], tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    url, log = proxy
-    monkeypatch.setenv("HTTPS_PROXY", url)
-    monkeypatch.setenv("NO_PROXY", "")
+def test_a_sync_goes_through_the_proxy_with_a_custom_ca(https_sim: Simulator, certs: TlsFiles, through_proxy: Path,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = through_proxy
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     db = tmp_path / "segment_assets.duckdb"
     sync(https_sim, db, ca_bundle=str(certs.ca_cert))
@@ -73,11 +66,9 @@ def test_a_sync_goes_through_the_proxy_with_a_custom_ca(https_sim: Simulator, ce
 
 
 def test_ssl_cert_file_is_honoured_and_an_untrusted_gateway_refused(https_sim: Simulator, certs: TlsFiles,
-                                                                    proxy: tuple[str, Path], tmp_path: Path,
+                                                                    through_proxy: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    url, _ = proxy
-    monkeypatch.setenv("HTTPS_PROXY", url)
-    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     with pytest.raises(SystemExit, match="sync failed"):
         sync(https_sim, tmp_path / "refused.duckdb", max_retries=0)  # the default trust store refuses the CA
     monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))

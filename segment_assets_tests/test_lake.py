@@ -19,7 +19,8 @@ import pytest
 from segment_assets.storage.lake_target import LakeTarget
 from segment_assets.streams import UpdateMethod
 from segment_assets.tables import table_def
-from segment_assets_tests.s3_server import MotoServer, moto_s3, s3_lake_url  # noqa: F401 - fixtures
+from segment_assets_tests.s3_server import moto_s3, s3_lake_url  # noqa: F401, F811 - fixtures
+from segment_assets_tests.services import S3
 
 SOURCES = table_def("sources")
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,7 +160,7 @@ def test_a_reader_during_writes_sees_old_or_new_never_a_mix(tmp_path: Path) -> N
     assert {"A"} in seen and len(seen) > 3
 
 
-def test_concurrent_prefix_claims_and_appends_never_collide(moto_s3: MotoServer, s3_lake_url: str,
+def test_concurrent_prefix_claims_and_appends_never_collide(moto_s3: S3, s3_lake_url: str,
                                                             tmp_path: Path) -> None:
     worker = textwrap.dedent('''
         import sys, pyarrow as pa

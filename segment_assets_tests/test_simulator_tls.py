@@ -17,6 +17,7 @@ import pytest
 
 from segment_assets.simulator import Simulator
 from segment_assets.simulator.tls import TlsFiles, make_certificates
+from segment_assets_tests.services import tinyproxy
 
 AUTH = {"Authorization": "Bearer sim-token"}
 
@@ -115,16 +116,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen[str], seconds: float = 10) 
 
 @pytest.mark.skipif(shutil.which("tinyproxy") is None, reason="tinyproxy is not installed (apt-get install tinyproxy)")
 def test_through_a_connect_proxy(https_sim: Simulator, certs: TlsFiles, tmp_path: Path) -> None:
-    port = _free_port()
-    log = tmp_path / "tinyproxy.log"
-    conf = tmp_path / "tinyproxy.conf"
-    conf.write_text(f"Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nMaxClients 8\n"
-                    f"LogLevel Connect\nLogFile \"{log}\"\nPidFile \"{tmp_path / 'tinyproxy.pid'}\"\n")
-    proxy = subprocess.Popen(["tinyproxy", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for_port(port, proxy)
-        proxy_url = f"http://127.0.0.1:{port}"
+    with tinyproxy(tmp_path) as (proxy_url, log):
         with httpx.Client(proxy=proxy_url, verify=_trust(certs), headers=AUTH, timeout=10) as http:
             assert http.get(f"{https_sim.url}/warehouses").status_code == 200
         with pytest.raises(httpx.ConnectError) as refused:  # the proxy tunnels; trust stays end to end
@@ -132,9 +124,6 @@ def test_through_a_connect_proxy(https_sim: Simulator, certs: TlsFiles, tmp_path
         assert _is_verify_failure(refused.value)
         sim_port = https_sim.url.rsplit(":", 1)[1]  # type: ignore[union-attr]
         assert log.read_text().count(f"CONNECT 127.0.0.1:{sim_port} HTTP/1.1") == 2  # both went through it
-    finally:
-        proxy.terminate()
-        proxy.wait(5)
 
 
 def test_bad_tls_arguments_are_explained(certs: TlsFiles, tmp_path: Path) -> None:

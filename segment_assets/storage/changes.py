@@ -1,5 +1,6 @@
-"""Reload-and-compare as SQL both targets run in DuckDB: the DuckDB target inside its file,
-the lake target over Arrow views of the Delta table and the staged read.
+"""The SQL both targets run in DuckDB (the DuckDB target inside its file, the lake target over
+Arrow views of its Delta tables and the staged read): reload-and-compare, the staged read,
+parent ids and watermarks.
 
 The diff keys rows on the table's primary key and compares every other column, so an update
 that changes nothing is not an update (Qlik writes no change row for it either).
@@ -7,9 +8,13 @@ that changes nothing is not an update (Qlik writes no change row for it either).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from segment_assets.storage.base import SEQ_COUNTER_DIGITS
+import duckdb
+
+from segment_assets.storage.base import SEQ_COUNTER_DIGITS, StorageError
+from segment_assets.streams import RowFilter
 from segment_assets.tables import TableDef
 
 # Inserts and updates sort before deletes of the same key, so a replay in change_seq order works.
@@ -61,3 +66,45 @@ def next_seq_prefix(last: str | None, now: datetime | None = None) -> str:
     if last and last >= prefix:
         prefix = str(int(last) + 1)
     return prefix
+
+
+def load_stage(con: duckdb.DuckDBPyConnection, table: TableDef, path: str) -> None:
+    """The staged Parquet file as the view `_stage` (deduplicated where the API may repeat a
+    record), refusing a read whose primary key is not unique: nothing is written then."""
+    cols = ", ".join(q(c) for c in table.column_names)
+    key = ", ".join(q(k) for k in table.primary_key)
+    distinct = f"DISTINCT ON ({key}) " if table.stream.dedupe else ""
+    # A view, not a table: the rows stay in the Parquet file and are streamed by each
+    # statement that reads them, so a million-row window never sits in memory.
+    literal = "'" + path.replace("'", "''") + "'"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _stage AS SELECT {distinct}{cols} FROM read_parquet({literal})")
+    dupes = con.execute(f"SELECT {key}, count(*) AS n FROM _stage GROUP BY ALL HAVING count(*) > 1 LIMIT 3").fetchall()
+    if dupes:
+        raise StorageError(
+            f"stream {table.stream.name}: the API returned {len(dupes)}+ primary key(s) more than once "
+            f"(e.g. {dupes[0][:-1]}); the declared key {table.primary_key} is not unique. Nothing was written."
+        )
+
+
+def row_filter_sql(row_filter: RowFilter) -> tuple[str, list[object]]:
+    if row_filter.startswith is not None:
+        return f"starts_with({q(row_filter.column)}, ?)", [row_filter.startswith]
+    raise ValueError(f"unsupported row filter {row_filter!r}")
+
+
+def parent_keys_sql(relation: str, columns: Sequence[str], row_filter: RowFilter | None) -> tuple[str, list[object]]:
+    """Distinct non-null `columns` of `relation` (a parent's ids), sorted; with its parameters."""
+    cols = ", ".join(q(c) for c in columns)
+    where = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
+    params: list[object] = []
+    if row_filter:
+        condition, params = row_filter_sql(row_filter)
+        where += f" AND {condition}"
+    return f"SELECT DISTINCT {cols} FROM {relation} WHERE {where} ORDER BY {cols}", params
+
+
+def max_by_sql(relation: str, group: Sequence[str], column: str) -> str:
+    """max(column) per group key (the last column of each row)."""
+    cols = ", ".join(q(c) for c in group)
+    return (f"SELECT {cols + ', ' if cols else ''}max({q(column)}) FROM {relation}"
+            + (f" GROUP BY {cols}" if cols else ""))

@@ -33,7 +33,15 @@ from segment_assets.storage.base import (
     WriteResult,
     missing_parent_error,
 )
-from segment_assets.storage.changes import change_rows_sql, changes_sql, next_seq_prefix, q
+from segment_assets.storage.changes import (
+    change_rows_sql,
+    changes_sql,
+    load_stage,
+    max_by_sql,
+    next_seq_prefix,
+    parent_keys_sql,
+    q,
+)
 from segment_assets.storage.staging import staged
 from segment_assets.streams import RowFilter, UpdateMethod
 from segment_assets.tables import ARROW_TYPES, TableDef
@@ -97,12 +105,6 @@ def _file(path: str) -> _FileConnection:
 # information_schema's names for the types tables declare (JSON is VARCHAR to DuckDB's catalog).
 _SQL_TYPES = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ", "JSON": "VARCHAR"}
 assert set(_SQL_TYPES.values()) <= set(ARROW_TYPES)
-
-
-def row_filter_sql(row_filter: RowFilter) -> tuple[str, list[object]]:
-    if row_filter.startswith is not None:
-        return f"starts_with({q(row_filter.column)}, ?)", [row_filter.startswith]
-    raise ValueError(f"unsupported row filter {row_filter!r}")
 
 
 class DuckDBTarget(Target):
@@ -259,21 +261,7 @@ class DuckDBTarget(Target):
         return staged(table.name, table.arrow_schema(), batches, Path(self.path).parent / ".staging")
 
     def _load_stage(self, con: duckdb.DuckDBPyConnection, table: TableDef, path: str) -> None:
-        cols = ", ".join(q(c) for c in table.column_names)
-        key = ", ".join(q(k) for k in table.primary_key)
-        distinct = f"DISTINCT ON ({key}) " if table.stream.dedupe else ""
-        # A view, not a table: the rows stay in the Parquet file and are streamed by each
-        # statement that reads them, so a million-row window never sits in memory.
-        literal = "'" + path.replace("'", "''") + "'"
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _stage AS SELECT {distinct}{cols} FROM read_parquet({literal})")
-        dupes = con.execute(
-            f"SELECT {key}, count(*) AS n FROM _stage GROUP BY ALL HAVING count(*) > 1 LIMIT 3"
-        ).fetchall()
-        if dupes:
-            raise StorageError(
-                f"stream {table.stream.name}: the API returned {len(dupes)}+ primary key(s) more than once "
-                f"(e.g. {dupes[0][:-1]}); the declared key {table.primary_key} is not unique. Nothing was written."
-            )
+        load_stage(con, table, path)
 
     @contextmanager
     def _transaction(self, con: duckdb.DuckDBPyConnection) -> Iterator[None]:
@@ -454,22 +442,14 @@ class DuckDBTarget(Target):
         with self.connect() as con:
             if not self._existing_columns(con, table):
                 raise missing_parent_error(self, table)
-            cols = ", ".join(q(c) for c in columns)
-            where = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
-            params: list[object] = []
-            if row_filter:
-                condition, params = row_filter_sql(row_filter)
-                where += f" AND {condition}"
-            return con.execute(f"SELECT DISTINCT {cols} FROM {self._qualified(table)} WHERE {where} ORDER BY {cols}",
-                               params).fetchall()
+            sql, params = parent_keys_sql(self._qualified(table), columns, row_filter)
+            return con.execute(sql, params).fetchall()
 
     def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:
         with self.connect() as con:
             if not self._existing_columns(con, table):
                 return {}
-            cols = ", ".join(q(c) for c in group)
-            sql = f"SELECT {cols + ', ' if cols else ''}max({q(column)}) FROM {self._qualified(table)}"
-            rows = con.execute(sql + (f" GROUP BY {cols}" if cols else "")).fetchall()
+            rows = con.execute(max_by_sql(self._qualified(table), group, column)).fetchall()
         return {tuple(str(v) for v in r[:-1]): r[-1] for r in rows if r[-1] is not None}
 
     def check_primary_key(self, table: TableDef) -> KeyCheck:

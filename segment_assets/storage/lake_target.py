@@ -92,8 +92,16 @@ from segment_assets.storage.base import (
     WriteResult,
     missing_parent_error,
 )
-from segment_assets.storage.changes import change_rows_sql, changes_sql, next_seq_prefix, q
-from segment_assets.storage.duckdb_target import DEFAULT_MEMORY_LIMIT, row_filter_sql
+from segment_assets.storage.changes import (
+    change_rows_sql,
+    changes_sql,
+    load_stage,
+    max_by_sql,
+    next_seq_prefix,
+    parent_keys_sql,
+    q,
+)
+from segment_assets.storage.duckdb_target import DEFAULT_MEMORY_LIMIT
 from segment_assets.storage.staging import staged
 from segment_assets.streams import RowFilter, UpdateMethod, Window
 from segment_assets.tables import ARROW_TYPES, TableDef
@@ -268,19 +276,7 @@ class LakeTarget(Target):
         return staged(table.name, table.arrow_schema(), batches, self.stage_dir)
 
     def _load_stage(self, con: duckdb.DuckDBPyConnection, table: TableDef, path: str) -> None:
-        cols = ", ".join(q(c) for c in table.column_names)
-        key = ", ".join(q(k) for k in table.primary_key)
-        distinct = f"DISTINCT ON ({key}) " if table.stream.dedupe else ""
-        literal = "'" + path.replace("'", "''") + "'"
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _stage AS SELECT {distinct}{cols} FROM read_parquet({literal})")
-        dupes = con.execute(
-            f"SELECT {key}, count(*) AS n FROM _stage GROUP BY ALL HAVING count(*) > 1 LIMIT 3"
-        ).fetchall()
-        if dupes:
-            raise StorageError(
-                f"stream {table.stream.name}: the API returned {len(dupes)}+ primary key(s) more than once "
-                f"(e.g. {dupes[0][:-1]}); the declared key {table.primary_key} is not unique. Nothing was written."
-            )
+        load_stage(con, table, path)
 
     def _register_current(self, con: duckdb.DuckDBPyConnection, alias: str, dt: DeltaTable,
                           table: TableDef) -> None:
@@ -571,20 +567,14 @@ class LakeTarget(Target):
 
     def parent_keys(self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
                     ) -> list[tuple[object, ...]]:
-        cols = ", ".join(q(c) for c in columns)
-        where = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
-        params: list[object] = []
-        if row_filter:
-            condition, params = row_filter_sql(row_filter)
-            where += f" AND {condition}"
-        return self._dataset_query(table, f"SELECT DISTINCT {cols} FROM _t WHERE {where} ORDER BY {cols}", params)
+        sql, params = parent_keys_sql("_t", columns, row_filter)
+        return self._dataset_query(table, sql, params)
 
     def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:
         if not self.table_exists(table):
             return {}
-        cols = ", ".join(q(c) for c in group)
-        sql = f"SELECT {cols + ', ' if cols else ''}max({q(column)}) FROM _t" + (f" GROUP BY {cols}" if cols else "")
-        return {tuple(str(v) for v in r[:-1]): r[-1] for r in self._dataset_query(table, sql) if r[-1] is not None}
+        rows = self._dataset_query(table, max_by_sql("_t", group, column))
+        return {tuple(str(v) for v in r[:-1]): r[-1] for r in rows if r[-1] is not None}
 
     def check_primary_key(self, table: TableDef) -> KeyCheck:
         if not self.table_exists(table.name):
