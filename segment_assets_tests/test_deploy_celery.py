@@ -90,6 +90,11 @@ def test_config_sync_runs_its_steps_on_two_celery_workers(pg: Postgres, broker: 
     # A 429 on each side of the graph: its pause goes to the token's budget in Redis, for every worker.
     sim.inject("429", "listUsers", times=1, ms_before_next=300)
     sim.inject("429", "listSources", times=1, ms_before_next=300)
+    # The instance's tables are created once, before any worker opens it: workers starting together
+    # on an empty database would race to create them (what the README's deployment steps say too).
+    migrate = subprocess.run([str(VENV_BIN / "dagster"), "instance", "migrate"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
     workers = [worker(name, config_yaml, env, tmp_path) for name in WORKERS]
     try:
         for w in workers:
