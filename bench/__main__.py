@@ -36,7 +36,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
                              "length the documented limits set)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
                         help=f"run only these benchmarks ({', '.join(BENCHMARKS)})")
-    parser.add_argument("--shared-seconds", type=float, help="how long the concurrent syncs of 2 run (default 240)")
+    parser.add_argument("--shared-seconds", type=float,
+                        help="how long the concurrent syncs of 2 run after their first request (default 180)")
     parser.add_argument("--throughput-runs", type=int, help="runs per tool in 4 (default 3)")
     parser.add_argument("--throughput-scale", type=float, help="simulator scale in 4 (default 20)")
     parser.add_argument("--memory-scales", type=float, nargs="+", metavar="X", help="scales of 6 (default 1 5 20)")

@@ -20,6 +20,7 @@ EARLIER = """The benchmarks of the earlier issue are folded in or dropped:
 - memory of audit-event backfills (100,000 and 1,000,000 events) and the scaling of full syncs (×1, ×10, ×100) are
   replaced by 6 (memory against requests on the fan-out-heavy selection) and 7; the ×100 full sync alone took
   minutes and measured request growth, which 6 and 7 cover.
+
 The earlier code is in the history (`git show bd419f9:bench/`)."""
 
 

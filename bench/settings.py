@@ -22,7 +22,7 @@ class Settings:
     limits_latency_ms: float = 20.0
     # 2: concurrent syncs on one token, stopped (SIGTERM) after this long if still running
     shared_processes: int = 4
-    shared_seconds: float = 240.0
+    shared_seconds: float = 180.0
     # 4: throughput on the configuration set
     throughput_scale: float = 20.0
     throughput_runs: int = 3
