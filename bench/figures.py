@@ -63,3 +63,20 @@ class Section:
 
 def mib(n: float) -> float:
     return n / 2**20
+
+
+def prose(doc: str | None, skip: int = 1) -> str:
+    """A module docstring as Markdown: the first `skip` paragraphs dropped, hard-wrapped lines
+    joined, `- ` items kept as a list."""
+    paragraphs = (doc or "").strip().split("\n\n")[skip:]
+    out = []
+    for para in paragraphs:
+        items: list[str] = []
+        for line in para.splitlines():
+            line = line.strip()
+            if line.startswith("- ") or not items:
+                items.append(line)
+            else:
+                items[-1] += " " + line
+        out.append("\n".join(items))
+    return "\n\n".join(out)

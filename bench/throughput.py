@@ -1,137 +1,140 @@
-"""1. Throughput vs dlt: one large list endpoint, one read, both tools into DuckDB.
+"""4. Throughput on the configuration set: segment_assets vs dlt's rest_api source, and the floor.
 
-The endpoint is listAuditEvents. It is the API's big list (a busy workspace has hundreds of
-thousands of events), its records are flat, so dlt's normalizer makes one table as we do
-and nothing but speed differs, and the simulator computes events on demand (serving 200,000
-sources would make the simulator, not the clients, the bottleneck: ~65 ms per 1000-row page
-against ~15 ms for events). In segment_assets audit events are a daily-partitioned asset;
-a like-for-like single read is one partition holding all the rows: the simulator serves
-enough events over its 90 days that yesterday (the partition `segment-assets sync` reads)
-holds ≥ 200,000 of them, so the sync is `run_sync(["audit_events"])`, one run, one
-partition, one request chain. dlt reads the same path with the same startTime/endTime and
-page size. (A range run over all 89 partitions reads the same way but adds Dagster's
-per-partition bookkeeping: see benchmark 4.)
+The simulator (own process, no latency, no rate limits) serves the demo workspace at a large
+scale; three clients read the same configuration set (see `config_set.py` for which streams
+and why) with pages of up to 1000, each as a whole process timed from its start to its exit,
+runs alternating between the tools:
+
+- segment_assets: `segment-assets sync --select <the set>`, pacing off, into a fresh DuckDB file
+  (a Dagster home set up beforehand, as after the first use of the command);
+- dlt: `bench/dlt_job.py`, `rest_api_source` with parent/child `resolve`, bearer auth,
+  `pagination[count]` and a cursor paginator, parquet loader files into a fresh DuckDB file;
+- floor: `bench/floor_job.py`, httpx + orjson making the same requests with no storage at all.
+
+Peak RSS is each process's own (`wait4`). The simulator counts the requests of every run, so
+it is checked that the three make the same ones.
 """
 
 from __future__ import annotations
 
-import math
-from datetime import timezone
+import json
+import sys
+from statistics import median
 
 import duckdb
 
-from bench.figures import Figure, Section, Spread, Table, mib
-from bench.settings import Settings, Workdir
+from bench import config_set, instance
+from bench.figures import Figure, Section, Spread, Table, mib, prose
+from bench.processes import Run, child_env, run as run_process
+from bench.settings import Settings, Workdir, sync, sync_env
 
-DAYS_SERVED = 90  # the simulator spreads events evenly over the last 90 days
-PAGE_SIZE = 1000
-
-
-def _window() -> tuple[str, str, str]:
-    """The window `segment-assets sync` reads for a daily stream: its last partition (yesterday)."""
-    from segment_assets.assets import partitions_def
-    from segment_assets.streams import Window
-
-    pdef = partitions_def(Window.DAILY)
-    key = pdef.get_last_partition_key()
-    window = pdef.time_window_for_partition_key(key)
-    fmt = "%Y-%m-%dT%H:%M:%SZ"
-    return window.start.astimezone(timezone.utc).strftime(fmt), window.end.astimezone(timezone.utc).strftime(fmt), key
+TARGET_SPEEDUP = 3.0
+TOOLS = ("segment_assets", "dlt (parquet)", "floor (httpx + orjson)")
 
 
-def _count(db: str, table: str) -> int:
+def _rows(db: str, names: list[str]) -> int:
     with duckdb.connect(db, read_only=True) as con:
-        return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        catalog = con.execute("SELECT current_database()").fetchone()[0]
+        return sum(con.execute(f'SELECT count(*) FROM "{catalog}".segment."{n}"').fetchone()[0] for n in names)
 
 
 def run(settings: Settings, work: Workdir) -> Section:
-    start, end, partition = _window()
-    # Enough events that one day of the 90 served holds at least the target rows.
-    served = (math.ceil(settings.throughput_rows * DAYS_SERVED / 100_000) + 1) * 100_000
-    section = Section(1, "Throughput vs dlt", method=(
-        f"`listAuditEvents`, simulator (own process, 0 ms latency) serving {served:,} events over 90 days; "
-        f"both tools read the window `{start}` .. `{end}` (daily partition {partition}) with page size {PAGE_SIZE} "
-        "into a fresh DuckDB file. Timed: the whole client process, interpreter start to exit. "
-        "segment_assets: `bench/sync_job.py --select audit_events`, i.e. `run_sync` (the code of "
-        "`segment-assets sync --select audit_events`). dlt: `bench/dlt_job.py`, `rest_api_source` with "
-        "`JSONResponseCursorPaginator(cursor_path='data.pagination.next', cursor_param='pagination[cursor]')`, "
-        "bearer auth, `write_disposition='replace'`; once with dlt's default loader file format for DuckDB "
-        "(`insert_values`) and once with `parquet` (dlt's fastest documented option). Runs alternate between tools."
-    ))
-    jobs = {"segment_assets": settings.throughput_runs, "dlt (default)": settings.dlt_default_runs,
-            "dlt (parquet)": settings.dlt_parquet_runs}
-    walls: dict[str, list[float]] = {k: [] for k in jobs}
-    inner: dict[str, list[float]] = {k: [] for k in jobs}
-    rss: dict[str, list[float]] = {k: [] for k in jobs}
-    rows: dict[str, set[int]] = {k: set() for k in jobs}
+    names, out = config_set.classify()
+    plan_file = work.file("config-plan", ".json")
+    plan_file.write_text(json.dumps(config_set.plan(names)))
+    home = work.home("throughput-home")
+    runs: dict[str, list[Run]] = {t: [] for t in TOOLS}
+    requests: dict[str, list[int]] = {t: [] for t in TOOLS}
+    offsets: dict[str, list[tuple[float, float]]] = {t: [] for t in TOOLS}
+    rows: dict[str, set[int]] = {t: set() for t in TOOLS}
     phases: list[dict[str, float]] = []
-    sa_split: list[dict[str, float]] = []
-    with work.simulator(counts={"audit_events": served}) as sim:
-        for i in range(max(jobs.values())):
-            for tool, n in jobs.items():
-                if i >= n:
-                    continue
-                db = work.file(f"throughput-{tool.split()[0]}", ".duckdb")
+    inside: list[dict[str, float]] = []
+    with work.simulator(seed=7, scale=settings.throughput_scale) as sim:
+        for i in range(settings.throughput_runs):
+            for tool in TOOLS:
+                sim.reset()
                 if tool == "segment_assets":
-                    job = work.sync(sim, db, "--select", "audit_events")
-                    row = job.result["rows"][0]
-                    inner[tool].append(row["seconds"])
-                    startup, sync = job.result["startup_seconds"], job.result["sync_seconds"]
-                    sa_split.append({"start-up (interpreter, imports, asset definitions)": startup,
-                                     "inside the asset (fetch, Arrow, Parquet staging, DuckDB write)": row["seconds"],
-                                     "Dagster run around the asset (run creation, event log, checks)":
-                                         sync - row["seconds"],
-                                     "exit": job.wall_seconds - startup - sync})
-                    rows[tool].add(_count(str(db), "segment.audit_events"))
+                    db = work.file("throughput-sa", ".duckdb")
+                    before = instance.run_ids(home)
+                    r = sync(work, sync_env(sim, home, db=db, pace=False), names, label="throughput-sa")
+                    rows[tool].add(_rows(str(db), names))
+                    (info,) = instance.runs(home, exclude=before)
+                    inside.append({
+                        "process start → Dagster run start": (info.started or 0) - r.started_epoch,
+                        "the run (start → end)": (info.ended or 0) - (info.started or 0),
+                        "longest stream": max((m.get("segment/seconds", 0) for m in info.streams.values()),
+                                              default=0.0),
+                        "run end → process exit": r.started_epoch + r.wall_seconds - (info.ended or 0)})
+                elif tool.startswith("dlt"):
+                    db = work.file("throughput-dlt", ".duckdb")
+                    r = run_process([sys.executable, "-m", "bench.dlt_job", "--url", sim.url, "--token", sim.token,
+                             "--plan", str(plan_file), "--db", str(db),
+                             "--pipelines-dir", str(work.file("dlt-pipelines"))],
+                            work.log("throughput-dlt"), child_env()).check()
+                    rows[tool].add(sum(r.result["rows"].values()))
+                    phases.append(r.result["phases"])
                 else:
-                    fmt = ["--loader-file-format", "parquet"] if "parquet" in tool else []
-                    job = work.dlt(sim, db, "--param", f"startTime={start}", "--param", f"endTime={end}",
-                                   "--page-size", str(PAGE_SIZE), *fmt)
-                    inner[tool].append(job.result["pipeline_seconds"])
-                    rows[tool].add(_count(str(db), "segment.audit_events"))
-                    if "default" in tool:
-                        phases.append(job.result["phases"])
-                walls[tool].append(job.wall_seconds)
-                rss[tool].append(mib(job.result["peak_rss"]["self"]))
-                db.unlink(missing_ok=True)
-        served_requests = sim.stats()["by_operation"].get("listAuditEvents", 0)
+                    db = None
+                    r = run_process([sys.executable, "-m", "bench.floor_job", "--url", sim.url, "--token", sim.token,
+                             "--plan", str(plan_file)], work.log("throughput-floor"), child_env()).check()
+                    rows[tool].add(r.result["records"])
+                events = sim.events()
+                runs[tool].append(r)
+                requests[tool].append(len(events))
+                offsets[tool].append((min(t for t, *_ in events) - r.started, r.ended - max(t for t, *_ in events)))
+                if db is not None:
+                    db.unlink(missing_ok=True)
+            print(f"  run {i + 1}: " + ", ".join(f"{t} {runs[t][-1].wall_seconds:.1f} s" for t in TOOLS), flush=True)
 
-    loaded = {r for v in rows.values() for r in v}
-    if len(loaded) != 1:
-        raise RuntimeError(f"the tools loaded different row counts: {rows}")
-    n = loaded.pop()
-    table = Table(["client", "runs", "whole process s", "rows/s (whole process)", "inside the tool s",
-                   "rows/s (inside)", "peak RSS MiB"])
-    rate = {}
-    for tool in jobs:
-        w, s = Spread.of(walls[tool]), Spread.of(inner[tool])
-        rate[tool] = Spread.of([n / x for x in walls[tool]])
-        table.rows.append([tool, str(len(walls[tool])), w.fmt(".1f"), rate[tool].fmt(",.0f"), s.fmt(".1f"),
-                           Spread.of([n / x for x in inner[tool]]).fmt(",.0f"), Spread.of(rss[tool]).fmt(",.0f")])
+    section = Section(4, "Throughput vs dlt on the configuration set", method=(
+        prose(__doc__)
+        + f" Here: scale {settings.throughput_scale:g}, {settings.throughput_runs} run(s) per tool, {len(names)} "
+        "streams.\n\nThe configuration set. " + prose(config_set.__doc__)))
+    wall = {t: Spread.of([r.wall_seconds for r in runs[t]]) for t in TOOLS}
+    rss = {t: Spread.of([mib(r.peak_rss) for r in runs[t]]) for t in TOOLS}
+    table = Table(["client", "runs", "whole process s", "peak RSS MiB", "requests per run", "rows (records)",
+                   "process start → first request s", "last request → exit s"])
+    for t in TOOLS:
+        table.rows.append([t, str(len(runs[t])), wall[t].fmt(".1f"), rss[t].fmt(",.0f"),
+                           "/".join(f"{n:,}" for n in sorted(set(requests[t]))),
+                           "/".join(f"{n:,}" for n in sorted(rows[t])),
+                           f"{median(a for a, _ in offsets[t]):.1f}", f"{median(b for _, b in offsets[t]):.1f}"])
     section.tables.append(table)
-    sa = rate["segment_assets"].median
-    ratio_default = sa / rate["dlt (default)"].median
-    ratio_parquet = sa / rate["dlt (parquet)"].median
-    inner_ratio = (Spread.of(inner["dlt (default)"]).median / Spread.of(inner["segment_assets"]).median)
+    sa, dl, fl = (wall[t].median for t in TOOLS)
+    speedup = dl / sa
+    same = len({n for t in TOOLS for n in requests[t]}) == 1
     section.figures += [
-        Figure("rows loaded (both tools, every run)", f"{n:,}", "equal", True),
-        Figure("segment_assets rows/s, whole process", rate["segment_assets"].fmt(",.0f")),
-        Figure("speed-up vs dlt rest_api (default DuckDB loader), whole process, medians",
-               f"{ratio_default:.1f}×", "≥ 5×", ratio_default >= 5),
-        Figure("speed-up vs dlt rest_api with parquet loader files, whole process, medians",
-               f"{ratio_parquet:.1f}×", "≥ 5×", ratio_parquet >= 5),
-        Figure("speed-up vs dlt (default), time inside each tool, medians", f"{inner_ratio:.1f}×"),
+        Figure("speed-up of segment_assets over dlt (parquet), whole process, medians", f"{speedup:.1f}× "
+               f"({sa:.1f} s vs {dl:.1f} s)", f"≥ {TARGET_SPEEDUP:g}×", speedup >= TARGET_SPEEDUP),
+        Figure("peak RSS, segment_assets vs dlt (medians)", f"{rss[TOOLS[0]].median:,.0f} vs "
+               f"{rss[TOOLS[1]].median:,.0f} MiB", "no higher than dlt", rss[TOOLS[0]].median <= rss[TOOLS[1]].median),
+        Figure("segment_assets over the floor (bare httpx + orjson client), medians", f"{sa / fl:.1f}× "
+               f"(+{sa - fl:.1f} s; floor {fl:.1f} s)"),
+        Figure("the three clients made the same requests", "yes" if same else
+               "no: " + ", ".join(f"{t} {sorted(set(requests[t]))}" for t in TOOLS), "same", same),
     ]
-    per_run = len(walls["segment_assets"]) + sum(len(walls[t]) for t in jobs if t != "segment_assets")
-    section.notes.append(f"Requests served: {served_requests} over {per_run} runs "
-                         f"({served_requests // per_run} per run = ceil({n:,} / {PAGE_SIZE})).")
     if phases:
-        p = {k: Spread.of([x[k] for x in phases]).median for k in phases[0]}
-        section.notes.append("dlt (default) phases, median s: " + ", ".join(f"{k} {v:.1f}" for k, v in p.items())
-                             + ". Its DuckDB load of `insert_values` files is most of its time.")
-    split = {k: Spread.of([x[k] for x in sa_split]).median for k in sa_split[0]}
-    section.notes.append(
-        f"Where segment_assets' {Spread.of(walls['segment_assets']).median:.1f} s go (medians): "
-        + "; ".join(f"{k} {v:.1f} s" for k, v in split.items())
-        + ". The Dagster part is run creation and its SQLite event log (a connection and commit per event).")
+        p = {k: median(x[k] for x in phases) for k in phases[0]}
+        section.notes.append("dlt's phases, median s: " + ", ".join(f"{k} {v:.1f}" for k, v in p.items()) + ".")
+    section.notes.append("Caveats: the configuration set is small in rows (a few records per request), so every tool's "
+                         "fixed costs (interpreter, imports, per-table work) weigh as much as its requests; dlt runs "
+                         "with its defaults (resources extracted one after the other, no `parallelized`), while "
+                         "segment_assets reads streams and fan-outs on threads; the simulator answers in well under "
+                         "a millisecond, where the real API takes 100 ms or more per request, which would favour "
+                         "the concurrent client far more.")
+    section.notes.append("Rows differ by design: dlt loads nested lists as child tables (not counted) where "
+                         "segment_assets explodes suppressions into one row per subject; the floor counts records "
+                         "as the API sends them.")
+    if inside:
+        p = {k: median(x[k] for x in inside) for k in inside[0]}
+        section.notes.append("Where segment_assets' time goes, medians: " + "; ".join(
+            f"{k} {v:.1f} s" for k, v in p.items()) + ". Streams run concurrently; a stream's seconds (its "
+            "metadata) span its reads and its write, which overlap: the product records no separate time for "
+            "the DuckDB apply (`segment/write_seconds` starts before the pages are staged).")
+    section.notes.append("In the set: " + ", ".join(names) + ".")
+    section.tables.append(Table(["left out of the set", "why"],
+                                [[n, why] for n, why in out.items() if why != "time-based"]
+                                + [[f"the {sum(w == 'time-based' for w in out.values())} time-based streams",
+                                    "partition windows"]]))
     return section
+
