@@ -175,24 +175,44 @@ class SegmentClient:
         self._auth_error: SegmentAuthError | None = None
         # Proxies (HTTPS_PROXY, NO_PROXY) and SSL_CERT_FILE come from the environment (httpx's
         # trust_env); a CA bundle given here wins, for a TLS-inspecting gateway between us and Segment.
-        verify: ssl.SSLContext | bool = True
+        # One TLS context for every thread's client (building one loads the CA bundle: ~20 ms).
+        verify: ssl.SSLContext = httpx.create_ssl_context()
         if ca_bundle:
             if not Path(ca_bundle).is_file():
                 raise ValueError(f"ca_bundle {ca_bundle!r} is not a file: give the PEM file of the CA to trust")
             verify = ssl.create_default_context(cafile=ca_bundle)
-        self._http = httpx.Client(
+        # One httpx client per thread (streams run on threads): a shared pool serialises every
+        # request and response on its lock, and under the GIL that lock convoys (measured: a
+        # fan-out's requests took 30-70 ms each with 16 threads on one pool, 3 ms alone).
+        self._http_settings: dict[str, Any] = dict(
             verify=verify,
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "segment-assets/0.1"},
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
+        self._local = threading.local()
+        self._http_clients: list[httpx.Client] = []
+        self._http_guard = threading.Lock()
+
+    @property
+    def _http(self) -> httpx.Client:
+        http = getattr(self._local, "http", None)
+        if http is None:
+            http = httpx.Client(**self._http_settings)
+            with self._http_guard:
+                self._http_clients.append(http)
+            self._local.http = http
+        return http
 
     def __repr__(self) -> str:
         return f"SegmentClient(base_url={self.base_url!r}, token=<hidden>)"
 
     def close(self) -> None:
-        self._http.close()
+        with self._http_guard:
+            clients, self._http_clients = self._http_clients, []
+        for http in clients:
+            http.close()
         self.limiter.close()
 
     def __enter__(self) -> SegmentClient:
