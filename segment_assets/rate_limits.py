@@ -138,17 +138,38 @@ class RateLimitStore(ABC):
             raise ValueError(f"rate-limit window must be > 0 and margin >= 0 seconds, got {window!r} and {margin!r}")
         self.window = window
         self.margin = margin
+        self._pauses_guard = threading.Lock()
+        self._pauses_seen: dict[str, tuple[float, float]] = {}  # operation -> (read at, paused until), monotonic
+
+    # Without limits to record (pacing off) a request only asks whether a 429 paused its
+    # operation, here or in another process; a store outside this process answers that from a
+    # copy at most this old, instead of one file or Redis round trip per request.
+    pause_refresh_seconds: float = 0.0
 
     def reserve(self, operation_id: str, per_minute: float | None, global_per_minute: float | None) -> float:
         """Reserve the next start of `operation_id`; returns the seconds to sleep before it."""
         limits = [lim for lim in (window_limit(operation_id, per_minute, self.window, self.margin),
                                   window_limit(EVERY_OPERATION, global_per_minute, self.window, self.margin)) if lim]
+        if not limits and self.pause_refresh_seconds:
+            return self._paused_wait(operation_id)
         return max(0.0, self._reserve(operation_id, limits) / 1_000_000)
+
+    def _paused_wait(self, operation_id: str) -> float:
+        now = time.monotonic()
+        with self._pauses_guard:
+            read_at, until = self._pauses_seen.get(operation_id, (-math.inf, 0.0))
+        if now - read_at > self.pause_refresh_seconds:
+            until = now + max(0.0, self._reserve(operation_id, []) / 1_000_000)
+            with self._pauses_guard:
+                self._pauses_seen[operation_id] = (now, until)
+        return max(0.0, until - now)
 
     def pause(self, operation_id: str | None, seconds: float) -> None:
         """Nobody starts `operation_id` (None: any operation) before now + `seconds`."""
         if seconds > 0:
             self._pause(operation_id or EVERY_OPERATION, round(seconds * 1_000_000))
+            with self._pauses_guard:
+                self._pauses_seen.clear()  # this process's own pause counts at once
 
     def close(self) -> None:
         """Release connections; a store that holds none ignores it."""
@@ -205,6 +226,8 @@ class FileStore(RateLimitStore):
     is fine because a caller given a later slot sleeps instead of asking again, so the lock is
     rarely contended. Not for a directory shared by several machines (SQLite locking over NFS
     is unreliable and their clocks differ): use Redis there."""
+
+    pause_refresh_seconds = 0.25
 
     def __init__(self, directory: str | os.PathLike[str], key: str, window: float = WINDOW_SECONDS,
                  margin: float = MARGIN_SECONDS) -> None:
@@ -366,6 +389,8 @@ class RedisStore(RateLimitStore):
     """Every machine that reaches one Redis: each reservation is one Lua script, atomic in
     Redis and timed by the Redis server's clock. All keys of a budget share one hash tag, so
     a Redis Cluster keeps them in one slot."""
+
+    pause_refresh_seconds = 0.25
 
     def __init__(self, url: str, key: str, window: float = WINDOW_SECONDS, margin: float = MARGIN_SECONDS) -> None:
         super().__init__(window, margin)

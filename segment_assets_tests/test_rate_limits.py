@@ -209,6 +209,25 @@ def test_pause_holds_back_one_operation_or_all(store_spec: str) -> None:
     store.close()
 
 
+@pytest.mark.parametrize("store_spec", STORES, indirect=True)
+def test_without_pacing_a_pause_from_another_process_is_seen_within_the_refresh(store_spec: str) -> None:
+    # Pacing off: requests only ask whether a 429 paused their operation. A store outside this
+    # process answers from a copy refreshed every `pause_refresh_seconds`, not a round trip each.
+    token = f"token-{random.random()}"
+    here, there = (open_store(store_spec, "http://api.test", token, window=60, margin=0.5) for _ in range(2))
+    assert here.reserve("listSources", None, None) == 0
+    there.pause("listSources", 5)  # another process met a 429
+    deadline = time.monotonic() + here.pause_refresh_seconds + 1.0
+    while (wait := here.reserve("listSources", None, None)) == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert wait == pytest.approx(5, abs=1.5), "the other process's pause reached this one within the refresh"
+    assert here.reserve("listUsers", None, None) == 0, "another operation goes on"
+    here.pause(None, 3)  # this process's own pause counts at once, whatever the refresh
+    assert here.reserve("listUsers", None, None) == pytest.approx(3, abs=0.5)
+    here.close()
+    there.close()
+
+
 def _run_workers(jobs: list[dict[str, Any]], seconds: float, timeout: float = 120) -> list[dict[str, Any]]:
     """Start the workers, wait until each has imported what it needs, then let all of them
     go at once for `seconds`."""
