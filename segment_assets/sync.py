@@ -289,14 +289,17 @@ def run_streams(streams: Sequence[StreamSpec], sync_one: Callable[[StreamSpec, s
                 raise outcome.error
             if isinstance(outcome.error, SyncStopped) and stop.is_set():
                 continue
-            yield outcome
+            # Children start before the parent's outcome is reported: reporting writes Dagster's
+            # event log in this thread (a tenth of a second or more per stream), and a fan-out
+            # whose parent waited its turn here would wait with it.
             kids = children.get(stream.name, [])
             if outcome.status == "ok":
                 submit(kids)
             elif outcome.status == "unavailable":
                 why = outcome.metadata.get("segment/unavailable_reason", "")
                 submit(kids, f"its parent stream {stream.name} is unavailable: {why}")
-            else:
+            yield outcome
+            if outcome.status not in ("ok", "unavailable"):
                 yield from skipped(outcome)
         finished = True
     finally:
