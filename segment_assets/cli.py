@@ -105,6 +105,7 @@ def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = N
                 if "SegmentAuthError" in errors:
                     break  # a refused token stops the whole sync: no further run, no further request
     except KeyboardInterrupt:
+        _interrupt_streams()
         print(f"\nstopped after {time.monotonic() - started:.1f}s (signal): every table is at its last committed "
               "state; the next sync continues from there", file=out, flush=True)
         raise SystemExit(130) from None
@@ -286,6 +287,19 @@ def cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
     return simulator_main(rest)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    # Stream threads stop first (their next request or wait ends the stream), then the main
+    # thread unwinds wherever it is, as with Ctrl-C.
+    _interrupt_streams()
+    raise KeyboardInterrupt
+
+
+def _interrupt_streams() -> None:
+    client = sys.modules.get("segment_assets.client")  # not loaded: no sync has started
+    if client is not None:
+        client.stop_all_syncs()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="segment-assets", description=__doc__)
@@ -332,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # SIGTERM (Kubernetes, Docker, systemd) stops a sync like Ctrl-C: threads end at their next
     # request or wait, staging files are removed, committed tables stay as they are.
-    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     return {"streams": cmd_streams, "sync": cmd_sync, "demo": cmd_demo, "sql": cmd_sql,
             "init": cmd_init}[args.command](args)
 

@@ -13,6 +13,7 @@ import random
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -81,6 +82,18 @@ class TransientError(SegmentError):
 
 class SyncStopped(SegmentError):
     """The sync was asked to stop (SIGTERM, SIGINT, run termination): no further request is sent."""
+
+
+# The stop events of this process's live clients, so a signal handler can stop every sync at
+# once: the handler runs in the main thread, which may be inside Dagster's bookkeeping rather
+# than in the loop that would otherwise set the event, while stream threads keep requesting.
+_LIVE_STOPS: weakref.WeakSet[threading.Event] = weakref.WeakSet()
+
+
+def stop_all_syncs() -> None:
+    """Ask every sync in this process to stop: no further request, waits end at once."""
+    for event in list(_LIVE_STOPS):
+        event.set()
 
 
 class PaginationError(SegmentError):
@@ -167,6 +180,7 @@ class SegmentClient:
         self.token_env = token_env
         # Set by whoever runs the sync (SIGTERM, run termination): waits end at once, requests stop.
         self.stop = stop or threading.Event()
+        _LIVE_STOPS.add(self.stop)
         self._sleep = sleep or self.stop.wait
         # The first request goes alone: a refused token then costs exactly one request, not one
         # per concurrent stream; every later request fails fast with the same error.

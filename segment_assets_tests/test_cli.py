@@ -192,6 +192,7 @@ def test_sigterm_stops_a_sync_promptly_and_keeps_every_table_committed(tmp_path:
     assert ("Renamed before SIGTERM",) in [(r[0],) for r in duckdb.connect(str(db), read_only=True).execute(
         "SELECT name FROM segment.sources").fetchall()], "streams finished before the signal were committed"
     assert not list((tmp_path / ".staging").glob("*.parquet")), "no staging debris"
+    assert not Path(f"{db}.wal").exists(), "the file was closed (checkpointed), not left with a write-ahead log"
 
 
 def table_rows(db: Path, table: str) -> list[tuple]:

@@ -12,6 +12,7 @@ from segment_assets.client import (
     SegmentAuthError,
     SegmentClient,
     StreamUnavailable,
+    SyncStopped,
     TransientError,
 )
 from segment_assets.resources import SegmentResource
@@ -186,3 +187,24 @@ def test_region_and_url() -> None:
     assert SegmentResource(api_token="x", api_url="http://127.0.0.1:1/").base_url == "http://127.0.0.1:1"
     with pytest.raises(ValueError, match="SEGMENT_REGION"):
         _ = SegmentResource(api_token="x", region="mars").base_url
+
+
+def test_the_resource_stops_the_clients_of_its_execution_at_teardown(sim: Simulator) -> None:
+    # A run interrupted inside Dagster's own code never resumes the asset's generator; the
+    # resource's teardown is what tells its stream threads to stop (no request, waits end).
+    from dagster import asset, materialize
+
+    made: list[SegmentClient] = []
+
+    @asset
+    def reads(segment: SegmentResource) -> None:
+        made.append(segment.make_client())
+        assert not made[0].stop.is_set()
+
+    result = materialize([reads], resources={"segment": SegmentResource(api_token=sim.token, api_url=sim.url)})
+    assert result.success
+    assert made and made[0].stop.is_set()
+    before = sim.stats.total
+    with pytest.raises(SyncStopped):
+        made[0].request(STREAMS["users"], {}, {})
+    assert sim.stats.total == before

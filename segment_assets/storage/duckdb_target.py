@@ -9,6 +9,7 @@ the write.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -98,6 +99,20 @@ _FILES_GUARD = threading.Lock()
 def _file(path: str) -> _FileConnection:
     with _FILES_GUARD:
         return _FILES.setdefault(path, _FileConnection())
+
+
+@atexit.register
+def _close_files() -> None:
+    # A run interrupted inside Dagster's code never reaches the asset's `finally` that closes
+    # its target; closing here (after the stream threads ended) checkpoints the file, so no
+    # write-ahead log is left beside it and the next reader opens it without replaying one.
+    with _FILES_GUARD:
+        files = list(_FILES.values())
+    for shared in files:
+        with shared.lock:
+            if shared.con is not None:
+                shared.con.close()
+                shared.con = None
 
 
 
