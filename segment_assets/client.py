@@ -181,7 +181,7 @@ class SegmentClient:
         # Set by whoever runs the sync (SIGTERM, run termination): waits end at once, requests stop.
         self.stop = stop or threading.Event()
         _LIVE_STOPS.add(self.stop)
-        self._sleep = sleep or self.stop.wait
+        self._sleep = sleep or self._sleep_unless_stopped
         # The first request goes alone: a refused token then costs exactly one request, not one
         # per concurrent stream; every later request fails fast with the same error.
         self._verified = threading.Event()
@@ -253,7 +253,24 @@ class SegmentClient:
         self.stats.add(**counts)
         self.stats_for(stream.name).add(**counts)
 
+    def _process_is_exiting(self) -> bool:
+        # A run interrupted inside Dagster's own code unwinds the main thread without resuming
+        # the asset's generator, whose `finally` would set `stop`; the interpreter then waits for
+        # the stream threads before it exits. Those threads see the main thread gone and stop.
+        if not threading.main_thread().is_alive():
+            self.stop.set()
+        return self.stop.is_set()
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._process_is_exiting():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.stop.wait(min(left, 0.5))
+
     def _check_stop(self) -> None:
+        self._process_is_exiting()
         if self._auth_error is not None:
             raise self._auth_error
         if self.stop.is_set():

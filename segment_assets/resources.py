@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from abc import abstractmethod
 
-from dagster import ConfigurableResource, EnvVar, InitResourceContext
-from pydantic import Field, PrivateAttr
+from dagster import ConfigurableResource, EnvVar
+from pydantic import Field
 
 from segment_assets import spec
 from segment_assets.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, SegmentClient
@@ -97,25 +97,8 @@ class SegmentResource(ConfigurableResource):
     def budget_for(self, stream: StreamSpec) -> int | None:
         return budget_requests(stream, self.fanout_budget_minutes, self.fanout_budgets)
 
-    # Clients made during this execution, so its teardown can stop them (see below).
-    _clients: list[SegmentClient] = PrivateAttr(default_factory=list)
-
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        # A run interrupted (SIGTERM, run termination) inside Dagster's own code never resumes
-        # the asset's generator, whose `finally` would stop the stream threads; left running,
-        # they would finish every stream before the process could exit. The resource's teardown
-        # runs on the way out either way.
-        for client in self._clients:
-            client.stop.set()
-        self._clients.clear()
-
     def make_client(self) -> SegmentClient:
         """A new pooled client; the caller closes it (one per run step, shared by its streams' threads)."""
-        client = self._new_client()
-        self._clients.append(client)
-        return client
-
-    def _new_client(self) -> SegmentClient:
         return SegmentClient(
             self.api_token,
             self.base_url,

@@ -189,22 +189,35 @@ def test_region_and_url() -> None:
         _ = SegmentResource(api_token="x", region="mars").base_url
 
 
-def test_the_resource_stops_the_clients_of_its_execution_at_teardown(sim: Simulator) -> None:
-    # A run interrupted inside Dagster's own code never resumes the asset's generator; the
-    # resource's teardown is what tells its stream threads to stop (no request, waits end).
-    from dagster import asset, materialize
+EXITING_MAIN = """
+import sys, threading
+from segment_assets.client import SegmentClient, SyncStopped
+from segment_assets.streams import STREAMS
 
-    made: list[SegmentClient] = []
+client = SegmentClient(sys.argv[1], sys.argv[2], rate_limits={"listSources": 1}, global_rate_limit=None)
 
-    @asset
-    def reads(segment: SegmentResource) -> None:
-        made.append(segment.make_client())
-        assert not made[0].stop.is_set()
+def read():
+    try:
+        for _ in range(3):  # the second request waits a minute for the 1/min budget
+            client.request(STREAMS["sources"], {}, {})
+    except SyncStopped:
+        print("stopped", flush=True)
 
-    result = materialize([reads], resources={"segment": SegmentResource(api_token=sim.token, api_url=sim.url)})
-    assert result.success
-    assert made and made[0].stop.is_set()
-    before = sim.stats.total
-    with pytest.raises(SyncStopped):
-        made[0].request(STREAMS["users"], {}, {})
-    assert sim.stats.total == before
+threading.Thread(target=read).start()  # not a daemon: the interpreter waits for it at exit
+threading.Event().wait(1.0)
+# The main thread ends here, as when an interrupt unwinds it through Dagster's code.
+"""
+
+
+def test_stream_threads_stop_when_the_main_thread_has_ended(sim: Simulator) -> None:
+    import subprocess
+    import sys
+
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", EXITING_MAIN, sim.token, sim.url], capture_output=True, text=True,
+                          timeout=120)
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "stopped" in done.stdout
+    assert took < 20, f"the process waited {took:.0f}s for a thread sleeping on the rate limit"
+    assert sim.stats.by_operation["listSources"] == 1, "no request after the main thread ended"
