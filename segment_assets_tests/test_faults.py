@@ -389,7 +389,9 @@ def test_401_mid_run_stops_the_sync_and_keeps_the_unwritten_tables(tmp_path: Pat
         # The token is revoked once the parents are read: every child request is refused.
         sim.inject("401", "listConnectedDestinationsFromSource", times=1000)
         sim.inject("401", "listRulesFromTrackingPlan", times=1000)
-        failed = failures(sync(sim, db, SMALL))
+        # One request at a time, so "after the first 401" is well defined: requests already in
+        # flight beside it (concurrent streams) would each get their own 401, and are not "after".
+        failed = failures(sync(sim, db, SMALL, max_streams=1, max_concurrency=1))
         sources_now = sim.items("listSources")
         refused = sim.stats["by_status"].get(401)
     assert list(failed) == ["token"], failed
