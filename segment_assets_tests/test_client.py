@@ -12,7 +12,6 @@ from segment_assets.client import (
     SegmentAuthError,
     SegmentClient,
     StreamUnavailable,
-    SyncStopped,
     TransientError,
 )
 from segment_assets.resources import SegmentResource
