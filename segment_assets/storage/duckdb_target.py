@@ -66,6 +66,12 @@ class _FileConnection:
         self.last_used = 0.0
         self.closer: threading.Timer | None = None
 
+    def close(self) -> None:
+        with self.lock:
+            if self.con is not None:
+                self.con.close()
+                self.con = None
+
     def close_if_idle(self) -> None:
         with self.lock:
             self.closer = None
@@ -109,12 +115,7 @@ def _close_files() -> None:
     with _FILES_GUARD:
         files = list(_FILES.values())
     for shared in files:
-        with shared.lock:
-            if shared.con is not None:
-                shared.con.close()
-                shared.con = None
-
-
+        shared.close()
 
 
 # information_schema's names for the types tables declare (JSON is VARCHAR to DuckDB's catalog).
@@ -148,11 +149,7 @@ class DuckDBTarget(Target):
         return f"duckdb://{self.path}#{self.schema}.{name}"
 
     def close(self) -> None:
-        shared = _file(self.path)
-        with shared.lock:
-            if shared.con is not None:
-                shared.con.close()
-                shared.con = None
+        _file(self.path).close()
 
     # -- connections ----------------------------------------------------------------------
 
