@@ -196,6 +196,19 @@ class Connection(BaseModel):
         return list(chosen.values())
 
 
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no variable; anything else is an error rather than a silent default."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text not in _FLAGS:
+        raise ConnectionConfigError(f"{name}={env[name]!r} is not a yes/no value: use true or false")
+    return _FLAGS[text]
+
+
 def connection_from_env(environ: Mapping[str, str] | None = None) -> Connection:
     """The zero-config workspace: everything from environment variables, un-namespaced names."""
     env = os.environ if environ is None else environ
@@ -211,8 +224,8 @@ def connection_from_env(environ: Mapping[str, str] | None = None) -> Connection:
         config_cron=env.get("SEGMENT_CONFIG_CRON", "").strip() or DEFAULT_CONFIG_CRON,
         daily_start=env.get("SEGMENT_DAILY_START") or DEFAULT_DAILY_START,
         monthly_start=env.get("SEGMENT_MONTHLY_START") or DEFAULT_MONTHLY_START,
-        pace_requests=env.get("SEGMENT_PACE_REQUESTS", "true").lower() not in ("0", "false", "no"),
-        step_per_group=env.get("SEGMENT_STEP_PER_GROUP", "false").lower() in ("1", "true", "yes"),
+        pace_requests=_env_flag(env, "SEGMENT_PACE_REQUESTS", True),
+        step_per_group=_env_flag(env, "SEGMENT_STEP_PER_GROUP", False),
         rate_limit_store=env.get("SEGMENT_RATE_LIMIT_STORE") or "file",
         default_names=True,
     )

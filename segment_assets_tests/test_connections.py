@@ -191,3 +191,11 @@ def test_sync_picks_a_connection_by_name(two_simulators: tuple[Simulator, Simula
     assert one.returncode == 0, one.stdout + one.stderr
     assert DuckDBTarget(db, schema="eu_prod").query("SELECT count(*) FROM sources") == [(len(eu.items("listSources")),)]
     assert not DuckDBTarget(db, schema="us_prod").table_exists("sources")
+
+
+def test_yes_no_variables_read_alike_and_a_typo_is_an_error() -> None:
+    assert connection_from_env({"SEGMENT_PACE_REQUESTS": "off"}).pace_requests is False
+    assert connection_from_env({"SEGMENT_STEP_PER_GROUP": "Yes"}).step_per_group is True
+    assert connection_from_env({}).pace_requests is True and connection_from_env({}).step_per_group is False
+    with pytest.raises(ConnectionConfigError, match="SEGMENT_STEP_PER_GROUP='enabled'.*true or false"):
+        connection_from_env({"SEGMENT_STEP_PER_GROUP": "enabled"})
