@@ -1,14 +1,14 @@
 """`python -m bench` (`./run bench`): run the benchmarks and write bench/RESULTS.md.
 
-  1 limits      full sync under the documented limits: wall time against the rate-limit bound
-  2 shared      concurrent syncs sharing one token: achieved rate per endpoint against its limit
-  3 resync      re-sync of the unchanged workspace under the limits (runs after 1, on its file)
-  4 throughput  configuration set vs dlt's rest_api source (parquet loader) and a bare client
-  5 ui          "Materialize all" through `dagster dev` and GraphQL vs the CLI; start-up costs
-  6 memory      peak RSS of the fan-out-heavy selection at growing scales
-  7 estimate    requests estimated from the parent tables vs made, sample-value streams (runs with 6)
-  8 sigterm     time to stop after SIGTERM, and the state the file is left in
-  9 lake        the same full sync into DuckDB and into a Delta lake
+1 limits      full sync under the documented limits: wall time against the rate-limit bound
+2 shared      concurrent syncs sharing one token: achieved rate per endpoint against its limit
+3 resync      re-sync of the unchanged workspace under the limits (runs after 1, on its file)
+4 throughput  configuration set vs dlt's rest_api source (parquet loader) and a bare client
+5 ui          "Materialize all" through `dagster dev` and GraphQL vs the CLI; start-up costs
+6 memory      peak RSS of the fan-out-heavy selection at growing scales
+7 estimate    requests estimated from the parent tables vs made, sample-value streams (runs with 6)
+8 sigterm     time to stop after SIGTERM, and the state the file is left in
+9 lake        the same full sync into DuckDB and into a Delta lake
 """
 
 from __future__ import annotations
@@ -29,20 +29,35 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: small sizes, one run each (a few minutes plus the limit benchmarks, whose "
-                             "length the documented limits set)")
-    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
-                        help=f"run only these benchmarks ({', '.join(BENCHMARKS)})")
-    parser.add_argument("--shared-seconds", type=float,
-                        help="how long the concurrent syncs of 2 run after their first request (default 180)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: small sizes, one run each (a few minutes plus the limit benchmarks, whose "
+        "length the documented limits set)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=BENCHMARKS,
+        metavar="NAME",
+        help=f"run only these benchmarks ({', '.join(BENCHMARKS)})",
+    )
+    parser.add_argument(
+        "--shared-seconds",
+        type=float,
+        help="how long the concurrent syncs of 2 run after their first request (default 180)",
+    )
     parser.add_argument("--throughput-runs", type=int, help="runs per tool in 4 (default 3)")
     parser.add_argument("--throughput-scale", type=float, help="simulator scale in 4 (default 20)")
     parser.add_argument("--memory-scales", type=float, nargs="+", metavar="X", help="scales of 6 (default 1 5 20)")
-    parser.add_argument("--profile-memory", action="store_true",
-                        help="profile 6 with tracemalloc even when its growth is within the target")
+    parser.add_argument(
+        "--profile-memory",
+        action="store_true",
+        help="profile 6 with tracemalloc even when its growth is within the target",
+    )
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (DuckDB files, logs)")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"report file (default {RESULTS})")
@@ -86,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     machine_info = machine.describe()
     # The limit benchmarks first: their length is set by the API's limits, not by this machine.
     if wanted & {"limits", "resync"}:
-        step("1. full sync under the limits" + (", 3. re-sync" if "resync" in wanted else ""),
-             lambda: _only(full_sync.run(settings, work, resync="resync" in wanted), wanted, {1: "limits"}))
+        step(
+            "1. full sync under the limits" + (", 3. re-sync" if "resync" in wanted else ""),
+            lambda: _only(full_sync.run(settings, work, resync="resync" in wanted), wanted, {1: "limits"}),
+        )
     if "shared" in wanted:
         step("2. concurrent syncs sharing a token", lambda: shared_token.run(settings, work))
     if "sigterm" in wanted:
@@ -97,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     if "ui" in wanted:
         step("5. UI path", lambda: ui_path.run(settings, work))
     if wanted & {"memory", "estimate"}:
-        step("6. memory" + (", 7. estimate vs actual" if "estimate" in wanted else ""),
-             lambda: _only(memory.run(settings, work, args.profile_memory), wanted, {6: "memory", 7: "estimate"}))
+        step(
+            "6. memory" + (", 7. estimate vs actual" if "estimate" in wanted else ""),
+            lambda: _only(memory.run(settings, work, args.profile_memory), wanted, {6: "memory", 7: "estimate"}),
+        )
     if "lake" in wanted:
         step("9. lake vs DuckDB", lambda: lake.run(settings, work))
 

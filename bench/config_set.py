@@ -28,7 +28,7 @@ from typing import Any
 
 
 def _is_list(stream: Any) -> bool:
-    from segment_assets import spec
+    from segment_assets.api import spec
 
     if stream.data_key is None or isinstance(stream.data_key, tuple):
         return False
@@ -38,7 +38,7 @@ def _is_list(stream: Any) -> bool:
 
 def classify() -> tuple[list[str], dict[str, str]]:
     """(streams in the set, in declaration order; stream -> why it is out)."""
-    from segment_assets.streams import Paging, materialized_streams
+    from segment_assets.api.streams import Paging, materialized_streams
 
     chosen: list[str] = []
     out: dict[str, str] = {}
@@ -67,26 +67,28 @@ def classify() -> tuple[list[str], dict[str, str]]:
 
 def plan(names: list[str]) -> list[dict[str, Any]]:
     """What a generic REST client needs to read each stream: path, records, paging, parent."""
-    from segment_assets.streams import STREAMS, Paging
+    from segment_assets.api.streams import STREAMS, Paging
 
     out = []
     for name in names:
         s = STREAMS[name]
         parent = None
         if s.parent:
-            (param, column), = s.parent.params.items()
+            ((param, column),) = s.parent.params.items()
             if "_" in column:
                 raise ValueError(f"{name}: parent column {column!r} is not an API field name")
             parent = {"resource": s.parent.stream, "param": param, "field": column}
         paged = s.paging in (Paging.CURSOR, Paging.SINGLE)
-        out.append({
-            "name": name,
-            "path": s.path.lstrip("/"),
-            "data_key": s.data_key,
-            "page_size": min(1000, s.max_page_size) if paged else None,
-            "follows_cursor": s.paging is Paging.CURSOR,
-            "accept": s.operation.media_type,
-            "query": dict(s.query),
-            "parent": parent,
-        })
+        out.append(
+            {
+                "name": name,
+                "path": s.path.lstrip("/"),
+                "data_key": s.data_key,
+                "page_size": min(1000, s.max_page_size) if paged else None,
+                "follows_cursor": s.paging is Paging.CURSOR,
+                "accept": s.operation.media_type,
+                "query": dict(s.query),
+                "parent": parent,
+            }
+        )
     return out

@@ -30,15 +30,24 @@ def config(plan: list[dict], url: str, token: str) -> dict:
                 params[p["param"]] = {"type": "resolve", "resource": p["resource"], "field": p["field"]}
             else:  # a query parameter (listFiltersForSpace's integrationId)
                 params[p["param"]] = "{resources." + p["resource"] + "." + p["field"] + "}"
-        paginator: object = ({"type": "cursor", "cursor_path": "data.pagination.next",
-                              "cursor_param": "pagination[cursor]"}
-                             if r["page_size"] else {"type": "single_page"})
-        resources.append({
-            "name": r["name"],
-            "write_disposition": "replace",
-            "endpoint": {"path": r["path"], "params": params, "data_selector": f"data.{r['data_key']}",
-                         "paginator": paginator, "headers": {"Accept": r["accept"]}},
-        })
+        paginator: object = (
+            {"type": "cursor", "cursor_path": "data.pagination.next", "cursor_param": "pagination[cursor]"}
+            if r["page_size"]
+            else {"type": "single_page"}
+        )
+        resources.append(
+            {
+                "name": r["name"],
+                "write_disposition": "replace",
+                "endpoint": {
+                    "path": r["path"],
+                    "params": params,
+                    "data_selector": f"data.{r['data_key']}",
+                    "paginator": paginator,
+                    "headers": {"Accept": r["accept"]},
+                },
+            }
+        )
     return {"client": {"base_url": url + "/", "auth": {"type": "bearer", "token": token}}, "resources": resources}
 
 
@@ -58,8 +67,12 @@ def main() -> int:
     with open(args.plan) as f:
         plan = json.load(f)
     source = rest_api_source(config(plan, args.url, args.token))
-    pipeline = dlt.pipeline(pipeline_name="bench_dlt", destination=dlt.destinations.duckdb(args.db),
-                            dataset_name="segment", pipelines_dir=args.pipelines_dir)
+    pipeline = dlt.pipeline(
+        pipeline_name="bench_dlt",
+        destination=dlt.destinations.duckdb(args.db),
+        dataset_name="segment",
+        pipelines_dir=args.pipelines_dir,
+    )
     # pipeline.run() is these three steps; timed one by one to show where dlt spends its time.
     phases: dict[str, float] = {}
     started = time.perf_counter()

@@ -31,8 +31,11 @@ def main() -> int:
     with open(args.plan) as f:
         plan: list[dict[str, Any]] = json.load(f)
     needs = {r["parent"]["resource"]: r["parent"]["field"] for r in plan if r["parent"]}
-    http = httpx.Client(base_url=args.url, headers={"Authorization": f"Bearer {args.token}"},
-                        limits=httpx.Limits(max_connections=THREADS, max_keepalive_connections=THREADS))
+    http = httpx.Client(
+        base_url=args.url,
+        headers={"Authorization": f"Bearer {args.token}"},
+        limits=httpx.Limits(max_connections=THREADS, max_keepalive_connections=THREADS),
+    )
     counts = {"requests": 0, "records": 0}
     lock = threading.Lock()
 
@@ -74,8 +77,12 @@ def main() -> int:
         while todo:
             ready = [r for r in todo if not r["parent"] or r["parent"]["resource"] in values]
             todo = [r for r in todo if r not in ready]
-            futures = {r["name"]: [pool.submit(read, r, v) for v in (values[r["parent"]["resource"]]
-                                                                     if r["parent"] else [None])] for r in ready}
+            futures = {
+                r["name"]: [
+                    pool.submit(read, r, v) for v in (values[r["parent"]["resource"]] if r["parent"] else [None])
+                ]
+                for r in ready
+            }
             for name, fs in futures.items():
                 values[name] = [x for fut in fs for x in fut.result()]
     http.close()

@@ -47,8 +47,9 @@ def runs(home: Path, exclude: set[str] | frozenset[str] = frozenset()) -> list[R
             run = record.dagster_run
             if run.run_id in exclude:
                 continue
-            info = RunInfo(run.run_id, run.status.value, record.create_timestamp.timestamp(), record.start_time,
-                           record.end_time)
+            info = RunInfo(
+                run.run_id, run.status.value, record.create_timestamp.timestamp(), record.start_time, record.end_time
+            )
             for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
                 mat = entry.dagster_event.event_specific_data.materialization
                 info.streams[mat.asset_key.path[-1]] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}

@@ -28,8 +28,11 @@ def unavailable() -> str | None:
 
 
 def run(settings: Settings, work: Workdir) -> Section:
-    section = Section(9, "Lake vs DuckDB", method=prose(__doc__)
-                      + f" Scale {settings.limits_scale:g}, {settings.lake_runs} run(s) per target.")
+    section = Section(
+        9,
+        "Lake vs DuckDB",
+        method=prose(__doc__) + f" Scale {settings.limits_scale:g}, {settings.lake_runs} run(s) per target.",
+    )
     why = unavailable()
     if why:
         section.figures.append(Figure("lake target", "not available", note=why))
@@ -55,19 +58,32 @@ def run(settings: Settings, work: Workdir) -> Section:
                     path.unlink(missing_ok=True)
     w = {t: Spread.of(walls[t]) for t in TARGETS}
     m = {t: Spread.of(rss[t]) for t in TARGETS}
-    section.tables.append(Table(["target", "runs", "whole process s", "peak RSS MiB", "rows"], [
-        [t, str(len(walls[t])), w[t].fmt(".1f"), m[t].fmt(",.0f"), f"{sum(rows[t].values()):,}"] for t in TARGETS]))
-    differ = sorted(n for n in set(rows["duckdb"]) | set(rows["lake"])
-                    if rows["duckdb"].get(n) != rows["lake"].get(n))
+    section.tables.append(
+        Table(
+            ["target", "runs", "whole process s", "peak RSS MiB", "rows"],
+            [[t, str(len(walls[t])), w[t].fmt(".1f"), m[t].fmt(",.0f"), f"{sum(rows[t].values()):,}"] for t in TARGETS],
+        )
+    )
+    differ = sorted(n for n in set(rows["duckdb"]) | set(rows["lake"]) if rows["duckdb"].get(n) != rows["lake"].get(n))
     section.figures += [
-        Figure("lake / DuckDB wall time, medians", f"{w['lake'].median / w['duckdb'].median:.2f}× "
-               f"({w['lake'].median:.1f} s vs {w['duckdb'].median:.1f} s)"),
-        Figure("lake / DuckDB peak RSS, medians", f"{m['lake'].median / m['duckdb'].median:.2f}× "
-               f"({m['lake'].median:,.0f} vs {m['duckdb'].median:,.0f} MiB)"),
-        Figure("rows per table equal in both targets", "yes" if not differ else f"no: {', '.join(differ[:8])}",
-               "equal", not differ),
+        Figure(
+            "lake / DuckDB wall time, medians",
+            f"{w['lake'].median / w['duckdb'].median:.2f}× ({w['lake'].median:.1f} s vs {w['duckdb'].median:.1f} s)",
+        ),
+        Figure(
+            "lake / DuckDB peak RSS, medians",
+            f"{m['lake'].median / m['duckdb'].median:.2f}× ({m['lake'].median:,.0f} vs {m['duckdb'].median:,.0f} MiB)",
+        ),
+        Figure(
+            "rows per table equal in both targets",
+            "yes" if not differ else f"no: {', '.join(differ[:8])}",
+            "equal",
+            not differ,
+        ),
     ]
     if differ:
-        section.notes.append("Rows that differ (DuckDB / lake): " + "; ".join(
-            f"{n} {rows['duckdb'].get(n)} / {rows['lake'].get(n)}" for n in differ))
+        section.notes.append(
+            "Rows that differ (DuckDB / lake): "
+            + "; ".join(f"{n} {rows['duckdb'].get(n)} / {rows['lake'].get(n)}" for n in differ)
+        )
     return section

@@ -36,7 +36,7 @@ class Bound:
 
 def rate_bound(requests_by_operation: Mapping[str, int]) -> Bound:
     """The fastest any client could make these requests under the documented limits."""
-    from segment_assets.streams import STREAMS
+    from segment_assets.api.streams import STREAMS
 
     by_op = {s.operation_id: s for s in STREAMS.values() if s.materialized}
     rows = {}
@@ -44,8 +44,13 @@ def rate_bound(requests_by_operation: Mapping[str, int]) -> Bound:
         stream = by_op.get(op)
         if stream is None:
             continue
-        rows[stream.name] = (stream.name, op, n, stream.rate_limit_per_minute,
-                             own_minutes(n, stream.rate_limit_per_minute))
+        rows[stream.name] = (
+            stream.name,
+            op,
+            n,
+            stream.rate_limit_per_minute,
+            own_minutes(n, stream.rate_limit_per_minute),
+        )
 
     chains: dict[str, list[tuple[str, str, int, float | None, int]]] = {}
 
@@ -79,12 +84,13 @@ def max_in_window(times: list[float], width: float = WINDOW) -> int:
     return best
 
 
-def window_utilisation(events: list[tuple[float, str, int]], width: float = WINDOW
-                       ) -> list[tuple[str, int, float, float]]:
+def window_utilisation(
+    events: list[tuple[float, str, int]], width: float = WINDOW
+) -> list[tuple[str, int, float, float]]:
     """Per limited operation and for the token as a whole ('*'): (name, max requests started in
     any `width`-second window, the limit per minute, that max over the limit). Every request the
     server saw counts, 429s included."""
-    from segment_assets.spec import operations
+    from segment_assets.api.spec import operations
 
     limits = {op.operation_id: op.rate_limit_per_minute for op in operations().values() if op.rate_limit_per_minute}
     times: dict[str, list[float]] = {}

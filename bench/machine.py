@@ -49,7 +49,11 @@ def describe() -> dict[str, str]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "packages": ", ".join(versions),
         "commit": (_git("rev-parse", "--short", "HEAD") or "unknown")
-                  + (f" + uncommitted changes outside bench/ in {', '.join(dirty[:6])}"
-                     + (f" and {len(dirty) - 6} more" if len(dirty) > 6 else "") if dirty else ""),
+        + (
+            f" + uncommitted changes outside bench/ in {', '.join(dirty[:6])}"
+            + (f" and {len(dirty) - 6} more" if len(dirty) > 6 else "")
+            if dirty
+            else ""
+        ),
         "load average at start": f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min)",
     }

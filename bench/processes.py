@@ -45,7 +45,12 @@ class SimulatorProcess:
         self.log = open(log_dir / f"simulator-{int(time.time() * 1000)}.log", "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.simserver", json.dumps(config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=REPO, env=child_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            cwd=REPO,
+            env=child_env(),
         )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line:
@@ -117,8 +122,10 @@ class Run:
     def check(self) -> Run:
         if self.returncode != 0:
             tail = self.log.read_text()[-3000:] if self.log.exists() else ""
-            raise RuntimeError(f"{' '.join(self.argv[:4])} ... failed (exit {self.returncode}); log {self.log}:\n"
-                               f"{self.stdout[-2000:]}\n{tail}")
+            raise RuntimeError(
+                f"{' '.join(self.argv[:4])} ... failed (exit {self.returncode}); log {self.log}:\n"
+                f"{self.stdout[-2000:]}\n{tail}"
+            )
         return self
 
 
@@ -126,8 +133,13 @@ class Child:
     """A child process whose stdout is read line by line (callers can wait for a line) and
     whose exit is reaped with `wait4`, so its own peak RSS is known."""
 
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None,
-                 on_line: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
         self.argv = argv
         self.log = log
         self._err = open(log, "w")
@@ -137,8 +149,9 @@ class Child:
         self.signalled_at: float | None = None
         self.started_epoch = time.time()
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._err, text=True, cwd=REPO,
-                                     env=env or child_env())
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=self._err, text=True, cwd=REPO, env=env or child_env()
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -188,9 +201,19 @@ class Child:
         result: dict[str, Any] = {}
         results = [ln for ln in out.splitlines() if ln.startswith(RESULT_PREFIX)]
         if results:
-            result = json.loads(results[-1][len(RESULT_PREFIX):])
-        return Run(self.argv, self.proc.returncode, self.started, ended, usage.ru_maxrss * 1024, out, self.log,
-                   self.signalled_at, self.started_epoch, result)
+            result = json.loads(results[-1][len(RESULT_PREFIX) :])
+        return Run(
+            self.argv,
+            self.proc.returncode,
+            self.started,
+            ended,
+            usage.ru_maxrss * 1024,
+            out,
+            self.log,
+            self.signalled_at,
+            self.started_epoch,
+            result,
+        )
 
 
 def run(argv: list[str], log: Path, env: dict[str, str] | None = None, timeout: float | None = None) -> Run:

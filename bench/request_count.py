@@ -32,10 +32,10 @@ def largest_page(operation_id: str) -> int | None:
 
 def parameter_sets(stream: Any, target: Any) -> list[Any]:
     """The requests a default sync (latest partition of time-based streams) plans for `stream`."""
-    from segment_assets.automation import connection_partitions
-    from segment_assets.connections import connection_from_env
-    from segment_assets.partitions import clamp_to_retention, window_queries
-    from segment_assets.reading import parent_rows, plan_requests
+    from segment_assets.engine.reading import parent_rows, plan_requests
+    from segment_assets.engine.windows import clamp_to_retention, window_queries
+    from segment_assets.orchestration.automation import connection_partitions
+    from segment_assets.orchestration.connections import connection_from_env
 
     windows = None
     if stream.windowing:
@@ -50,8 +50,8 @@ def parameter_sets(stream: Any, target: Any) -> list[Any]:
 
 def minimum_requests(db: Path, names: list[str], sim: SimulatorProcess) -> dict[str, dict[str, int]]:
     """Per stream: parameter sets, items served and the fewest requests that read them."""
+    from segment_assets.api.streams import STREAMS
     from segment_assets.storage import DuckDBTarget
-    from segment_assets.streams import STREAMS
 
     target = DuckDBTarget(db)
     out: dict[str, dict[str, int]] = {}

@@ -38,8 +38,17 @@ class Settings:
 
     @classmethod
     def quick_preset(cls) -> Settings:
-        return cls(quick=True, limits_scale=0.25, shared_seconds=90.0, throughput_scale=5.0, throughput_runs=1,
-                   ui_runs=1, startup_runs=1, memory_scales=(1.0, 5.0), lake_runs=1)
+        return cls(
+            quick=True,
+            limits_scale=0.25,
+            shared_seconds=90.0,
+            throughput_scale=5.0,
+            throughput_runs=1,
+            ui_runs=1,
+            startup_runs=1,
+            memory_scales=(1.0, 5.0),
+            lake_runs=1,
+        )
 
 
 class Workdir:
@@ -65,9 +74,12 @@ class Workdir:
         home = self.file(stem)
         home.mkdir()
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-        subprocess.run([sys.executable, "-c", "from dagster import DagsterInstance; "
-                        "DagsterInstance.get().get_runs(limit=1)"], env=child_env(DAGSTER_HOME=str(home)),
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", "from dagster import DagsterInstance; DagsterInstance.get().get_runs(limit=1)"],
+            env=child_env(DAGSTER_HOME=str(home)),
+            check=True,
+            capture_output=True,
+        )
         return home
 
     def simulator(self, **config: Any) -> SimulatorProcess:
@@ -77,11 +89,16 @@ class Workdir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def sync_env(sim: SimulatorProcess, home: Path, *, db: Path | None = None, lake: Path | None = None,
-             pace: bool) -> dict[str, str]:
+def sync_env(
+    sim: SimulatorProcess, home: Path, *, db: Path | None = None, lake: Path | None = None, pace: bool
+) -> dict[str, str]:
     """What `segment-assets sync` reads: the token, the API URL, the target, pacing, the Dagster home."""
-    extra = {"SEGMENT_API_TOKEN": sim.token, "SEGMENT_API_URL": sim.url, "DAGSTER_HOME": str(home),
-             "SEGMENT_PACE_REQUESTS": "true" if pace else "false"}
+    extra = {
+        "SEGMENT_API_TOKEN": sim.token,
+        "SEGMENT_API_URL": sim.url,
+        "DAGSTER_HOME": str(home),
+        "SEGMENT_PACE_REQUESTS": "true" if pace else "false",
+    }
     if lake is not None:
         extra.update(SEGMENT_TARGET="lake", SEGMENT_LAKE_URL=lake.absolute().as_uri())
     elif db is not None:

@@ -25,13 +25,18 @@ from bench.settings import Settings, Workdir, start_sync, sync_env
 def run(settings: Settings, work: Workdir) -> Section:
     home = work.home("shared-home")
     n = settings.shared_processes
-    config = {"seed": 7, "scale": settings.limits_scale, "latency_ms": settings.limits_latency_ms,
-              "rate_limits": "realistic"}
+    config = {
+        "seed": 7,
+        "scale": settings.limits_scale,
+        "latency_ms": settings.limits_latency_ms,
+        "rate_limits": "realistic",
+    }
     with work.simulator(**config) as sim:
         sim.reset()
         dbs = [work.file(f"shared-{i}", ".duckdb") for i in range(n)]
-        children = [start_sync(work, sync_env(sim, home, db=db, pace=True), label=f"shared-{i}")
-                    for i, db in enumerate(dbs)]
+        children = [
+            start_sync(work, sync_env(sim, home, db=db, pace=True), label=f"shared-{i}") for i, db in enumerate(dbs)
+        ]
         # The clock starts at the first request: several processes starting at once on a busy
         # machine take a while to import, and that is not what is measured.
         wait_until = time.monotonic() + 300
@@ -53,26 +58,51 @@ def run(settings: Settings, work: Workdir) -> Section:
     worst = max(r[3] for r in rows)
     overall = next(r for r in rows if r[0].startswith("*"))
     share = sum(1 for *_, s in events if s == 429) / len(events)
-    section = Section(2, "Concurrent syncs sharing a token", method=(
-        prose(__doc__)
-        + f" Here: {n} processes, demo workspace at scale {settings.limits_scale:g}, "
-        f"{settings.limits_latency_ms:g} ms latency, stopped after {settings.shared_seconds:g} s."))
+    section = Section(
+        2,
+        "Concurrent syncs sharing a token",
+        method=(
+            prose(__doc__) + f" Here: {n} processes, demo workspace at scale {settings.limits_scale:g}, "
+            f"{settings.limits_latency_ms:g} ms latency, stopped after {settings.shared_seconds:g} s."
+        ),
+    )
     section.figures += [
-        Figure("highest rate of any endpoint over its documented limit (max requests in a 60 s window / limit)",
-               f"{100 * worst:.0f} % ({max(rows, key=lambda r: r[3])[0]})", "≤ 100 %", worst <= 1.0),
-        Figure("token as a whole: max requests in a 60 s window / 1200", f"{100 * overall[3]:.0f} % "
-               f"({overall[1]} requests)", "≤ 100 %", overall[3] <= 1.0),
-        Figure("requests answered 429", f"{100 * share:.2f} % ({sum(1 for *_, s in events if s == 429)} of "
-               f"{len(events):,})", "< 1 %", share < 0.01),
+        Figure(
+            "highest rate of any endpoint over its documented limit (max requests in a 60 s window / limit)",
+            f"{100 * worst:.0f} % ({max(rows, key=lambda r: r[3])[0]})",
+            "≤ 100 %",
+            worst <= 1.0,
+        ),
+        Figure(
+            "token as a whole: max requests in a 60 s window / 1200",
+            f"{100 * overall[3]:.0f} % ({overall[1]} requests)",
+            "≤ 100 %",
+            overall[3] <= 1.0,
+        ),
+        Figure(
+            "requests answered 429",
+            f"{100 * share:.2f} % ({sum(1 for *_, s in events if s == 429)} of {len(events):,})",
+            "< 1 %",
+            share < 0.01,
+        ),
     ]
-    section.tables.append(Table(
-        ["operation", "max requests in any 60 s", "limit /min", "of the limit"],
-        [[op, str(m), f"{lim:g}", f"{100 * u:.0f} %"] for op, m, lim, u in rows[:12]]))
-    outcome = ", ".join(f"exit {r.returncode} after {r.wall_seconds:.0f} s"
-                        + (f" (SIGTERM, stopped in {r.ended - r.signalled_at:.1f} s)" if r.signalled_at else "")
-                        for r in runs)
-    section.notes.append(f"{len(events):,} requests over {span:.0f} s. Processes: {outcome}. Exit 130 is a sync "
-                         "stopped by the benchmark's SIGTERM; anything else is a failure worth reading in the logs.")
-    section.notes.append("Operations reaching 100 % are the ones the processes saturate together; an endpoint "
-                         "below its limit is one the syncs did not need faster (few requests).")
+    section.tables.append(
+        Table(
+            ["operation", "max requests in any 60 s", "limit /min", "of the limit"],
+            [[op, str(m), f"{lim:g}", f"{100 * u:.0f} %"] for op, m, lim, u in rows[:12]],
+        )
+    )
+    outcome = ", ".join(
+        f"exit {r.returncode} after {r.wall_seconds:.0f} s"
+        + (f" (SIGTERM, stopped in {r.ended - r.signalled_at:.1f} s)" if r.signalled_at else "")
+        for r in runs
+    )
+    section.notes.append(
+        f"{len(events):,} requests over {span:.0f} s. Processes: {outcome}. Exit 130 is a sync "
+        "stopped by the benchmark's SIGTERM; anything else is a failure worth reading in the logs."
+    )
+    section.notes.append(
+        "Operations reaching 100 % are the ones the processes saturate together; an endpoint "
+        "below its limit is one the syncs did not need faster (few requests)."
+    )
     return section

@@ -32,18 +32,27 @@ def _written(lines: list[str]) -> list[str]:
 def _counts(db: Path) -> dict[str, int]:
     with duckdb.connect(str(db), read_only=True) as con:
         catalog = con.execute("SELECT current_database()").fetchone()[0]
-        names = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = ? "
-                                           "AND table_schema = 'segment'", [catalog]).fetchall()]
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = 'segment'",
+                [catalog],
+            ).fetchall()
+        ]
         return {n: con.execute(f'SELECT count(*) FROM "{catalog}".segment."{n}"').fetchone()[0] for n in names}
 
 
 def run(settings: Settings, work: Workdir) -> Section:
-    from segment_assets.streams import STREAMS
+    from segment_assets.api.streams import STREAMS
 
     home = work.home("sigterm-home")
     db = work.file("sigterm", ".duckdb")
-    config = {"seed": 7, "scale": settings.limits_scale, "latency_ms": settings.limits_latency_ms,
-              "rate_limits": "realistic"}
+    config = {
+        "seed": 7,
+        "scale": settings.limits_scale,
+        "latency_ms": settings.limits_latency_ms,
+        "rate_limits": "realistic",
+    }
     with work.simulator(**config) as sim:
         child = start_sync(work, sync_env(sim, home, db=db, pace=True), label="sigterm")
         child.wait_for(lambda lines: len(_written(lines)) >= settings.sigterm_after_streams, timeout=600)
@@ -91,29 +100,57 @@ def run(settings: Settings, work: Workdir) -> Section:
         problems.append(f"staging files left: {', '.join(staging)}")
     if wal.exists():
         problems.append(f"a write-ahead log was left ({wal.stat().st_size} bytes)")
-    section = Section(8, "Time to stop after SIGTERM", method=(
-        prose(__doc__)
-        + f" SIGTERM after {settings.sigterm_after_streams} streams were reported written."))
+    section = Section(
+        8,
+        "Time to stop after SIGTERM",
+        method=(prose(__doc__) + f" SIGTERM after {settings.sigterm_after_streams} streams were reported written."),
+    )
     section.figures += [
         Figure("time from SIGTERM to exit", f"{stop_seconds:.2f} s (exit code {stopped.returncode})"),
-        Figure("tables at a committed state, no staging file or WAL left",
-               "all" if not problems else f"{len(problems)} problem(s)", "all", not problems),
-        Figure("configuration tables committed whose materialization Dagster did not record",
-               f"{len(unrecorded)} of {len(complete)}"),
+        Figure(
+            "tables at a committed state, no staging file or WAL left",
+            "all" if not problems else f"{len(problems)} problem(s)",
+            "all",
+            not problems,
+        ),
+        Figure(
+            "configuration tables committed whose materialization Dagster did not record",
+            f"{len(unrecorded)} of {len(complete)}",
+        ),
     ]
-    section.tables.append(Table(
-        ["streams reported on the terminal before SIGTERM", "by the exit", "configuration tables complete "
-         "(= a full read)", "empty", "materializations recorded", "tables in the file"],
-        [[str(len(before)), str(len(written)), str(len(complete)), str(len(empty)), str(len(recorded)),
-          str(len(counts))]]))
-    section.notes.append(f"The sync ran {stopped.signalled_at - stopped.started:.1f} s before the signal; its last "
-                         f"line: {stopped.stdout.strip().splitlines()[-1][:200] if stopped.stdout.strip() else '-'}")
+    section.tables.append(
+        Table(
+            [
+                "streams reported on the terminal before SIGTERM",
+                "by the exit",
+                "configuration tables complete (= a full read)",
+                "empty",
+                "materializations recorded",
+                "tables in the file",
+            ],
+            [
+                [
+                    str(len(before)),
+                    str(len(written)),
+                    str(len(complete)),
+                    str(len(empty)),
+                    str(len(recorded)),
+                    str(len(counts)),
+                ]
+            ],
+        )
+    )
+    section.notes.append(
+        f"The sync ran {stopped.signalled_at - stopped.started:.1f} s before the signal; its last "
+        f"line: {stopped.stdout.strip().splitlines()[-1][:200] if stopped.stdout.strip() else '-'}"
+    )
     if unrecorded:
         section.notes.append(
             "Committed before the process ended, but not recorded as materialized in Dagster's event log (the worker "
             "threads commit; the run's main thread reports outcomes one by one, writing Dagster's event log, and "
             "stops reporting at the signal): " + ", ".join(unrecorded) + ". Their data is complete; the next sync "
-            "reads them again and writes no change rows.")
+            "reads them again and writes no change rows."
+        )
     if empty:
         section.notes.append("Present but empty (created, nothing committed yet): " + ", ".join(empty))
     section.notes += problems

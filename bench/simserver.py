@@ -32,6 +32,7 @@ class _Clock:
             with self.lock:
                 self.events.append((time.monotonic(), operation_id, status))
             record(operation_id, status, accept)
+
         return timed
 
 

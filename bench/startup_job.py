@@ -42,6 +42,7 @@ def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             if not nested:
                 timings[name] = timings.get(name, 0.0) + time.monotonic() - start
                 counts[name] = counts.get(name, 0) + 1
+
     return wrapper
 
 
@@ -52,21 +53,22 @@ def main() -> int:
 
     timings["import dagster"] = time.monotonic() - t
     t = time.monotonic()
-    import segment_assets.assets
-    import segment_assets.automation
     import segment_assets.cli
-    import segment_assets.connections
-    import segment_assets.resources
-    import segment_assets.terminal
-    import segment_assets.translator  # noqa: F401 - the modules run_sync imports
+    import segment_assets.cli.terminal
+    import segment_assets.orchestration.assets
+    import segment_assets.orchestration.automation
+    import segment_assets.orchestration.connections
+    import segment_assets.orchestration.resources
+    import segment_assets.orchestration.translator
 
     timings["import segment_assets"] = time.monotonic() - t
     imported = time.monotonic()
-    assets = segment_assets.assets
+    assets = segment_assets.orchestration.assets
     assets.build_workspace_assets = timed("asset definitions", assets.build_workspace_assets)
     segment_assets.cli._instance = timed("Dagster instance (open storages)", segment_assets.cli._instance)
-    segment_assets.assets.sync_stream = timed("the stream itself (plan, requests, write)",
-                                              segment_assets.assets.sync_stream)
+    segment_assets.orchestration.assets.sync_stream = timed(
+        "the stream itself (plan, requests, write)", segment_assets.orchestration.assets.sync_stream
+    )
     dagster.materialize = timed("materialize", dagster.materialize)
     instance_cls = dagster.DagsterInstance
     instance_cls.create_run_for_job = timed("run creation", instance_cls.create_run_for_job)
@@ -77,14 +79,23 @@ def main() -> int:
         _sync(streams, out)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    report({"main": MAIN, "imported": imported, "done": time.monotonic(), "timings": timings, "counts": counts,
-            "exit": code, "output": out.getvalue()[-2000:]})
+    report(
+        {
+            "main": MAIN,
+            "imported": imported,
+            "done": time.monotonic(),
+            "timings": timings,
+            "counts": counts,
+            "exit": code,
+            "output": out.getvalue()[-2000:],
+        }
+    )
     return code
 
 
 def _sync(streams: list[str], out: io.StringIO) -> None:
     # What `segment-assets sync --select ...` does (cmd_sync), its output kept off stdout.
-    from segment_assets.cli import pick_connection, run_sync
+    from segment_assets.cli.commands import pick_connection, run_sync
 
     run_sync(streams, connection=pick_connection(None), out=out)
 

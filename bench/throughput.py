@@ -25,7 +25,8 @@ import duckdb
 
 from bench import config_set, instance
 from bench.figures import Figure, Section, Spread, Table, mib, prose
-from bench.processes import Run, child_env, run as run_process
+from bench.processes import Run, child_env
+from bench.processes import run as run_process
 from bench.settings import Settings, Workdir, sync, sync_env
 
 TARGET_SPEEDUP = 3.0
@@ -59,24 +60,56 @@ def run(settings: Settings, work: Workdir) -> Section:
                     r = sync(work, sync_env(sim, home, db=db, pace=False), names, label="throughput-sa")
                     rows[tool].add(_rows(str(db), names))
                     (info,) = instance.runs(home, exclude=before)
-                    inside.append({
-                        "process start → Dagster run start": (info.started or 0) - r.started_epoch,
-                        "the run (start → end)": (info.ended or 0) - (info.started or 0),
-                        "longest stream": max((m.get("segment/seconds", 0) for m in info.streams.values()),
-                                              default=0.0),
-                        "run end → process exit": r.started_epoch + r.wall_seconds - (info.ended or 0)})
+                    inside.append(
+                        {
+                            "process start → Dagster run start": (info.started or 0) - r.started_epoch,
+                            "the run (start → end)": (info.ended or 0) - (info.started or 0),
+                            "longest stream": max(
+                                (m.get("segment/seconds", 0) for m in info.streams.values()), default=0.0
+                            ),
+                            "run end → process exit": r.started_epoch + r.wall_seconds - (info.ended or 0),
+                        }
+                    )
                 elif tool.startswith("dlt"):
                     db = work.file("throughput-dlt", ".duckdb")
-                    r = run_process([sys.executable, "-m", "bench.dlt_job", "--url", sim.url, "--token", sim.token,
-                             "--plan", str(plan_file), "--db", str(db),
-                             "--pipelines-dir", str(work.file("dlt-pipelines"))],
-                            work.log("throughput-dlt"), child_env()).check()
+                    r = run_process(
+                        [
+                            sys.executable,
+                            "-m",
+                            "bench.dlt_job",
+                            "--url",
+                            sim.url,
+                            "--token",
+                            sim.token,
+                            "--plan",
+                            str(plan_file),
+                            "--db",
+                            str(db),
+                            "--pipelines-dir",
+                            str(work.file("dlt-pipelines")),
+                        ],
+                        work.log("throughput-dlt"),
+                        child_env(),
+                    ).check()
                     rows[tool].add(sum(r.result["rows"].values()))
                     phases.append(r.result["phases"])
                 else:
                     db = None
-                    r = run_process([sys.executable, "-m", "bench.floor_job", "--url", sim.url, "--token", sim.token,
-                             "--plan", str(plan_file)], work.log("throughput-floor"), child_env()).check()
+                    r = run_process(
+                        [
+                            sys.executable,
+                            "-m",
+                            "bench.floor_job",
+                            "--url",
+                            sim.url,
+                            "--token",
+                            sim.token,
+                            "--plan",
+                            str(plan_file),
+                        ],
+                        work.log("throughput-floor"),
+                        child_env(),
+                    ).check()
                     rows[tool].add(r.result["records"])
                 events = sim.events()
                 runs[tool].append(r)
@@ -86,55 +119,101 @@ def run(settings: Settings, work: Workdir) -> Section:
                     db.unlink(missing_ok=True)
             print(f"  run {i + 1}: " + ", ".join(f"{t} {runs[t][-1].wall_seconds:.1f} s" for t in TOOLS), flush=True)
 
-    section = Section(4, "Throughput vs dlt on the configuration set", method=(
-        prose(__doc__)
-        + f" Here: scale {settings.throughput_scale:g}, {settings.throughput_runs} run(s) per tool, {len(names)} "
-        "streams.\n\nThe configuration set. " + prose(config_set.__doc__)))
+    section = Section(
+        4,
+        "Throughput vs dlt on the configuration set",
+        method=(
+            prose(__doc__)
+            + f" Here: scale {settings.throughput_scale:g}, {settings.throughput_runs} run(s) per tool, {len(names)} "
+            "streams.\n\nThe configuration set. " + prose(config_set.__doc__)
+        ),
+    )
     wall = {t: Spread.of([r.wall_seconds for r in runs[t]]) for t in TOOLS}
     rss = {t: Spread.of([mib(r.peak_rss) for r in runs[t]]) for t in TOOLS}
-    table = Table(["client", "runs", "whole process s", "peak RSS MiB", "requests per run", "rows (records)",
-                   "process start → first request s", "last request → exit s"])
+    table = Table(
+        [
+            "client",
+            "runs",
+            "whole process s",
+            "peak RSS MiB",
+            "requests per run",
+            "rows (records)",
+            "process start → first request s",
+            "last request → exit s",
+        ]
+    )
     for t in TOOLS:
-        table.rows.append([t, str(len(runs[t])), wall[t].fmt(".1f"), rss[t].fmt(",.0f"),
-                           "/".join(f"{n:,}" for n in sorted(set(requests[t]))),
-                           "/".join(f"{n:,}" for n in sorted(rows[t])),
-                           f"{median(a for a, _ in offsets[t]):.1f}", f"{median(b for _, b in offsets[t]):.1f}"])
+        table.rows.append(
+            [
+                t,
+                str(len(runs[t])),
+                wall[t].fmt(".1f"),
+                rss[t].fmt(",.0f"),
+                "/".join(f"{n:,}" for n in sorted(set(requests[t]))),
+                "/".join(f"{n:,}" for n in sorted(rows[t])),
+                f"{median(a for a, _ in offsets[t]):.1f}",
+                f"{median(b for _, b in offsets[t]):.1f}",
+            ]
+        )
     section.tables.append(table)
     sa, dl, fl = (wall[t].median for t in TOOLS)
     speedup = dl / sa
     same = len({n for t in TOOLS for n in requests[t]}) == 1
     section.figures += [
-        Figure("speed-up of segment_assets over dlt (parquet), whole process, medians", f"{speedup:.1f}× "
-               f"({sa:.1f} s vs {dl:.1f} s)", f"≥ {TARGET_SPEEDUP:g}×", speedup >= TARGET_SPEEDUP),
-        Figure("peak RSS, segment_assets vs dlt (medians)", f"{rss[TOOLS[0]].median:,.0f} vs "
-               f"{rss[TOOLS[1]].median:,.0f} MiB", "no higher than dlt", rss[TOOLS[0]].median <= rss[TOOLS[1]].median),
-        Figure("segment_assets over the floor (bare httpx + orjson client), medians", f"{sa / fl:.1f}× "
-               f"(+{sa - fl:.1f} s; floor {fl:.1f} s)"),
-        Figure("the three clients made the same requests", "yes" if same else
-               "no: " + ", ".join(f"{t} {sorted(set(requests[t]))}" for t in TOOLS), "same", same),
+        Figure(
+            "speed-up of segment_assets over dlt (parquet), whole process, medians",
+            f"{speedup:.1f}× ({sa:.1f} s vs {dl:.1f} s)",
+            f"≥ {TARGET_SPEEDUP:g}×",
+            speedup >= TARGET_SPEEDUP,
+        ),
+        Figure(
+            "peak RSS, segment_assets vs dlt (medians)",
+            f"{rss[TOOLS[0]].median:,.0f} vs {rss[TOOLS[1]].median:,.0f} MiB",
+            "no higher than dlt",
+            rss[TOOLS[0]].median <= rss[TOOLS[1]].median,
+        ),
+        Figure(
+            "segment_assets over the floor (bare httpx + orjson client), medians",
+            f"{sa / fl:.1f}× (+{sa - fl:.1f} s; floor {fl:.1f} s)",
+        ),
+        Figure(
+            "the three clients made the same requests",
+            "yes" if same else "no: " + ", ".join(f"{t} {sorted(set(requests[t]))}" for t in TOOLS),
+            "same",
+            same,
+        ),
     ]
     if phases:
         p = {k: median(x[k] for x in phases) for k in phases[0]}
         section.notes.append("dlt's phases, median s: " + ", ".join(f"{k} {v:.1f}" for k, v in p.items()) + ".")
-    section.notes.append("Caveats: the configuration set is small in rows (a few records per request), so every tool's "
-                         "fixed costs (interpreter, imports, per-table work) weigh as much as its requests; dlt runs "
-                         "with its defaults (resources extracted one after the other, no `parallelized`), while "
-                         "segment_assets reads streams and fan-outs on threads; the simulator answers in well under "
-                         "a millisecond, where the real API takes 100 ms or more per request, which would favour "
-                         "the concurrent client far more.")
-    section.notes.append("Rows differ by design: dlt loads nested lists as child tables (not counted) where "
-                         "segment_assets explodes suppressions into one row per subject; the floor counts records "
-                         "as the API sends them.")
+    section.notes.append(
+        "Caveats: the configuration set is small in rows (a few records per request), so every tool's "
+        "fixed costs (interpreter, imports, per-table work) weigh as much as its requests; dlt runs "
+        "with its defaults (resources extracted one after the other, no `parallelized`), while "
+        "segment_assets reads streams and fan-outs on threads; the simulator answers in well under "
+        "a millisecond, where the real API takes 100 ms or more per request, which would favour "
+        "the concurrent client far more."
+    )
+    section.notes.append(
+        "Rows differ by design: dlt loads nested lists as child tables (not counted) where "
+        "segment_assets explodes suppressions into one row per subject; the floor counts records "
+        "as the API sends them."
+    )
     if inside:
         p = {k: median(x[k] for x in inside) for k in inside[0]}
-        section.notes.append("Where segment_assets' time goes, medians: " + "; ".join(
-            f"{k} {v:.1f} s" for k, v in p.items()) + ". Streams run concurrently; a stream's seconds (its "
+        section.notes.append(
+            "Where segment_assets' time goes, medians: "
+            + "; ".join(f"{k} {v:.1f} s" for k, v in p.items())
+            + ". Streams run concurrently; a stream's seconds (its "
             "metadata) span its reads and its write, which overlap: the product records no separate time for "
-            "the DuckDB apply (`segment/write_seconds` starts before the pages are staged).")
+            "the DuckDB apply (`segment/write_seconds` starts before the pages are staged)."
+        )
     section.notes.append("In the set: " + ", ".join(names) + ".")
-    section.tables.append(Table(["left out of the set", "why"],
-                                [[n, why] for n, why in out.items() if why != "time-based"]
-                                + [[f"the {sum(w == 'time-based' for w in out.values())} time-based streams",
-                                    "partition windows"]]))
+    section.tables.append(
+        Table(
+            ["left out of the set", "why"],
+            [[n, why] for n, why in out.items() if why != "time-based"]
+            + [[f"the {sum(w == 'time-based' for w in out.values())} time-based streams", "partition windows"]],
+        )
+    )
     return section
-

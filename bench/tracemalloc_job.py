@@ -32,8 +32,8 @@ def main() -> int:
     args = parser.parse_args()
     # What the sync imports is the same at every scale: imported before tracing starts, so the
     # snapshots (taken as traced memory grows) follow the sync, not the imports.
-    from segment_assets.cli import pick_connection, run_sync
-    import segment_assets.assets, segment_assets.automation, dagster  # noqa: E401, F401
+
+    from segment_assets.cli.commands import pick_connection, run_sync
 
     tracemalloc.start(10)
     best: dict[str, object] = {"size": 0, "snapshot": None, "rss": 0}

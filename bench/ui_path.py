@@ -31,7 +31,8 @@ from typing import Any
 import httpx
 
 from bench.figures import Figure, Section, Spread, Table, prose
-from bench.processes import REPO, run as run_process
+from bench.processes import REPO
+from bench.processes import run as run_process
 from bench.settings import Settings, Workdir, sync, sync_env
 
 TARGET_RATIO = 1.5
@@ -86,7 +87,12 @@ class DagsterDev:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [str(dagster), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(self.port)],
-            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.http = httpx.Client(timeout=60)
 
     def gql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -144,14 +150,25 @@ def _execution_params(dev: DagsterDev, keys: list[list[str]]) -> dict[str, Any]:
     if not common:
         raise RuntimeError("the configuration assets share no job; the UI would refuse to launch them together")
     job = common[0]
-    checks = [{"name": c["name"], "assetKey": {"path": n["assetKey"]["path"]}}
-              for n in nodes for c in (n["assetChecksOrError"] or {}).get("checks", [])
-              if not c["jobNames"] or job in c["jobNames"]]
+    checks = [
+        {"name": c["name"], "assetKey": {"path": n["assetKey"]["path"]}}
+        for n in nodes
+        for c in (n["assetChecksOrError"] or {}).get("checks", [])
+        if not c["jobNames"] or job in c["jobNames"]
+    ]
     repo = nodes[0]["repository"]
-    return {"mode": "default", "executionMetadata": {"tags": []}, "runConfigData": "{}",
-            "selector": {"repositoryLocationName": repo["location"]["name"], "repositoryName": repo["name"],
-                         "pipelineName": job, "assetSelection": [{"path": k} for k in keys],
-                         "assetCheckSelection": checks}}
+    return {
+        "mode": "default",
+        "executionMetadata": {"tags": []},
+        "runConfigData": "{}",
+        "selector": {
+            "repositoryLocationName": repo["location"]["name"],
+            "repositoryName": repo["name"],
+            "pipelineName": job,
+            "assetSelection": [{"path": k} for k in keys],
+            "assetCheckSelection": checks,
+        },
+    }
 
 
 def _launch(dev: DagsterDev, params: dict[str, Any], timeout: float = 900) -> dict[str, float]:
@@ -167,14 +184,18 @@ def _launch(dev: DagsterDev, params: dict[str, Any], timeout: float = 900) -> di
             seen = time.monotonic()
             if run["status"] != "SUCCESS":
                 raise RuntimeError(f"run {run_id} ended {run['status']}; see the dagster dev log")
-            return {"launch_to_success": seen - sent, "queued": run["startTime"] - run["creationTime"],
-                    "run": run["endTime"] - run["startTime"], "job": result["run"]["pipelineName"]}
+            return {
+                "launch_to_success": seen - sent,
+                "queued": run["startTime"] - run["creationTime"],
+                "run": run["endTime"] - run["startTime"],
+                "job": result["run"]["pipelineName"],
+            }
         time.sleep(0.2)
     raise TimeoutError(f"run {run_id} did not end in {timeout:.0f} s")
 
 
 def run(settings: Settings, work: Workdir) -> Section:
-    from segment_assets.streams import materialized_streams
+    from segment_assets.api.streams import materialized_streams
 
     names = [s.name for s in materialized_streams() if s.windowing is None]
     keys = [["segment", n] for n in names]
@@ -203,44 +224,75 @@ def run(settings: Settings, work: Workdir) -> Section:
         path.unlink(missing_ok=True)
     shutil.rmtree(ui_home, ignore_errors=True)
 
-    section = Section(5, "UI path: Materialize all through dagster dev vs the CLI", method=(
-        prose(__doc__)
-        + f" {len(names)} configuration assets with their checks, demo workspace at scale "
-        f"{settings.limits_scale:g}, {settings.ui_runs} run(s) per path."))
+    section = Section(
+        5,
+        "UI path: Materialize all through dagster dev vs the CLI",
+        method=(
+            prose(__doc__) + f" {len(names)} configuration assets with their checks, demo workspace at scale "
+            f"{settings.limits_scale:g}, {settings.ui_runs} run(s) per path."
+        ),
+    )
     ui_total = Spread.of([u["launch_to_success"] for u in ui])
     cli_total = Spread.of(cli)
     ratio = ui_total.median / cli_total.median
-    section.tables.append(Table(["path", "runs", "total s", "queued s (created → started)",
-                                 "run s (started → ended)"], [
-        ["UI (GraphQL launch → success seen)", str(len(ui)), ui_total.fmt(".1f"),
-         Spread.of([u["queued"] for u in ui]).fmt(".1f"), Spread.of([u["run"] for u in ui]).fmt(".1f")],
-        ["CLI (`segment-assets sync --select ...`, whole process)", str(len(cli)), cli_total.fmt(".1f"), "—", "—"],
-    ]))
+    section.tables.append(
+        Table(
+            ["path", "runs", "total s", "queued s (created → started)", "run s (started → ended)"],
+            [
+                [
+                    "UI (GraphQL launch → success seen)",
+                    str(len(ui)),
+                    ui_total.fmt(".1f"),
+                    Spread.of([u["queued"] for u in ui]).fmt(".1f"),
+                    Spread.of([u["run"] for u in ui]).fmt(".1f"),
+                ],
+                [
+                    "CLI (`segment-assets sync --select ...`, whole process)",
+                    str(len(cli)),
+                    cli_total.fmt(".1f"),
+                    "—",
+                    "—",
+                ],
+            ],
+        )
+    )
     section.figures += [
-        Figure("UI Materialize all vs CLI sync, medians", f"{ratio:.2f}× ({ui_total.median:.1f} s vs "
-               f"{cli_total.median:.1f} s)", f"≤ {TARGET_RATIO}×", ratio <= TARGET_RATIO),
+        Figure(
+            "UI Materialize all vs CLI sync, medians",
+            f"{ratio:.2f}× ({ui_total.median:.1f} s vs {cli_total.median:.1f} s)",
+            f"≤ {TARGET_RATIO}×",
+            ratio <= TARGET_RATIO,
+        ),
         Figure("CLI: process start → first request", Spread.of(first_request).fmt(".1f", " s")),
     ]
-    section.notes.append(f"The UI launched job `{ui[0]['job']}` (the job every configuration asset shares); "
-                         f"`dagster dev` took {loaded:.0f} s to load the code location (not counted).")
-    section.notes.append("Caveats: the UI time includes the daemon's dequeue interval and a run worker process that "
-                         "loads the code location again (Dagster's default run launcher), both of which the CLI "
-                         "skips; the status is polled every 0.2 s.")
+    section.notes.append(
+        f"The UI launched job `{ui[0]['job']}` (the job every configuration asset shares); "
+        f"`dagster dev` took {loaded:.0f} s to load the code location (not counted)."
+    )
+    section.notes.append(
+        "Caveats: the UI time includes the daemon's dequeue interval and a run worker process that "
+        "loads the code location again (Dagster's default run launcher), both of which the CLI "
+        "skips; the status is polled every 0.2 s."
+    )
     section.tables.append(_startup_table(startup))
     section.notes.append(
         "Fixed cost of a one-stream sync (`segment-assets sync --select workspace`, one request), medians over "
         f"{len(startup)} run(s), measured by `bench/startup_job.py` (the command's own code, timers wrapped around "
         "its calls). Ours: segment_assets' imports, the asset definitions, the stream itself. Dagster's: its "
         "imports, the instance, run creation, the event-log writes and the rest of `materialize` (step "
-        "orchestration, resources, checks).")
+        "orchestration, resources, checks)."
+    )
     return section
 
 
 def _startup(work: Workdir, sim: Any, home: Path) -> dict[str, float]:
     db = work.file("startup", ".duckdb")
     sim.reset()
-    r = run_process([sys.executable, "-m", "bench.startup_job", "workspace"], work.log("startup"),
-                    sync_env(sim, home, db=db, pace=False)).check()
+    r = run_process(
+        [sys.executable, "-m", "bench.startup_job", "workspace"],
+        work.log("startup"),
+        sync_env(sim, home, db=db, pace=False),
+    ).check()
     events = sim.events()
     db.unlink(missing_ok=True)
     res, t = r.result, r.result["timings"]
@@ -264,5 +316,7 @@ def _startup(work: Workdir, sim: Any, home: Path) -> dict[str, float]:
 
 def _startup_table(runs: list[dict[str, float]]) -> Table:
     keys = list(runs[0])
-    return Table(["one-stream sync, where the time goes", "seconds (median)"],
-                 [[k, f"{median(r[k] for r in runs):.2f}"] for k in keys])
+    return Table(
+        ["one-stream sync, where the time goes", "seconds (median)"],
+        [[k, f"{median(r[k] for r in runs):.2f}"] for k in keys],
+    )

@@ -1,3 +1,3 @@
-from segment_assets.cli import main
+from segment_assets.cli.commands import main
 
 raise SystemExit(main())

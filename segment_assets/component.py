@@ -1,42 +1,8 @@
-"""`SegmentWorkspaceComponent`: one Segment workspace as a Dagster component.
+"""Where component YAML files name the component: `type: segment_assets.component.SegmentWorkspaceComponent`.
 
-Its YAML attributes are the fields of `connections.Connection` (name, token_env, region or
-api_url, duckdb_path or lake_url, schema_name, include/exclude, update methods, config_cron,
-daily_start/monthly_start, owners, tags...). Several component folders under
-`segment_assets/defs/` load side by side into one code location, each namespaced by its
-name. To shape the asset specs, subclass it and return your own `SegmentTranslator` from
-`get_translator()`.
+The component itself lives with the rest of the Dagster layer, in `segment_assets.orchestration`.
 """
 
-from __future__ import annotations
+from segment_assets.orchestration.component import SegmentWorkspaceComponent
 
-from dagster import Definitions
-from pydantic import BaseModel
-from dagster.components import Component, ComponentLoadContext, Resolvable
-
-from segment_assets.connections import Connection
-from segment_assets.translator import SegmentTranslator
-
-
-class SegmentWorkspaceComponent(Connection, Component, Resolvable):
-    """A Segment workspace replicated through the Public API: one asset per stream, its jobs,
-    schedules and audit-trail sensor, all namespaced by `name`."""
-
-    @classmethod
-    def model(cls) -> type[BaseModel]:
-        # The YAML model Dagster derives must not echo values back in its errors (a refused token).
-        derived = super().model()
-        derived.model_config["hide_input_in_errors"] = True
-        derived.model_rebuild(force=True)
-        return derived
-
-    def get_translator(self) -> SegmentTranslator:
-        return SegmentTranslator()
-
-    def connection(self) -> Connection:
-        return Connection.model_validate(self.model_dump())
-
-    def build_defs(self, context: ComponentLoadContext) -> Definitions:
-        from segment_assets.definitions import build_workspace_definitions
-
-        return build_workspace_definitions(self.connection(), self.get_translator())
+__all__ = ["SegmentWorkspaceComponent"]

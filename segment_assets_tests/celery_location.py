@@ -9,8 +9,8 @@ from dagster import Definitions, define_asset_job
 from dagster_celery import celery_executor
 
 from segment_assets import definitions as segment_definitions
-from segment_assets.automation import CONFIG_JOB, build_jobs, default_keys
-from segment_assets.connections import connection_from_env
+from segment_assets.orchestration.automation import CONFIG_JOB, build_jobs, default_keys
+from segment_assets.orchestration.connections import connection_from_env
 
 CELERY_CONFIG_JOB = f"{CONFIG_JOB}_celery"
 

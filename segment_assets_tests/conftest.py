@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from segment_assets.resources import DuckDBStorage, SegmentResource
+from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.storage import DuckDBTarget
 
 
 @pytest.fixture
-def sim() -> Iterator["Simulator"]:  # noqa: F821
+def sim() -> Iterator[Simulator]:  # noqa: F821
     from segment_assets.simulator import Simulator
 
     with Simulator(seed=7) as s:
@@ -42,19 +42,20 @@ def storage(duckdb_path: Path) -> DuckDBStorage:
     return DuckDBStorage(path=str(duckdb_path))
 
 
-def segment_for(sim: "Simulator", **overrides: object) -> SegmentResource:  # noqa: F821
+def segment_for(sim: Simulator, **overrides: object) -> SegmentResource:  # noqa: F821
     return SegmentResource(api_token=sim.token, api_url=sim.url, pace_requests=False, **overrides)
 
 
 @pytest.fixture
-def segment(sim: "Simulator") -> SegmentResource:  # noqa: F821
+def segment(sim: Simulator) -> SegmentResource:  # noqa: F821
     return segment_for(sim)
 
 
-def materializations(result: "ExecuteInProcessResult", stream: str) -> list["AssetMaterialization"]:  # noqa: F821
+def materializations(result: ExecuteInProcessResult, stream: str) -> list[AssetMaterialization]:  # noqa: F821
     """The materializations a run recorded for one stream's asset (zero-config keys)."""
-    from segment_assets.assets import asset_key
+    from segment_assets.orchestration.assets import asset_key
 
     key = asset_key(stream)
-    return [e.event_specific_data.materialization for e in result.get_asset_materialization_events()
-            if e.asset_key == key]
+    return [
+        e.event_specific_data.materialization for e in result.get_asset_materialization_events() if e.asset_key == key
+    ]

@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.pause_before_commit:
         pause_before_commit(args.pause_before_commit, args.marker)
-    from segment_assets.cli import run_sync
+    from segment_assets.cli.commands import run_sync
 
     run_sync(args.streams)
     return 0

@@ -32,6 +32,7 @@ def _sleep_until_deadline(deadline: list[float]) -> Any:
         if time.time() + seconds > deadline[0]:
             raise Deadline
         time.sleep(seconds)
+
     return sleep
 
 
@@ -43,7 +44,7 @@ def _wait_for_go(job: dict[str, Any]) -> None:
 
 
 def reserve(job: dict[str, Any]) -> dict[str, Any]:
-    from segment_assets.rate_limits import open_store
+    from segment_assets.api.rate_limits import open_store
 
     store = open_store(job["store"], job["key"][0], job["key"][1], window=job["window"], margin=job["margin"])
     starts: list[float] = []
@@ -59,13 +60,19 @@ def reserve(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def read(job: dict[str, Any]) -> dict[str, Any]:
-    from segment_assets.client import SegmentClient
-    from segment_assets.streams import STREAMS
+    from segment_assets.api.client import SegmentClient
+    from segment_assets.api.streams import STREAMS
 
     deadline = [float("inf")]
-    client = SegmentClient(job["token"], job["url"], page_size=job["page_size"], rate_limits=job["rate_limits"],
-                           global_rate_limit=job["global_rate_limit"], rate_limit_store=job["store"],
-                           sleep=_sleep_until_deadline(deadline))
+    client = SegmentClient(
+        job["token"],
+        job["url"],
+        page_size=job["page_size"],
+        rate_limits=job["rate_limits"],
+        global_rate_limit=job["global_rate_limit"],
+        rate_limit_store=job["store"],
+        sleep=_sleep_until_deadline(deadline),
+    )
     stream = STREAMS[job["stream"]]
     _wait_for_go(job)
     deadline[0] = job["deadline"]

@@ -38,8 +38,14 @@ LOOPBACK = "127.0.0.1"
 DAGSTER_DEV_WARNING_FILTER = "ignore:Function `dev_command` is superseded:FutureWarning"
 CHROMIUM = "/usr/bin/chromium"
 PG_SCHEME = "postgresql+psycopg2"
-CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run")
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 
 
 class ServiceError(RuntimeError):
@@ -98,21 +104,41 @@ class ServiceProcess:
         self.popen.wait(timeout=30)
 
 
-def start_process(name: str, argv: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None,
-                  cwd: Path | None = None, stop_signal: int = signal.SIGTERM) -> ServiceProcess:
+def start_process(
+    name: str,
+    argv: Sequence[str],
+    log_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stop_signal: int = signal.SIGTERM,
+) -> ServiceProcess:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         try:
-            popen = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=dict(env) if env is not None else None, cwd=cwd,
-                                     start_new_session=True, preexec_fn=_restore_sigint)
+            popen = subprocess.Popen(
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=_restore_sigint,
+            )
         except FileNotFoundError as error:
             raise ServiceError(f"cannot start {name}: {error.filename} not found") from error
     return ServiceProcess(name, popen, log_path, stop_signal)
 
 
-def wait_until(check: Callable[[], T | None], *, what: str, timeout: float, process: ServiceProcess | None = None,
-               interval: float = 0.25) -> T:
+def wait_until(
+    check: Callable[[], T | None],
+    *,
+    what: str,
+    timeout: float,
+    process: ServiceProcess | None = None,
+    interval: float = 0.25,
+) -> T:
     """Poll `check` until it returns something truthy; exceptions other than ServiceError count as "not yet"."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -126,8 +152,10 @@ def wait_until(check: Callable[[], T | None], *, what: str, timeout: float, proc
         except Exception as error:  # noqa: BLE001 - not ready yet, kept for the timeout message
             last_error = error
         if process is not None and not process.alive():
-            raise ServiceError(f"{process.name} exited with code {process.popen.returncode} before {what}; "
-                               f"last lines of {process.log_path}:\n{process.tail()}")
+            raise ServiceError(
+                f"{process.name} exited with code {process.popen.returncode} before {what}; "
+                f"last lines of {process.log_path}:\n{process.tail()}"
+            )
         if time.monotonic() > deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
             tail = f"; last lines of {process.log_path}:\n{process.tail()}" if process else ""
@@ -171,16 +199,20 @@ class Postgres:
 
         The scheme names the driver: SQLAlchemy 2.1 reads a bare `postgresql://` as psycopg 3,
         while dagster-postgres installs psycopg2."""
-        return (f"storage:\n  postgres:\n    postgres_db:\n      hostname: {self.host}\n      port: {self.port}\n"
-                f"      username: {self.user}\n      password: ''\n      db_name: {self.database}\n"
-                f"      scheme: {PG_SCHEME}\n")
+        return (
+            f"storage:\n  postgres:\n    postgres_db:\n      hostname: {self.host}\n      port: {self.port}\n"
+            f"      username: {self.user}\n      password: ''\n      db_name: {self.database}\n"
+            f"      scheme: {PG_SCHEME}\n"
+        )
 
 
 def _postgres_bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(Path(p).parts[-3]))
     if not found:
-        raise ServiceError("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: "
-                           "install them with `apt-get install postgresql` (.ci/run does)")
+        raise ServiceError(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: "
+            "install them with `apt-get install postgresql` (.ci/run does)"
+        )
     return Path(found[-1]).parent
 
 
@@ -196,19 +228,54 @@ def postgres_server(database: str = "dagster") -> Iterator[Postgres]:
     run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
     with _temp_dir("segment-pg-", owner) as tmp:
         data, port = tmp / "data", free_port()
-        init = subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                               "-E", "UTF8", "--no-sync"], capture_output=True, text=True)
+        init = subprocess.run(
+            [
+                *run_as,
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if init.returncode != 0:
             raise ServiceError(f"initdb failed ({init.returncode}):\n{init.stdout[-2000:]}\n{init.stderr[-2000:]}")
         proc = start_process(
             "postgres",
-            [*run_as, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-c", f"listen_addresses={LOOPBACK}",
-             "-c", f"unix_socket_directories={tmp}", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "shared_buffers=32MB", "-c", "max_connections=200"],
+            [
+                *run_as,
+                str(bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-c",
+                f"listen_addresses={LOOPBACK}",
+                "-c",
+                f"unix_socket_directories={tmp}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "shared_buffers=32MB",
+                "-c",
+                "max_connections=200",
+            ],
             tmp / "postgres.log",
             stop_signal=signal.SIGINT,  # "fast" shutdown
         )
         try:
+
             def create() -> bool:
                 con = psycopg2.connect(host=LOOPBACK, port=port, user="postgres", dbname="postgres", connect_timeout=2)
                 try:
@@ -246,11 +313,30 @@ def redis_server() -> Iterator[Redis]:
         raise ServiceError("redis-server not found: install it with `apt-get install redis-server` (.ci/run does)")
     with _temp_dir("segment-redis-") as tmp:
         port = free_port()
-        proc = start_process("redis-server", ["redis-server", "--port", str(port), "--bind", LOOPBACK, "--save", "",
-                                              "--appendonly", "no", "--dir", str(tmp)], tmp / "redis.log")
+        proc = start_process(
+            "redis-server",
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                LOOPBACK,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp),
+            ],
+            tmp / "redis.log",
+        )
         try:
-            wait_until(lambda: redis.Redis(host=LOOPBACK, port=port, socket_timeout=2).ping(),
-                       what=f"Redis to answer PING on {LOOPBACK}:{port}", timeout=30, process=proc)
+            wait_until(
+                lambda: redis.Redis(host=LOOPBACK, port=port, socket_timeout=2).ping(),
+                what=f"Redis to answer PING on {LOOPBACK}:{port}",
+                timeout=30,
+                process=proc,
+            )
             yield Redis(LOOPBACK, port)
         finally:
             proc.stop()
@@ -270,14 +356,23 @@ class S3:
     def client(self) -> Any:
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region,
-                            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
 
     @property
     def env(self) -> dict[str, str]:
         """The variables a process needs to reach this server as its S3."""
-        return {"AWS_ACCESS_KEY_ID": self.access_key_id, "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
-                "AWS_REGION": self.region, "AWS_ENDPOINT_URL": self.endpoint_url}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_REGION": self.region,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+        }
 
     def keys(self, prefix: str) -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
@@ -285,9 +380,14 @@ class S3:
 
     def storage_options(self) -> dict[str, str]:
         """Options for object_store-based readers and writers (deltalake, polars...)."""
-        return {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key_id,
-                "AWS_SECRET_ACCESS_KEY": self.secret_access_key, "AWS_REGION": self.region,
-                "AWS_ALLOW_HTTP": "true", "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_REGION": self.region,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+        }
 
 
 @contextmanager
@@ -295,12 +395,17 @@ def s3_server(bucket: str = "segment-lake") -> Iterator[S3]:
     """moto's S3-compatible server on loopback, with `bucket` created."""
     with _temp_dir("segment-s3-") as tmp:
         port = free_port()
-        proc = start_process("moto_server", [str(VENV_BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)],
-                             tmp / "moto.log")
+        proc = start_process(
+            "moto_server", [str(VENV_BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)], tmp / "moto.log"
+        )
         try:
             url = f"http://{LOOPBACK}:{port}"
-            wait_until(lambda: httpx.get(f"{url}/moto-api/", timeout=2).status_code == 200,
-                       what=f"moto_server to answer on {url}", timeout=60, process=proc)
+            wait_until(
+                lambda: httpx.get(f"{url}/moto-api/", timeout=2).status_code == 200,
+                what=f"moto_server to answer on {url}",
+                timeout=60,
+                process=proc,
+            )
             s3 = S3(url, bucket)
             s3.client().create_bucket(Bucket=bucket)
             yield s3
@@ -316,10 +421,13 @@ def tinyproxy(workdir: Path) -> Iterator[tuple[str, Path]]:
     """Debian's tinyproxy on loopback, logging every request line it sees: (proxy URL, log file)."""
     port, log = free_port(), workdir / "tinyproxy.log"
     conf = workdir / "tinyproxy.conf"
-    conf.write_text(f"Port {port}\nListen {LOOPBACK}\nTimeout 30\nAllow {LOOPBACK}\nMaxClients 32\n"
-                    f"LogLevel Info\nLogFile \"{log}\"\nPidFile \"{workdir / 'tinyproxy.pid'}\"\n")
+    conf.write_text(
+        f"Port {port}\nListen {LOOPBACK}\nTimeout 30\nAllow {LOOPBACK}\nMaxClients 32\n"
+        f'LogLevel Info\nLogFile "{log}"\nPidFile "{workdir / "tinyproxy.pid"}"\n'
+    )
     proc = start_process("tinyproxy", ["tinyproxy", "-d", "-c", str(conf)], workdir / "tinyproxy.out")
     try:
+
         def listening() -> bool:
             try:
                 socket.create_connection((LOOPBACK, port), timeout=0.2).close()
@@ -360,29 +468,55 @@ _DAEMONS = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy r
 
 
 @contextmanager
-def dagster_dev(home: Path, env: Mapping[str, str], workspace: Path = PROJECT_ROOT / "workspace.yaml",
-                instance_yaml: str | None = None, timeout: float = 180.0) -> Iterator[DagsterDev]:
+def dagster_dev(
+    home: Path,
+    env: Mapping[str, str],
+    workspace: Path = PROJECT_ROOT / "workspace.yaml",
+    instance_yaml: str | None = None,
+    timeout: float = 180.0,
+) -> Iterator[DagsterDev]:
     """`dagster dev` on a free port with DAGSTER_HOME=`home`, ready once its code locations have
     loaded and its daemons report healthy. `instance_yaml` becomes home/dagster.yaml (default:
     the project's dagster.yaml, as `./run ui` uses it)."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(instance_yaml if instance_yaml is not None
-                                       else (PROJECT_ROOT / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text(
+        instance_yaml if instance_yaml is not None else (PROJECT_ROOT / "dagster.yaml").read_text()
+    )
     port = free_port()
     full_env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
     started = time.monotonic()
     # From DAGSTER_HOME, as `./run ui`: no warning about the project's dagster.yaml.
     proc = start_process(
         "dagster dev",
-        [sys.executable, "-W", DAGSTER_DEV_WARNING_FILTER, "-m", "dagster", "dev", "-w", str(workspace),
-         "-h", LOOPBACK, "-p", str(port)],
-        home / "dagster-dev.log", env=full_env, cwd=home, stop_signal=signal.SIGINT,
+        [
+            sys.executable,
+            "-W",
+            DAGSTER_DEV_WARNING_FILTER,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(workspace),
+            "-h",
+            LOOPBACK,
+            "-p",
+            str(port),
+        ],
+        home / "dagster-dev.log",
+        env=full_env,
+        cwd=home,
+        stop_signal=signal.SIGINT,
     )
     dev = DagsterDev(f"http://{LOOPBACK}:{port}", home, proc)
     try:
+
         def locations_loaded() -> bool:
             entries = dev.graphql(_LOCATIONS)["workspaceOrError"]["locationEntries"]
-            errors = [e for e in entries if e["locationOrLoadError"] and e["locationOrLoadError"]["__typename"] == "PythonError"]
+            errors = [
+                e
+                for e in entries
+                if e["locationOrLoadError"] and e["locationOrLoadError"]["__typename"] == "PythonError"
+            ]
             if errors:
                 raise ServiceError(f"code location failed to load: {errors[0]['locationOrLoadError']['message']}")
             return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
@@ -391,9 +525,16 @@ def dagster_dev(home: Path, env: Mapping[str, str], workspace: Path = PROJECT_RO
             statuses = dev.graphql(_DAEMONS)["instance"]["daemonHealth"]["allDaemonStatuses"]
             return all(s["healthy"] for s in statuses if s["required"])
 
-        wait_until(locations_loaded, what=f"dagster dev to load its code locations at {dev.url}",
-                   timeout=timeout, process=proc, interval=1.0)
-        wait_until(daemons_healthy, what="the Dagster daemons to report healthy", timeout=timeout, process=proc, interval=1.0)
+        wait_until(
+            locations_loaded,
+            what=f"dagster dev to load its code locations at {dev.url}",
+            timeout=timeout,
+            process=proc,
+            interval=1.0,
+        )
+        wait_until(
+            daemons_healthy, what="the Dagster daemons to report healthy", timeout=timeout, process=proc, interval=1.0
+        )
         dev.started_seconds = time.monotonic() - started
         yield dev
     finally:

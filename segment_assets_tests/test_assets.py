@@ -9,17 +9,18 @@ import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, materialize
 
-from segment_assets import spec
-from segment_assets.assets import asset_key, build_assets
-from segment_assets.partitions import clamp_to_retention, partitions_def, window_queries
-from segment_assets.reading import parent_rows, plan_requests
-from segment_assets.cli import run_sync
+from segment_assets.api import spec
+from segment_assets.api.streams import STREAMS, StreamSpec, materialized_streams
+from segment_assets.api.tables import table_def
+from segment_assets.cli.commands import run_sync
 from segment_assets.definitions import defs
-from segment_assets.resources import DuckDBStorage
+from segment_assets.engine.reading import parent_rows, plan_requests
+from segment_assets.engine.windows import clamp_to_retention, window_queries
+from segment_assets.orchestration.assets import asset_key, build_assets
+from segment_assets.orchestration.partitions import partitions_def
+from segment_assets.orchestration.resources import DuckDBStorage
 from segment_assets.simulator import Simulator
 from segment_assets.storage import DuckDBTarget
-from segment_assets.streams import STREAMS, StreamSpec, materialized_streams
-from segment_assets.tables import table_def
 from segment_assets_tests.conftest import materializations, segment_for
 
 CONFIG_STREAMS = [s for s in materialized_streams() if not s.windowing]
@@ -79,8 +80,9 @@ def test_definitions_load_with_parent_child_dependencies() -> None:
     assert len(list(graph.get_all_asset_keys())) == len(materialized_streams())
 
 
-def test_full_sync_equals_what_the_simulator_serves(sim: Simulator, storage: DuckDBStorage,
-                                                    target: DuckDBTarget) -> None:
+def test_full_sync_equals_what_the_simulator_serves(
+    sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget
+) -> None:
     out = io.StringIO()
     summary = run_sync(None, segment=segment_for(sim), storage=storage, out=out)
     assert {r["stream"] for r in summary} == {s.name for s in materialized_streams()}
@@ -98,7 +100,8 @@ def test_full_sync_equals_what_the_simulator_serves(sim: Simulator, storage: Duc
 def test_feature_gated_streams_succeed_empty_and_say_why(storage: DuckDBStorage, target: DuckDBTarget) -> None:
     with Simulator(seed=7, disabled_features=("Protocols",)) as sim:
         result = materialize(
-            build_assets(), resources={"segment": segment_for(sim), "storage": storage},
+            build_assets(),
+            resources={"segment": segment_for(sim), "storage": storage},
             selection=[asset_key("tracking_plans"), asset_key("tracking_plan_rules")],
             instance=DagsterInstance.get(),
         )
@@ -116,8 +119,10 @@ def test_feature_gated_streams_succeed_empty_and_say_why(storage: DuckDBStorage,
 
 def test_alpha_streams_can_be_switched_off(sim: Simulator, storage: DuckDBStorage) -> None:
     result = materialize(
-        build_assets(), resources={"segment": segment_for(sim, stabilities=["v1", "beta"]), "storage": storage},
-        selection=[asset_key("spaces")], instance=DagsterInstance.get(),
+        build_assets(),
+        resources={"segment": segment_for(sim, stabilities=["v1", "beta"]), "storage": storage},
+        selection=[asset_key("spaces")],
+        instance=DagsterInstance.get(),
     )
     md = materializations(result, "spaces")[0].metadata
     assert md["segment/status"].value == "unavailable" and md["segment/api_requests"].value == 0
@@ -125,8 +130,12 @@ def test_alpha_streams_can_be_switched_off(sim: Simulator, storage: DuckDBStorag
 
 
 def test_materialization_reports_metadata_and_key_check(sim: Simulator, storage: DuckDBStorage) -> None:
-    result = materialize(build_assets(), resources={"segment": segment_for(sim, page_size=2), "storage": storage},
-                         selection=[asset_key("sources")], instance=DagsterInstance.get())
+    result = materialize(
+        build_assets(),
+        resources={"segment": segment_for(sim, page_size=2), "storage": storage},
+        selection=[asset_key("sources")],
+        instance=DagsterInstance.get(),
+    )
     md = materializations(result, "sources")[0].metadata
     n = len(sim.items("listSources"))
     assert md["dagster/row_count"].value == n
@@ -134,12 +143,15 @@ def test_materialization_reports_metadata_and_key_check(sim: Simulator, storage:
     assert [c.name for c in md["dagster/column_schema"].value.columns][:3] == ["id", "slug", "name"]
     assert md["dagster/table_name"].value == "segment.sources"
     checks = result.get_asset_check_evaluations()
-    assert sorted((c.check_name, c.passed) for c in checks) == [("primary_key_unique_not_null", True),
-                                                                ("schema_drift", True)]
+    assert sorted((c.check_name, c.passed) for c in checks) == [
+        ("primary_key_unique_not_null", True),
+        ("schema_drift", True),
+    ]
 
 
-def test_failed_materialization_keeps_previous_table(sim: Simulator, storage: DuckDBStorage,
-                                                     target: DuckDBTarget) -> None:
+def test_failed_materialization_keeps_previous_table(
+    sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget
+) -> None:
     assets, resources = build_assets(), {"segment": segment_for(sim, max_retries=1), "storage": storage}
     assert materialize(assets, resources=resources, selection=[asset_key("sources")]).success
     before = target.query("SELECT * FROM sources ORDER BY id")
@@ -150,55 +162,72 @@ def test_failed_materialization_keeps_previous_table(sim: Simulator, storage: Du
 
 
 def test_child_without_parent_table_explains(sim: Simulator, storage: DuckDBStorage) -> None:
-    result = materialize(build_assets(), resources={"segment": segment_for(sim), "storage": storage},
-                         selection=[asset_key("tracking_plan_rules")], raise_on_error=False)
+    result = materialize(
+        build_assets(),
+        resources={"segment": segment_for(sim), "storage": storage},
+        selection=[asset_key("tracking_plan_rules")],
+        raise_on_error=False,
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "materialize the parent asset (tracking_plans) first" in failure.event_specific_data.error.to_string()
 
 
 @pytest.mark.parametrize("stream", ["audit_events"])
-def test_partitioned_stream_loads_its_window(sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget,
-                                             stream: str) -> None:
+def test_partitioned_stream_loads_its_window(
+    sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget, stream: str
+) -> None:
     spec = STREAMS[stream]
     pdef = partitions_def(spec.windowing.partition)
     key = pdef.get_last_partition_key()
     resources = {"segment": segment_for(sim), "storage": storage}
     for _ in range(2):  # a re-run replaces, never duplicates
-        assert materialize(build_assets(), resources=resources, selection=[asset_key(stream)], partition_key=key).success
+        assert materialize(
+            build_assets(), resources=resources, selection=[asset_key(stream)], partition_key=key
+        ).success
     window = pdef.time_window_for_partition_key(key)
-    served = sim.items(spec.operation_id, {}, {"startTime": window.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                               "endTime": window.end.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    served = sim.items(
+        spec.operation_id,
+        {},
+        {
+            "startTime": window.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "endTime": window.end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    )
     loaded = target.query("SELECT id FROM audit_events ORDER BY id")
     assert served and sorted(e["id"] for e in served) == [r[0] for r in loaded]
 
 
-def test_watermark_stream_reads_only_new_pages_and_never_deletes(storage: DuckDBStorage,
-                                                                   target: DuckDBTarget) -> None:
+def test_watermark_stream_reads_only_new_pages_and_never_deletes(storage: DuckDBStorage, target: DuckDBTarget) -> None:
     with Simulator(seed=7, counts={"warehouse_syncs": 40}) as sim:
         resources = {"segment": segment_for(sim, page_size=10), "storage": storage}
         selection = [asset_key("warehouses"), asset_key("warehouse_syncs")]
         first = materialize(build_assets(), resources=resources, selection=selection)
-        served = sum(len(sim.items("listSyncsFromWarehouse", {"warehouseId": w["id"]}))
-                     for w in sim.items("listWarehouses"))
+        served = sum(
+            len(sim.items("listSyncsFromWarehouse", {"warehouseId": w["id"]})) for w in sim.items("listWarehouses")
+        )
         md = materializations(first, "warehouse_syncs")[0].metadata
         assert md["dagster/row_count"].value == served and md["segment/api_requests"].value == -(-served // 10)
 
         warehouse = sim.items("listWarehouses")[0]["id"]
         source = sim.items("listSyncsFromWarehouse", {"warehouseId": warehouse})[0]["sourceId"]
-        new = sim.workspace.create("warehouse_syncs", sourceId=source, start=sim.now().strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+        new = sim.workspace.create(
+            "warehouse_syncs", sourceId=source, start=sim.now().strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        )
         second = materialize(build_assets(), resources=resources, selection=[asset_key("warehouse_syncs")])
         md = materializations(second, "warehouse_syncs")[0].metadata
     assert md["segment/watermark_stops"].value == 3
     assert md["segment/api_requests"].value == 3, "one page per warehouse: the first reaches the watermark"
     assert (md["segment/inserted"].value, md["segment/deleted"].value) == (1, 0)
     assert md["dagster/row_count"].value == served + 1, "rows older than the re-read pages are kept"
-    assert target.query("SELECT header__change_oper, source_id FROM warehouse_syncs__ct WHERE header__run_id = ?",
-                        [second.run_id]) == [("I", new["sourceId"])]
+    assert target.query(
+        "SELECT header__change_oper, source_id FROM warehouse_syncs__ct WHERE header__run_id = ?", [second.run_id]
+    ) == [("I", new["sourceId"])]
 
 
-def test_parent_deleted_after_its_table_was_loaded_is_skipped(sim: Simulator, storage: DuckDBStorage,
-                                                              target: DuckDBTarget) -> None:
+def test_parent_deleted_after_its_table_was_loaded_is_skipped(
+    sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget
+) -> None:
     resources = {"segment": segment_for(sim), "storage": storage}
     assert materialize(build_assets(), resources=resources, selection=[asset_key("user_groups")]).success
     gone = sim.items("listUserGroups")[0]["id"]
@@ -208,11 +237,13 @@ def test_parent_deleted_after_its_table_was_loaded_is_skipped(sim: Simulator, st
     assert md["segment/parents_gone"].value == 1
     assert target.query("SELECT count(*) FROM user_group_users WHERE user_group_id = ?", [gone]) == [(0,)]
     assert md["dagster/row_count"].value == sum(
-        len(sim.items("listUsersFromUserGroup", {"userGroupId": g["id"]})) for g in sim.items("listUserGroups"))
+        len(sim.items("listUsersFromUserGroup", {"userGroupId": g["id"]})) for g in sim.items("listUserGroups")
+    )
 
 
-def test_schema_drift_check_warns_once_about_fields_the_api_starts_sending(sim: Simulator, storage: DuckDBStorage,
-                                                                          target: DuckDBTarget) -> None:
+def test_schema_drift_check_warns_once_about_fields_the_api_starts_sending(
+    sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget
+) -> None:
     resources = {"segment": segment_for(sim), "storage": storage}
 
     def drift(result: Any) -> Any:

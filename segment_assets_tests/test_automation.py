@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,9 +21,10 @@ from dagster import (
     materialize,
 )
 
-from segment_assets import automation
-from segment_assets.assets import asset_key, build_assets
-from segment_assets.automation import (
+from segment_assets.api.streams import Window, materialized_streams
+from segment_assets.orchestration import automation
+from segment_assets.orchestration.assets import asset_key, build_assets
+from segment_assets.orchestration.automation import (
     AUDIT_RESOURCE_STREAMS,
     AuditCursor,
     build_audit_sensor,
@@ -31,18 +32,22 @@ from segment_assets.automation import (
     partitioned_streams,
     streams_for_resource_type,
 )
-from segment_assets.connections import Connection
-from segment_assets.definitions import build_definitions
-from segment_assets.resources import DuckDBStorage, SegmentResource
+from segment_assets.orchestration.connections import Connection
+from segment_assets.orchestration.definitions import build_definitions
+from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.simulator import AUDIT_RESOURCE_TYPES, Simulator
 from segment_assets.storage import DuckDBTarget
-from segment_assets.streams import Window, materialized_streams
 from segment_assets_tests.conftest import segment_for
 
 CONFIG = {s.name for s in config_streams()}
 SOURCES_AND_DESCENDANTS = {
-    "sources", "source_details", "source_connected_destinations", "source_connected_warehouses",
-    "source_schema_settings", "source_live_plugins", "source_regulations",
+    "sources",
+    "source_details",
+    "source_connected_destinations",
+    "source_connected_warehouses",
+    "source_schema_settings",
+    "source_live_plugins",
+    "source_regulations",
 }
 
 
@@ -112,21 +117,22 @@ def test_source_update_requests_exactly_sources_and_descendants(sim: Simulator, 
     assert not again.run_requests and ticker.requests[-1] == 1
 
 
-def test_run_request_launches_a_run_that_writes_the_change(sim: Simulator, storage: DuckDBStorage,
-                                                           target: DuckDBTarget, ticker: Ticker,
-                                                           instance: DagsterInstance) -> None:
+def test_run_request_launches_a_run_that_writes_the_change(
+    sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget, ticker: Ticker, instance: DagsterInstance
+) -> None:
     assets, resources = build_assets(), {"segment": segment_for(sim), "storage": storage}
     assert materialize(assets, resources=resources, selection=[asset_key("labels")]).success
     label = sim.workspace.list("labels")[1]
     sim.workspace.update("labels", f"{label['key']}:{label['value']}", description="Edited in the UI")
     [request] = ticker.tick().run_requests
     assert names(request) == {"labels"}
-    run = materialize(assets, resources=resources, selection=request.asset_selection, tags=request.tags,
-                      instance=instance)
+    run = materialize(
+        assets, resources=resources, selection=request.asset_selection, tags=request.tags, instance=instance
+    )
     assert run.success
-    assert target.query("SELECT header__change_oper, key, value, description FROM labels__ct "
-                        "WHERE header__run_id = ?", [run.run_id]) == [("U", label["key"], label["value"],
-                                                                       "Edited in the UI")]
+    assert target.query(
+        "SELECT header__change_oper, key, value, description FROM labels__ct WHERE header__run_id = ?", [run.run_id]
+    ) == [("U", label["key"], label["value"], "Edited in the UI")]
 
 
 def test_events_on_many_pages_are_all_seen(sim: Simulator, instance: DagsterInstance) -> None:
@@ -152,8 +158,17 @@ def test_events_on_many_pages_are_all_seen(sim: Simulator, instance: DagsterInst
     result = ticker.tick()
     [request] = result.run_requests
     expected = set()
-    for rtype in ("Source", "Destination", "Tracking Plan", "Label", "User", "Warehouse", "Function", "Space",
-                  "Credential"):
+    for rtype in (
+        "Source",
+        "Destination",
+        "Tracking Plan",
+        "Label",
+        "User",
+        "Warehouse",
+        "Function",
+        "Space",
+        "Credential",
+    ):
         expected |= streams_for_resource_type(rtype)
     assert names(request) == expected
     assert request.tags["segment/audit_events"] == "9"
@@ -171,8 +186,9 @@ def test_backlog_beyond_page_cap_resyncs_every_config_stream(sim: Simulator, ins
     assert names(request) == CONFIG
     assert request.tags["segment/audit_overflow"] == "more than 2 pages of new events"
     assert request.tags["segment/audit_events"] == "4" and ticker.requests[-1] == 2
-    assert AuditCursor.loads(ticker.cursor) == AuditCursor(added[-1]["timestamp"], frozenset({added[-1]["id"]}),
-                                                           whole_ms=True)
+    assert AuditCursor.loads(ticker.cursor) == AuditCursor(
+        added[-1]["timestamp"], frozenset({added[-1]["id"]}), whole_ms=True
+    )
     assert not ticker.tick().run_requests and ticker.requests[-1] == 1
 
 
@@ -187,7 +203,8 @@ def test_backlog_in_one_millisecond_is_resynced_once(sim: Simulator, instance: D
 
 
 def test_events_in_the_cursor_millisecond_are_neither_skipped_nor_counted_twice(
-        sim: Simulator, instance: DagsterInstance) -> None:
+    sim: Simulator, instance: DagsterInstance
+) -> None:
     at = sim.now() + timedelta(seconds=1)
     ticker = Ticker(sim, segment_for(sim), instance)
     ticker.tick()
@@ -229,7 +246,7 @@ def test_first_tick_starts_a_short_lookback_before_now(sim: Simulator, instance:
     result = ticker.tick()
     assert not result.run_requests and ticker.requests == [1]
     start = datetime.fromisoformat(AuditCursor.loads(ticker.cursor).timestamp.replace("Z", "+00:00"))
-    assert timedelta(minutes=4) < datetime.now(timezone.utc) - start < timedelta(minutes=6)
+    assert timedelta(minutes=4) < datetime.now(UTC) - start < timedelta(minutes=6)
 
 
 def test_resource_type_table_covers_the_simulator_and_names_config_streams() -> None:
@@ -239,10 +256,18 @@ def test_resource_type_table_covers_the_simulator_and_names_config_streams() -> 
             assert name in CONFIG, (rtype, name)
     assert streams_for_resource_type("Source") == SOURCES_AND_DESCENDANTS
     assert streams_for_resource_type("tracking plan") == {
-        "tracking_plans", "tracking_plan_rules", "tracking_plan_sources", "source_details"}
+        "tracking_plans",
+        "tracking_plan_rules",
+        "tracking_plan_sources",
+        "source_details",
+    }
     assert streams_for_resource_type("Destination") == {
-        "destinations", "destination_filters", "destination_subscriptions", "reverse_etl_sync_statuses",
-        "source_connected_destinations"}  # delivery metrics are partitioned: the daily schedule has them
+        "destinations",
+        "destination_filters",
+        "destination_subscriptions",
+        "reverse_etl_sync_statuses",
+        "source_connected_destinations",
+    }  # delivery metrics are partitioned: the daily schedule has them
     assert streams_for_resource_type("Gizmo") is None
 
 
@@ -266,13 +291,14 @@ def test_schedules_and_sensor_are_declared_stopped_with_their_jobs() -> None:
         "segment_monthly_schedule": ("30 1 * * *", "UTC"),
     }
     graph = repo.asset_graph
+
     def selected(job: str) -> set[str]:
         return {k.path[-1] for k in repo.get_job(job).asset_layer.selected_asset_keys}
+
     assert selected("segment_config") == CONFIG
     assert selected("segment_daily") == {s.name for s in partitioned_streams(Window.DAILY)}
     assert selected("segment_monthly") == {s.name for s in partitioned_streams(Window.MONTHLY)}
-    assert CONFIG | selected("segment_daily") | selected("segment_monthly") == {
-        s.name for s in materialized_streams()}
+    assert CONFIG | selected("segment_daily") | selected("segment_monthly") == {s.name for s in materialized_streams()}
     assert {k.path[-1] for k in graph.get_all_asset_keys()} == {s.name for s in materialized_streams()}
     [sensor] = repo.sensor_defs
     assert sensor.name == "segment_audit_trail_sensor" and sensor.default_status is DefaultSensorStatus.STOPPED
@@ -285,13 +311,15 @@ def test_config_cron_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert schedule.cron_schedule == "*/15 * * * *" and "*/15 * * * *" in schedule.description
     policy = repo.asset_graph.get(asset_key("sources")).freshness_policy
     assert (policy.warn_window.to_timedelta(), policy.fail_window.to_timedelta()) == (
-        timedelta(minutes=75), timedelta(minutes=135))
+        timedelta(minutes=75),
+        timedelta(minutes=135),
+    )
 
 
 def test_daily_schedule_requests_yesterday() -> None:
     repo = build_definitions().get_repository_def()
     schedule = repo.get_schedule_def("segment_daily_schedule")
-    today = datetime.now(timezone.utc).replace(hour=1, minute=0, second=0, microsecond=0)
+    today = datetime.now(UTC).replace(hour=1, minute=0, second=0, microsecond=0)
     with DagsterInstance.ephemeral() as instance:
         context = build_schedule_context(instance=instance, scheduled_execution_time=today, repository_def=repo)
         [request] = schedule.evaluate_tick(context).run_requests
@@ -300,9 +328,9 @@ def test_daily_schedule_requests_yesterday() -> None:
 
 
 def _month(months_ago: int) -> datetime:
-    today = datetime.now(timezone.utc)
+    today = datetime.now(UTC)
     n = today.year * 12 + today.month - 1 - months_ago
-    return datetime(n // 12, n % 12 + 1, 1, tzinfo=timezone.utc)
+    return datetime(n // 12, n % 12 + 1, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("day", "months"), [(15, [2]), (1, [3, 2]), (2, [3, 2]), (3, [2])])
@@ -312,7 +340,8 @@ def test_monthly_schedule_rereads_the_current_month_daily(day: int, months: list
     when = _month(2).replace(day=day, hour=1, minute=30)
     with DagsterInstance.ephemeral() as instance:
         requests = schedule.evaluate_tick(
-            build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=repo)).run_requests
+            build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=repo)
+        ).run_requests
     expected = [f"{_month(m):%Y-%m-%d}" for m in months]
     assert [r.partition_key for r in requests] == expected
     assert [r.run_key for r in requests] == [f"{k}@{when:%Y-%m-%d}" for k in expected]
@@ -331,31 +360,41 @@ def test_every_asset_has_a_freshness_policy() -> None:
     for stream in materialized_streams():
         policy = graph.get(asset_key(stream.name)).freshness_policy
         windows = (policy.warn_window.to_timedelta(), policy.fail_window.to_timedelta())
-        assert windows == ((timedelta(hours=25), timedelta(hours=26)) if stream.windowing
-                           else (timedelta(hours=2), timedelta(hours=3))), stream.name
+        assert windows == (
+            (timedelta(hours=25), timedelta(hours=26)) if stream.windowing else (timedelta(hours=2), timedelta(hours=3))
+        ), stream.name
 
 
-def test_freshness_passes_after_a_run_warns_then_fails(sim: Simulator, storage: DuckDBStorage,
-                                                       instance: DagsterInstance,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_freshness_passes_after_a_run_warns_then_fails(
+    sim: Simulator, storage: DuckDBStorage, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster._core.definitions.freshness_evaluator as evaluator_module
     from dagster._core.definitions.freshness import FreshnessState
     from dagster._core.definitions.freshness_evaluator import TimeWindowFreshnessPolicyEvaluator
     from dagster._core.loader import LoadingContextForTest
-    import dagster._core.definitions.freshness_evaluator as evaluator_module
 
     node = build_definitions().get_repository_def().asset_graph.get(asset_key("labels"))
 
     def state(after: timedelta) -> FreshnessState:
-        now = datetime.now(timezone.utc) + after
+        now = datetime.now(UTC) + after
         monkeypatch.setattr(evaluator_module, "get_current_timestamp", lambda: now.timestamp())
-        return asyncio.run(TimeWindowFreshnessPolicyEvaluator().evaluate_freshness(
-            LoadingContextForTest(instance), node))
+        return asyncio.run(
+            TimeWindowFreshnessPolicyEvaluator().evaluate_freshness(LoadingContextForTest(instance), node)
+        )
 
     assert state(timedelta(0)) is FreshnessState.UNKNOWN
-    assert materialize(build_assets(), resources={"segment": segment_for(sim), "storage": storage},
-                       selection=[asset_key("labels")], instance=instance).success
+    assert materialize(
+        build_assets(),
+        resources={"segment": segment_for(sim), "storage": storage},
+        selection=[asset_key("labels")],
+        instance=instance,
+    ).success
     assert [state(timedelta(hours=h)) for h in (0, 1.5, 2.5, 3.5)] == [
-        FreshnessState.PASS, FreshnessState.PASS, FreshnessState.WARN, FreshnessState.FAIL]
+        FreshnessState.PASS,
+        FreshnessState.PASS,
+        FreshnessState.WARN,
+        FreshnessState.FAIL,
+    ]
 
 
 def test_largest_cron_gap_sees_weekends() -> None:

@@ -24,19 +24,25 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from segment_assets.assets import asset_key, build_assets
-from segment_assets.partitions import partitions_def
-from segment_assets.reading import parent_rows, plan_requests
-from segment_assets.resources import DuckDBStorage
+from segment_assets.api.streams import STREAMS, StreamSpec, Window
+from segment_assets.api.tables import table_def
+from segment_assets.engine.reading import parent_rows, plan_requests
+from segment_assets.orchestration.assets import asset_key, build_assets
+from segment_assets.orchestration.partitions import partitions_def
+from segment_assets.orchestration.resources import DuckDBStorage
 from segment_assets.simulator import Simulator
 from segment_assets.storage import DuckDBTarget, q
-from segment_assets.streams import STREAMS, StreamSpec, Window
-from segment_assets.tables import table_def
 from segment_assets_tests.conftest import materializations, segment_for
 
 # Parents before children: a child reads its parent ids from the parent's stored table.
-STREAM_NAMES = ("sources", "destinations", "source_connected_destinations", "tracking_plans", "tracking_plan_rules",
-                "labels")
+STREAM_NAMES = (
+    "sources",
+    "destinations",
+    "source_connected_destinations",
+    "tracking_plans",
+    "tracking_plan_rules",
+    "labels",
+)
 SELECTION = [asset_key(n) for n in STREAM_NAMES]
 Change = tuple[str, tuple[Any, ...]]  # (header__change_oper, primary key)
 
@@ -60,14 +66,17 @@ def served_rows(stream: StreamSpec, target: DuckDBTarget, sim: Simulator) -> dic
     """What the simulator serves for every parameter set of a plain list stream, keyed like the table."""
     assert not (stream.data_fields or stream.map_key_column or len(stream.data_keys) > 1 or stream.windowing)
     table = table_def(stream.name)
-    batches = [table.to_batch(sim.items(stream.operation_id, r.path, r.params), r.context, {})
-               for r in plan_requests(stream, parent_rows(stream, target))]
+    batches = [
+        table.to_batch(sim.items(stream.operation_id, r.path, r.params), r.context, {})
+        for r in plan_requests(stream, parent_rows(stream, target))
+    ]
     rows = pa.Table.from_batches(batches, schema=table.arrow_schema()).to_pylist()
     return {tuple(r[k] for k in stream.primary_key): r for r in rows}
 
 
-def table_rows(target: DuckDBTarget, stream: StreamSpec, sql: str | None = None,
-               params: list[Any] | None = None) -> dict[tuple, dict[str, Any]]:
+def table_rows(
+    target: DuckDBTarget, stream: StreamSpec, sql: str | None = None, params: list[Any] | None = None
+) -> dict[tuple, dict[str, Any]]:
     table = table_def(stream.name)
     with target.connect() as con:
         con.execute(f"USE {q(target._catalog)}.segment")
@@ -81,24 +90,35 @@ def table_rows(target: DuckDBTarget, stream: StreamSpec, sql: str | None = None,
 def replayed_rows(target: DuckDBTarget, stream: StreamSpec) -> dict[tuple, dict[str, Any]]:
     """The table as its change table implies it: the last I/U/D per key, deletes dropped."""
     keys = ", ".join(q(k) for k in stream.primary_key)
-    return table_rows(target, stream, f"""
+    return table_rows(
+        target,
+        stream,
+        f"""
         SELECT * FROM (
             SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY header__change_seq DESC) AS _n
-            FROM {q(stream.name + '__ct')} WHERE header__change_oper <> 'B')
-        WHERE _n = 1 AND header__change_oper <> 'D'""")
+            FROM {q(stream.name + "__ct")} WHERE header__change_oper <> 'B')
+        WHERE _n = 1 AND header__change_oper <> 'D'""",
+    )
 
 
 def changes(target: DuckDBTarget, stream: StreamSpec, run_ids: list[str]) -> list[Change]:
     keys = ", ".join(q(k) for k in stream.primary_key)
     marks = ", ".join("?" for _ in run_ids)
-    rows = target.query(f"SELECT header__change_oper, {keys} FROM {q(stream.name + '__ct')} "
-                        f"WHERE header__run_id IN ({marks}) ORDER BY header__change_seq", run_ids)
+    rows = target.query(
+        f"SELECT header__change_oper, {keys} FROM {q(stream.name + '__ct')} "
+        f"WHERE header__run_id IN ({marks}) ORDER BY header__change_seq",
+        run_ids,
+    )
     return [(r[0], tuple(r[1:])) for r in rows]
 
 
 def sync(sim: Simulator, storage: DuckDBStorage, instance: DagsterInstance) -> str:
-    result = materialize(build_assets(), resources={"segment": segment_for(sim), "storage": storage},
-                         selection=SELECTION, instance=instance)
+    result = materialize(
+        build_assets(),
+        resources={"segment": segment_for(sim), "storage": storage},
+        selection=SELECTION,
+        instance=instance,
+    )
     assert result.success
     return result.run_id
 
@@ -113,12 +133,15 @@ def mutate(sim: Simulator) -> Mutations:
     ws = sim.workspace
     sources = sorted(ws.list("sources"), key=lambda s: s["id"])
     renamed, dropped = sources[0], sources[1]
-    connected = {s["id"]: [d["id"] for d in sim.items("listConnectedDestinationsFromSource", {"sourceId": s["id"]})]
-                 for s in sources}
+    connected = {
+        s["id"]: [d["id"] for d in sim.items("listConnectedDestinationsFromSource", {"sourceId": s["id"]})]
+        for s in sources
+    }
     destinations = [d for d in ws.list("destinations") if d["sourceId"] not in (renamed["id"], dropped["id"])]
     gone_dest, edited_dest = destinations[0], destinations[1]
-    rules = {p["id"]: sim.items("listRulesFromTrackingPlan", {"trackingPlanId": p["id"]})
-             for p in ws.list("tracking_plans")}
+    rules = {
+        p["id"]: sim.items("listRulesFromTrackingPlan", {"trackingPlanId": p["id"]}) for p in ws.list("tracking_plans")
+    }
     idents = [f"{r['type']}:{r.get('key')}" for rs in rules.values() for r in rs]
     # The simulator addresses a rule by type:key: edit rules of the plan that has some no other plan shares.
     ruled, renamed_plan, gone_plan = sorted(rules, key=lambda p: (-len(rules[p]), p))
@@ -140,25 +163,27 @@ def mutate(sim: Simulator) -> Mutations:
     ws.create("labels", key="team", value="cdc")
     ws.delete("labels", f"{labels[2]['key']}:{labels[2]['value']}")
 
-    return Mutations({
-        "sources": {("I", (new_source["id"],)), ("U", (renamed["id"],)), ("D", (dropped["id"],))},
-        "destinations": {("I", (new_dest["id"],)), ("U", (edited_dest["id"],)), ("D", (gone_dest["id"],))},
-        # The dropped source takes its connections along; the others follow their destination.
-        "source_connected_destinations": {
-            ("I", (new_source["id"], new_dest["id"])),
-            ("U", (edited_dest["sourceId"], edited_dest["id"])),
-            ("D", (gone_dest["sourceId"], gone_dest["id"])),
-            *{("D", (dropped["id"], d)) for d in connected[dropped["id"]]},
-        },
-        "tracking_plans": {("U", (renamed_plan,)), ("D", (gone_plan,))},
-        "tracking_plan_rules": {
-            ("I", (renamed_plan, "TRACK", "CDC Test Event")),
-            ("U", (ruled, edited_rule["type"], edited_rule["key"])),
-            ("D", (ruled, gone_rule["type"], gone_rule["key"])),
-            *{("D", (gone_plan, r["type"], r.get("key") or "")) for r in rules[gone_plan]},
-        },
-        "labels": {("I", ("team", "cdc")), ("D", (labels[2]["key"], labels[2]["value"]))},
-    })
+    return Mutations(
+        {
+            "sources": {("I", (new_source["id"],)), ("U", (renamed["id"],)), ("D", (dropped["id"],))},
+            "destinations": {("I", (new_dest["id"],)), ("U", (edited_dest["id"],)), ("D", (gone_dest["id"],))},
+            # The dropped source takes its connections along; the others follow their destination.
+            "source_connected_destinations": {
+                ("I", (new_source["id"], new_dest["id"])),
+                ("U", (edited_dest["sourceId"], edited_dest["id"])),
+                ("D", (gone_dest["sourceId"], gone_dest["id"])),
+                *{("D", (dropped["id"], d)) for d in connected[dropped["id"]]},
+            },
+            "tracking_plans": {("U", (renamed_plan,)), ("D", (gone_plan,))},
+            "tracking_plan_rules": {
+                ("I", (renamed_plan, "TRACK", "CDC Test Event")),
+                ("U", (ruled, edited_rule["type"], edited_rule["key"])),
+                ("D", (ruled, gone_rule["type"], gone_rule["key"])),
+                *{("D", (gone_plan, r["type"], r.get("key") or "")) for r in rules[gone_plan]},
+            },
+            "labels": {("I", ("team", "cdc")), ("D", (labels[2]["key"], labels[2]["value"]))},
+        }
+    )
 
 
 def assert_current_equals_served(target: DuckDBTarget, sim: Simulator) -> None:
@@ -177,7 +202,8 @@ def assert_changes_replay_to_current(target: DuckDBTarget, names: tuple[str, ...
 
 
 def test_sync_mutate_sync_writes_exact_change_rows_then_an_unchanged_rerun_writes_none(
-        sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget, instance: DagsterInstance) -> None:
+    sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget, instance: DagsterInstance
+) -> None:
     first = sync(sim, storage, instance)
     for name in STREAM_NAMES:
         stream = STREAMS[name]
@@ -188,8 +214,10 @@ def test_sync_mutate_sync_writes_exact_change_rows_then_an_unchanged_rerun_write
     for name in STREAM_NAMES:
         got = changes(target, STREAMS[name], [second])
         assert len(got) == len(set(got)) and set(got) == mutations.expected[name], name
-        stamps = target.query(f"SELECT DISTINCT header__timestamp, left(header__change_seq, 16) FROM {name}__ct "
-                              "WHERE header__run_id = ?", [second])
+        stamps = target.query(
+            f"SELECT DISTINCT header__timestamp, left(header__change_seq, 16) FROM {name}__ct WHERE header__run_id = ?",
+            [second],
+        )
         assert len(stamps) == 1, f"{name}: one transaction, one timestamp and one change_seq prefix"
     assert_current_equals_served(target, sim)
     assert_changes_replay_to_current(target)
@@ -201,8 +229,8 @@ def test_sync_mutate_sync_writes_exact_change_rows_then_an_unchanged_rerun_write
 
 SUBPROCESS_SYNC = textwrap.dedent("""
     import sys
-    from segment_assets.cli import run_sync
-    from segment_assets.resources import DuckDBStorage, SegmentResource
+    from segment_assets.cli.commands import run_sync
+    from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
     url, token, path, *streams = sys.argv[1:]
     run_sync(streams, segment=SegmentResource(api_token=token, api_url=url, pace_requests=False, max_concurrency=2),
              storage=DuckDBStorage(path=path))
@@ -210,15 +238,19 @@ SUBPROCESS_SYNC = textwrap.dedent("""
 
 
 def test_kill_mid_run_leaves_tables_consistent_and_the_rerun_converges(
-        storage: DuckDBStorage, target: DuckDBTarget, instance: DagsterInstance) -> None:
+    storage: DuckDBStorage, target: DuckDBTarget, instance: DagsterInstance
+) -> None:
     sim = Simulator(seed=7, latency_ms=40)
     sim.start()
     try:
         first = sync(sim, storage, instance)
         mutations = mutate(sim)
         sim.reset_stats()
-        proc = subprocess.Popen([sys.executable, "-c", SUBPROCESS_SYNC, sim.url, sim.token, storage.path,
-                                 *STREAM_NAMES], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SUBPROCESS_SYNC, sim.url, sim.token, storage.path, *STREAM_NAMES],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 60
             # Children page through their parents' ids: by then the parents' writes are committed.
@@ -279,20 +311,23 @@ def last_days(n: int) -> list[str]:
     return keys[-n:]
 
 
-def test_partition_rerun_replaces_and_never_duplicates(sim: Simulator, storage: DuckDBStorage,
-                                                       target: DuckDBTarget) -> None:
+def test_partition_rerun_replaces_and_never_duplicates(
+    sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget
+) -> None:
     neighbour, key = last_days(2)
     resources = {"segment": segment_for(sim), "storage": storage}
     for k in (neighbour, key):
-        assert materialize(build_assets(), resources=resources, selection=[asset_key("audit_events")],
-                           partition_key=k).success
+        assert materialize(
+            build_assets(), resources=resources, selection=[asset_key("audit_events")], partition_key=k
+        ).success
     window = DAILY.time_window_for_partition_key(key)
     other = DAILY.time_window_for_partition_key(neighbour)
     before, untouched = audit_rows(target, window.start, window.end), audit_rows(target, other.start, other.end)
     assert before == served_audit(sim, window.start, window.end) and before and untouched
     added = sim.workspace.add_audit_events(3, at=window.start + timedelta(hours=5))
-    assert materialize(build_assets(), resources=resources, selection=[asset_key("audit_events")],
-                       partition_key=key).success
+    assert materialize(
+        build_assets(), resources=resources, selection=[asset_key("audit_events")], partition_key=key
+    ).success
     after = audit_rows(target, window.start, window.end)
     assert after == served_audit(sim, window.start, window.end)
     assert {r["id"] for r in after} == {r["id"] for r in before} | {e["id"] for e in added}
@@ -307,36 +342,63 @@ def five_days(sim: Simulator) -> tuple[list[str], datetime, datetime]:
 
 
 def test_range_backfill_in_one_run_equals_five_single_partition_runs(
-        sim: Simulator, tmp_path: Path, instance: DagsterInstance,
-        five_days: tuple[list[str], datetime, datetime]) -> None:
+    sim: Simulator, tmp_path: Path, instance: DagsterInstance, five_days: tuple[list[str], datetime, datetime]
+) -> None:
     keys, start, end = five_days
     ranged, single = DuckDBTarget(tmp_path / "ranged.duckdb"), DuckDBTarget(tmp_path / "single.duckdb")
     result = materialize(
-        build_assets(), resources={"segment": segment_for(sim), "storage": DuckDBStorage(path=ranged.path)},
-        selection=[asset_key("audit_events")], instance=instance,
-        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]})
+        build_assets(),
+        resources={"segment": segment_for(sim), "storage": DuckDBStorage(path=ranged.path)},
+        selection=[asset_key("audit_events")],
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+    )
     assert result.success
     mats = materializations(result, "audit_events")
     assert sorted(m.partition for m in mats) == keys  # one run, one materialization per partition
     assert {m.metadata["segment/window"].value for m in mats} == {f"{_iso(start)} .. {_iso(end)}"}
     for key in keys:
         assert materialize(
-            build_assets(), resources={"segment": segment_for(sim), "storage": DuckDBStorage(path=single.path)},
-            selection=[asset_key("audit_events")], partition_key=key, instance=instance).success
+            build_assets(),
+            resources={"segment": segment_for(sim), "storage": DuckDBStorage(path=single.path)},
+            selection=[asset_key("audit_events")],
+            partition_key=key,
+            instance=instance,
+        ).success
     assert audit_rows(ranged) == audit_rows(single) == served_audit(sim, start, end)
     assert len(audit_rows(ranged)) > 5 * 20
 
 
-def test_cli_partition_range_materializes_in_one_run(sim: Simulator, tmp_path: Path, dagster_home: Path,
-                                                     five_days: tuple[list[str], datetime, datetime]) -> None:
+def test_cli_partition_range_materializes_in_one_run(
+    sim: Simulator, tmp_path: Path, dagster_home: Path, five_days: tuple[list[str], datetime, datetime]
+) -> None:
     keys, start, end = five_days
     path = tmp_path / "cli.duckdb"
-    env = {**os.environ, "SEGMENT_API_TOKEN": sim.token, "SEGMENT_API_URL": sim.url,
-           "SEGMENT_DUCKDB_PATH": str(path), "SEGMENT_PACE_REQUESTS": "false", "DAGSTER_HOME": str(dagster_home)}
+    env = {
+        **os.environ,
+        "SEGMENT_API_TOKEN": sim.token,
+        "SEGMENT_API_URL": sim.url,
+        "SEGMENT_DUCKDB_PATH": str(path),
+        "SEGMENT_PACE_REQUESTS": "false",
+        "DAGSTER_HOME": str(dagster_home),
+    }
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "segment_assets.definitions",
-         "--select", "segment/audit_events", "--partition-range", f"{keys[0]}...{keys[-1]}"],
-        env=env, capture_output=True, text=True, timeout=120)
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "asset",
+            "materialize",
+            "-m",
+            "segment_assets.definitions",
+            "--select",
+            "segment/audit_events",
+            "--partition-range",
+            f"{keys[0]}...{keys[-1]}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sim-token" not in done.stdout + done.stderr
     assert audit_rows(DuckDBTarget(path)) == served_audit(sim, start, end)
@@ -344,4 +406,6 @@ def test_cli_partition_range_materializes_in_one_run(sim: Simulator, tmp_path: P
         runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
     assert len(runs) == 1
     assert (runs[0].tags[ASSET_PARTITION_RANGE_START_TAG], runs[0].tags[ASSET_PARTITION_RANGE_END_TAG]) == (
-        keys[0], keys[-1])
+        keys[0],
+        keys[-1],
+    )

@@ -11,13 +11,18 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from segment_assets.api.streams import STREAMS
 from segment_assets.simulator import Simulator
-from segment_assets.streams import STREAMS
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "segment_assets", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "segment_assets", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_streams_json_lists_every_declared_operation() -> None:
@@ -34,8 +39,17 @@ def test_streams_json_lists_every_declared_operation() -> None:
 
 def test_demo_loads_the_simulator_workspace(tmp_path: Path) -> None:
     db = tmp_path / "demo.duckdb"
-    out = cli("demo", "--duckdb", str(db), "--select", "sources", "destinations", "tracking_plans",
-              "tracking_plan_rules", env={"DAGSTER_HOME": str(tmp_path / "home")})
+    out = cli(
+        "demo",
+        "--duckdb",
+        str(db),
+        "--select",
+        "sources",
+        "destinations",
+        "tracking_plans",
+        "tracking_plan_rules",
+        env={"DAGSTER_HOME": str(tmp_path / "home")},
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "TOTAL" in out.stdout and "FROM segment.sources" in out.stdout
     with Simulator(seed=7) as sim:
@@ -47,8 +61,13 @@ def test_demo_loads_the_simulator_workspace(tmp_path: Path) -> None:
 
 def test_sync_against_a_workspace_from_the_environment(tmp_path: Path) -> None:
     with Simulator(seed=11, tokens=("tok-env-123",)) as sim:
-        env = {"SEGMENT_API_TOKEN": "tok-env-123", "SEGMENT_API_URL": sim.url, "SEGMENT_PACE_REQUESTS": "false",
-               "SEGMENT_DUCKDB_PATH": str(tmp_path / "w.duckdb"), "DAGSTER_HOME": str(tmp_path / "home")}
+        env = {
+            "SEGMENT_API_TOKEN": "tok-env-123",
+            "SEGMENT_API_URL": sim.url,
+            "SEGMENT_PACE_REQUESTS": "false",
+            "SEGMENT_DUCKDB_PATH": str(tmp_path / "w.duckdb"),
+            "DAGSTER_HOME": str(tmp_path / "home"),
+        }
         out = cli("sync", "--select", "workspace", "labels", env=env)
         assert out.returncode == 0, out.stdout + out.stderr
         assert "tok-env-123" not in out.stdout + out.stderr
@@ -71,9 +90,13 @@ def test_simulate_help() -> None:
 def change_rows(db: Path) -> dict[str, int]:
     con = duckdb.connect(str(db), read_only=True)
     try:
-        tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
-                                            "WHERE table_schema = 'segment' AND table_name LIKE '%\\_\\_ct' ESCAPE '\\'")
-                  .fetchall()]
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'segment' AND table_name LIKE '%\\_\\_ct' ESCAPE '\\'"
+            ).fetchall()
+        ]
         return {t: con.execute(f'SELECT count(*) FROM segment."{t}"').fetchone()[0] for t in tables}
     finally:
         con.close()
@@ -87,16 +110,24 @@ def test_running_the_demo_twice_reports_no_changes(tmp_path: Path) -> None:
     second = cli("demo", "--duckdb", str(db), env=env, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     assert len(after_first) > 50 and change_rows(db) == after_first, "a fresh simulator serves the same workspace"
-    config_lines = [line for line in second.stdout.splitlines()
-                    if line.split() and line.split()[0] in after_first.keys() | {t[:-4] for t in after_first}]
+    config_lines = [
+        line
+        for line in second.stdout.splitlines()
+        if line.split() and line.split()[0] in after_first.keys() | {t[:-4] for t in after_first}
+    ]
     assert config_lines and all(line.rstrip().endswith("+0 ~0 -0") for line in config_lines), config_lines
 
 
 def test_sql_reads_the_tables_under_their_schema(tmp_path: Path) -> None:
     db = tmp_path / "segment_assets.duckdb"
     with Simulator(seed=7) as sim:
-        env = {"SEGMENT_API_TOKEN": sim.token, "SEGMENT_API_URL": sim.url, "SEGMENT_PACE_REQUESTS": "false",
-               "SEGMENT_DUCKDB_PATH": str(db), "DAGSTER_HOME": str(tmp_path / "home")}
+        env = {
+            "SEGMENT_API_TOKEN": sim.token,
+            "SEGMENT_API_URL": sim.url,
+            "SEGMENT_PACE_REQUESTS": "false",
+            "SEGMENT_DUCKDB_PATH": str(db),
+            "DAGSTER_HOME": str(tmp_path / "home"),
+        }
         assert cli("sync", "--select", "sources", env=env).returncode == 0
         disabled = sorted(s["id"] for s in sim.items("listSources") if not s["enabled"])
     out = cli("sql", "SELECT id FROM segment.sources WHERE NOT enabled ORDER BY id", "--format", "json", env=env)
@@ -110,7 +141,7 @@ def test_init_writes_a_connections_file_with_fixed_start_dates(tmp_path: Path) -
     file = tmp_path / "connections.yaml"
     out = cli("init", "--file", str(file), "--name", "eu_prod", "--token-env", "SEGMENT_EU_TOKEN", "--region", "eu")
     assert out.returncode == 0, out.stderr
-    from segment_assets.connections import load_connections_file
+    from segment_assets.orchestration.connections import load_connections_file
 
     [conn] = load_connections_file(file)
     assert (conn.name, conn.token_env, conn.region) == ("eu_prod", "SEGMENT_EU_TOKEN", "eu")
@@ -124,13 +155,33 @@ def test_a_terminal_shows_a_live_status_line(tmp_path: Path) -> None:
 
     db = tmp_path / "segment_assets.duckdb"
     with Simulator(seed=7, latency_ms=5) as sim:
-        env = {**os.environ, "SEGMENT_API_TOKEN": sim.token, "SEGMENT_API_URL": sim.url,
-               "SEGMENT_PACE_REQUESTS": "false", "SEGMENT_DUCKDB_PATH": str(db), "DAGSTER_HOME": str(tmp_path / "h"),
-               "COLUMNS": "200"}
+        env = {
+            **os.environ,
+            "SEGMENT_API_TOKEN": sim.token,
+            "SEGMENT_API_URL": sim.url,
+            "SEGMENT_PACE_REQUESTS": "false",
+            "SEGMENT_DUCKDB_PATH": str(db),
+            "DAGSTER_HOME": str(tmp_path / "h"),
+            "COLUMNS": "200",
+        }
         main, child = pty.openpty()
-        proc = subprocess.Popen([sys.executable, "-m", "segment_assets", "sync", "--select", "sources",
-                                 "source_connected_destinations", "destinations", "destination_filters"],
-                                stdin=child, stdout=child, stderr=child, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "segment_assets",
+                "sync",
+                "--select",
+                "sources",
+                "source_connected_destinations",
+                "destinations",
+                "destination_filters",
+            ],
+            stdin=child,
+            stdout=child,
+            stderr=child,
+            env=env,
+        )
         os.close(child)
         chunks = []
         while True:
@@ -158,21 +209,39 @@ def test_sigterm_stops_a_sync_promptly_and_keeps_every_table_committed(tmp_path:
     streams = ["warehouses", "warehouse_connected_sources", "warehouse_selective_syncs", "sources", "labels"]
     # Same seed, same workspace: the first sync reads it without limits, the second under them.
     with Simulator(seed=7) as free, Simulator(seed=7, rate_limits="realistic") as sim:
-        env = {**os.environ, "SEGMENT_API_TOKEN": sim.token, "SEGMENT_API_URL": sim.url,
-               "SEGMENT_DUCKDB_PATH": str(db), "DAGSTER_HOME": str(tmp_path / "home")}
-        first = cli("sync", "--select", *streams, env={**env, "SEGMENT_PACE_REQUESTS": "false",
-                                                       "SEGMENT_API_URL": free.url})
+        env = {
+            **os.environ,
+            "SEGMENT_API_TOKEN": sim.token,
+            "SEGMENT_API_URL": sim.url,
+            "SEGMENT_DUCKDB_PATH": str(db),
+            "DAGSTER_HOME": str(tmp_path / "home"),
+        }
+        first = cli(
+            "sync", "--select", *streams, env={**env, "SEGMENT_PACE_REQUESTS": "false", "SEGMENT_API_URL": free.url}
+        )
         assert first.returncode == 0, first.stdout + first.stderr
         before = table_rows(db, "warehouse_selective_syncs")
         sim.workspace.update("sources", sim.workspace.list("sources")[0]["id"], name="Renamed before SIGTERM")
         log = (tmp_path / "sync.log").open("w")
         # Paced: the 2/min selective-sync endpoint makes this run wait minutes once its budget is spent.
-        command = ([sys.executable, "-m", "segment_assets", "sync", "--select", *streams]
-                   if runner == "segment-assets sync" else
-                   [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "segment_assets.definitions",
-                    "--select", ",".join(f"segment/{s}" for s in streams)])
-        proc = subprocess.Popen(command, env={**env, "SEGMENT_PACE_REQUESTS": "true"}, stdout=log,
-                                stderr=subprocess.STDOUT)
+        command = (
+            [sys.executable, "-m", "segment_assets", "sync", "--select", *streams]
+            if runner == "segment-assets sync"
+            else [
+                sys.executable,
+                "-m",
+                "dagster",
+                "asset",
+                "materialize",
+                "-m",
+                "segment_assets.definitions",
+                "--select",
+                ",".join(f"segment/{s}" for s in streams),
+            ]
+        )
+        proc = subprocess.Popen(
+            command, env={**env, "SEGMENT_PACE_REQUESTS": "true"}, stdout=log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 180
         while sim.stats.by_operation["listSelectiveSyncsFromWarehouseAndSource"] < 2:
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "sync.log").read_text()
@@ -189,8 +258,9 @@ def test_sigterm_stops_a_sync_promptly_and_keeps_every_table_committed(tmp_path:
         assert proc.returncode != 0 and "DagsterExecutionInterruptedError" in output, output[-3000:]
     assert stopped_in < 30, f"SIGTERM took {stopped_in:.1f}s"
     assert table_rows(db, "warehouse_selective_syncs") == before, "the interrupted stream kept its last commit"
-    assert ("Renamed before SIGTERM",) in [(r[0],) for r in duckdb.connect(str(db), read_only=True).execute(
-        "SELECT name FROM segment.sources").fetchall()], "streams finished before the signal were committed"
+    assert ("Renamed before SIGTERM",) in [
+        (r[0],) for r in duckdb.connect(str(db), read_only=True).execute("SELECT name FROM segment.sources").fetchall()
+    ], "streams finished before the signal were committed"
     assert not list((tmp_path / ".staging").glob("*.parquet")), "no staging debris"
     assert not Path(f"{db}.wal").exists(), "the file was closed (checkpointed), not left with a write-ahead log"
 

@@ -7,16 +7,16 @@ import time
 
 import pytest
 
-from segment_assets.client import (
+from segment_assets.api.client import (
     PaginationError,
     SegmentAuthError,
     SegmentClient,
     StreamUnavailable,
     TransientError,
 )
-from segment_assets.resources import SegmentResource
+from segment_assets.api.streams import STREAMS
+from segment_assets.orchestration.resources import SegmentResource
 from segment_assets.simulator import Simulator
-from segment_assets.streams import STREAMS
 
 
 def client_for(sim: Simulator, **kw: object) -> SegmentClient:
@@ -51,8 +51,9 @@ def test_default_page_size_is_the_endpoint_maximum(sim: Simulator) -> None:
         ("space_filters", "listFiltersForSpace", "listSpaces", {"integrationId": "id"}),  # offset cursor, count <= 10
     ],
 )
-def test_pagination_exceptions(sim: Simulator, stream: str, operation: str, parent_op: str | None,
-                               param_map: dict) -> None:
+def test_pagination_exceptions(
+    sim: Simulator, stream: str, operation: str, parent_op: str | None, param_map: dict
+) -> None:
     spec = STREAMS[stream]
     parents = sim.items(parent_op) if parent_op else [{}]
     with client_for(sim, page_size=3) as client:
@@ -65,8 +66,12 @@ def test_pagination_exceptions(sim: Simulator, stream: str, operation: str, pare
 
 def test_top_level_count_and_cursor(sim: Simulator) -> None:
     spec = STREAMS["reverse_etl_sync_statuses"]
-    subs = [s for d in sim.items("listDestinations")
-            for s in sim.items("listSubscriptionsFromDestination", {"destinationId": d["id"]}) if s.get("modelId")]
+    subs = [
+        s
+        for d in sim.items("listDestinations")
+        for s in sim.items("listSubscriptionsFromDestination", {"destinationId": d["id"]})
+        if s.get("modelId")
+    ]
     assert subs, "the demo workspace has reverse-ETL subscriptions"
     with client_for(sim, page_size=2) as client:
         for sub in subs:
@@ -85,7 +90,8 @@ def test_two_independent_cursors(sim: Simulator) -> None:
                 got = [r["id"] for p in pages if p.record_kind == kind for r in p.records]
                 assert len(set(got)) == len(got), f"{kind} repeated across pages"
             assert sorted(r["id"] for p in pages for r in p.records) == sorted(
-                i["id"] for i in sim.items(spec.operation_id, path))
+                i["id"] for i in sim.items(spec.operation_id, path)
+            )
 
 
 def test_429_waits_ms_before_next(sim: Simulator) -> None:
@@ -190,8 +196,8 @@ def test_region_and_url() -> None:
 
 EXITING_MAIN = """
 import sys, threading
-from segment_assets.client import SegmentClient, SyncStopped
-from segment_assets.streams import STREAMS
+from segment_assets.api.client import SegmentClient, SyncStopped
+from segment_assets.api.streams import STREAMS
 
 client = SegmentClient(sys.argv[1], sys.argv[2], rate_limits={"listSources": 1}, global_rate_limit=None)
 
@@ -213,8 +219,9 @@ def test_stream_threads_stop_when_the_main_thread_has_ended(sim: Simulator) -> N
     import sys
 
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", EXITING_MAIN, sim.token, sim.url], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", EXITING_MAIN, sim.token, sim.url], capture_output=True, text=True, timeout=120
+    )
     took = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-2000:]
     assert "stopped" in done.stdout

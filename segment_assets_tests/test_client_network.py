@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from segment_assets.cli import run_sync
-from segment_assets.client import SegmentClient
-from segment_assets.resources import DuckDBStorage, SegmentResource
+from segment_assets.api.client import SegmentClient
+from segment_assets.api.streams import STREAMS
+from segment_assets.cli.commands import run_sync
+from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.simulator import Simulator
 from segment_assets.simulator.tls import TlsFiles, make_certificates
 from segment_assets.storage import DuckDBTarget
-from segment_assets.streams import STREAMS
 from segment_assets_tests.services import tinyproxy
 
 SECRET = "sk-proxy-test-token-4242"
@@ -53,8 +53,9 @@ def sync(sim: Simulator, db: Path, **segment: object) -> None:
     run_sync(["sources", "labels"], segment=resource, storage=DuckDBStorage(path=str(db)), out=io.StringIO())
 
 
-def test_a_sync_goes_through_the_proxy_with_a_custom_ca(https_sim: Simulator, certs: TlsFiles, through_proxy: Path,
-                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sync_goes_through_the_proxy_with_a_custom_ca(
+    https_sim: Simulator, certs: TlsFiles, through_proxy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     log = through_proxy
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     db = tmp_path / "segment_assets.duckdb"
@@ -65,9 +66,9 @@ def test_a_sync_goes_through_the_proxy_with_a_custom_ca(https_sim: Simulator, ce
     assert SECRET not in log.read_text(), "the token travels inside the TLS tunnel"
 
 
-def test_ssl_cert_file_is_honoured_and_an_untrusted_gateway_refused(https_sim: Simulator, certs: TlsFiles,
-                                                                    through_proxy: Path, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ssl_cert_file_is_honoured_and_an_untrusted_gateway_refused(
+    https_sim: Simulator, certs: TlsFiles, through_proxy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     with pytest.raises(SystemExit, match="sync failed"):
         sync(https_sim, tmp_path / "refused.duckdb", max_retries=0)  # the default trust store refuses the CA
@@ -77,8 +78,9 @@ def test_ssl_cert_file_is_honoured_and_an_untrusted_gateway_refused(https_sim: S
     assert DuckDBTarget(db).query("SELECT count(*) FROM labels") == [(len(https_sim.items("listLabels")),)]
 
 
-def test_no_proxy_bypasses_the_proxy(https_sim: Simulator, certs: TlsFiles, proxy: tuple[str, Path],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_proxy_bypasses_the_proxy(
+    https_sim: Simulator, certs: TlsFiles, proxy: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, log = proxy
     monkeypatch.setenv("HTTPS_PROXY", url)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")

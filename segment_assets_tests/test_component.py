@@ -9,9 +9,9 @@ import pytest
 from dagster import AssetKey, BetaWarning
 from dagster.components.testing import create_defs_folder_sandbox
 
-from segment_assets.component import SegmentWorkspaceComponent
-from segment_assets.connections import component_connections
-from segment_assets.translator import SegmentTranslator
+from segment_assets.orchestration.component import SegmentWorkspaceComponent
+from segment_assets.orchestration.connections import component_connections
+from segment_assets.orchestration.translator import SegmentTranslator
 
 COMPONENT = "segment_assets.component.SegmentWorkspaceComponent"
 
@@ -19,16 +19,26 @@ COMPONENT = "segment_assets.component.SegmentWorkspaceComponent"
 def load(attributes: dict[str, Any], component: type = SegmentWorkspaceComponent) -> Any:
     with warnings.catch_warnings(), create_defs_folder_sandbox() as sandbox:
         warnings.simplefilter("ignore", BetaWarning)
-        path = sandbox.scaffold_component(component, defs_yaml_contents={
-            "type": f"{component.__module__}.{component.__qualname__}", "attributes": attributes})
+        path = sandbox.scaffold_component(
+            component,
+            defs_yaml_contents={"type": f"{component.__module__}.{component.__qualname__}", "attributes": attributes},
+        )
         with sandbox.load_component_and_build_defs(defs_path=path) as (loaded, defs):
             return loaded, defs, path
 
 
 def test_yaml_workspace_builds_namespaced_assets_with_owners_and_tags() -> None:
-    component, defs, _ = load({"name": "eu_prod", "token_env": "SEGMENT_EU_TOKEN", "region": "eu",
-                               "owners": ["team:data"], "tags": {"tier": "gold"},
-                               "include": ["sources", "destinations"], "update_methods": {"sources": "full_load"}})
+    component, defs, _ = load(
+        {
+            "name": "eu_prod",
+            "token_env": "SEGMENT_EU_TOKEN",
+            "region": "eu",
+            "owners": ["team:data"],
+            "tags": {"tier": "gold"},
+            "include": ["sources", "destinations"],
+            "update_methods": {"sources": "full_load"},
+        }
+    )
     assert isinstance(component, SegmentWorkspaceComponent)
     specs = {s.key: s for s in defs.resolve_all_asset_specs()}
     assert AssetKey(["segment", "eu_prod", "sources"]) in specs

@@ -13,18 +13,18 @@ import pytest
 import yaml
 from dagster import AssetKey
 
-from segment_assets.cli import run_sync
-from segment_assets.connections import (
+from segment_assets.api.streams import materialized_streams
+from segment_assets.cli.commands import run_sync
+from segment_assets.orchestration.connections import (
     Connection,
     ConnectionConfigError,
     connection_from_env,
     load_connections_file,
 )
-from segment_assets.definitions import build_definitions
+from segment_assets.orchestration.definitions import build_definitions
+from segment_assets.orchestration.translator import SegmentTranslator
 from segment_assets.simulator import Simulator
 from segment_assets.storage import DuckDBTarget
-from segment_assets.streams import materialized_streams
-from segment_assets.translator import SegmentTranslator
 from segment_assets_tests.test_assets import by_key, expected_rows, loaded_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,17 +38,38 @@ def two_simulators() -> Iterator[tuple[Simulator, Simulator]]:
 
 
 def write_connections(path: Path, us: Simulator, eu: Simulator, db: Path) -> Path:
-    path.write_text(yaml.safe_dump({"connections": [
-        {"name": "us_prod", "token_env": "SEGMENT_US_TOKEN", "region": "us", "api_url": us.url,
-         "duckdb_path": str(db), "pace_requests": False},
-        {"name": "eu_prod", "token_env": "SEGMENT_EU_TOKEN", "region": "eu", "api_url": eu.url,
-         "duckdb_path": str(db), "pace_requests": False, "owners": ["team:data-eu"], "tags": {"tier": "gold"}},
-    ]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "connections": [
+                    {
+                        "name": "us_prod",
+                        "token_env": "SEGMENT_US_TOKEN",
+                        "region": "us",
+                        "api_url": us.url,
+                        "duckdb_path": str(db),
+                        "pace_requests": False,
+                    },
+                    {
+                        "name": "eu_prod",
+                        "token_env": "SEGMENT_EU_TOKEN",
+                        "region": "eu",
+                        "api_url": eu.url,
+                        "duckdb_path": str(db),
+                        "pace_requests": False,
+                        "owners": ["team:data-eu"],
+                        "tags": {"tier": "gold"},
+                    },
+                ]
+            }
+        )
+    )
     return path
 
 
-def test_two_workspaces_are_namespaced_in_one_code_location(two_simulators: tuple[Simulator, Simulator],
-                                                           tmp_path: Path) -> None:
+def test_two_workspaces_are_namespaced_in_one_code_location(
+    two_simulators: tuple[Simulator, Simulator], tmp_path: Path
+) -> None:
     us, eu = two_simulators
     file = write_connections(tmp_path / "connections.yaml", us, eu, tmp_path / "segment_assets.duckdb")
     connections = load_connections_file(file)
@@ -62,28 +83,44 @@ def test_two_workspaces_are_namespaced_in_one_code_location(two_simulators: tupl
     for key in keys:
         assert {p.path[1] for p in repo.asset_graph.get(key).parent_keys} <= {key.path[1]}
     assert {j for j in repo.job_names if j.startswith("segment_")} == {
-        f"segment_{n}_{w}" for n in ("us_prod", "eu_prod") for w in ("config", "daily", "monthly")}
+        f"segment_{n}_{w}" for n in ("us_prod", "eu_prod") for w in ("config", "daily", "monthly")
+    }
     assert {s.name for s in repo.schedule_defs} == {
-        f"segment_{n}_{w}_schedule" for n in ("us_prod", "eu_prod") for w in ("config", "daily", "monthly")}
-    assert {s.name for s in repo.sensor_defs} == {"segment_us_prod_audit_trail_sensor",
-                                                  "segment_eu_prod_audit_trail_sensor"}
+        f"segment_{n}_{w}_schedule" for n in ("us_prod", "eu_prod") for w in ("config", "daily", "monthly")
+    }
+    assert {s.name for s in repo.sensor_defs} == {
+        "segment_us_prod_audit_trail_sensor",
+        "segment_eu_prod_audit_trail_sensor",
+    }
     assert set(defs.resources) == {"segment_us_prod", "storage_us_prod", "segment_eu_prod", "storage_eu_prod"}
     pools = {node.pool for a in defs.assets for node in [a.node_def]}
     assert pools == {"segment_api_us_prod", "segment_api_eu_prod"}, "each token gets its own concurrency pool"
     spec = repo.assets_defs_by_key[AssetKey(["segment", "eu_prod", "sources"])].specs_by_key[
-        AssetKey(["segment", "eu_prod", "sources"])]
+        AssetKey(["segment", "eu_prod", "sources"])
+    ]
     assert spec.owners == ["team:data-eu"] and spec.tags["tier"] == "gold"
     assert spec.metadata["dagster/table_name"] == "eu_prod.sources"
 
-    env = {**os.environ, "SEGMENT_CONNECTIONS": str(file), "SEGMENT_US_TOKEN": "us-token",
-           "SEGMENT_EU_TOKEN": "eu-token"}
-    out = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "SEGMENT_CONNECTIONS": str(file),
+        "SEGMENT_US_TOKEN": "us-token",
+        "SEGMENT_EU_TOKEN": "eu-token",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and "Validation successful" in out.stdout + out.stderr, out.stdout + out.stderr
 
 
 def test_both_workspaces_sync_from_their_own_api_and_changes_stay_apart(
-        two_simulators: tuple[Simulator, Simulator], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    two_simulators: tuple[Simulator, Simulator], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     us, eu = two_simulators
     db = tmp_path / "segment_assets.duckdb"
     file = write_connections(tmp_path / "connections.yaml", us, eu, db)
@@ -94,8 +131,9 @@ def test_both_workspaces_sync_from_their_own_api_and_changes_stay_apart(
         run_sync(None, connection=conns[name], out=io.StringIO())
     targets = {"us_prod": (DuckDBTarget(db, schema="us_prod"), us), "eu_prod": (DuckDBTarget(db, schema="eu_prod"), eu)}
     for name, (target, sim) in targets.items():
-        wrong = [s.name for s in CONFIG
-                 if by_key(s, expected_rows(s, target, sim)) != by_key(s, loaded_rows(s, target))]
+        wrong = [
+            s.name for s in CONFIG if by_key(s, expected_rows(s, target, sim)) != by_key(s, loaded_rows(s, target))
+        ]
         assert wrong == [], f"{name}: tables differ from its own simulator"
     us_sources = {r[0] for r in targets["us_prod"][0].query("SELECT id FROM sources")}
     eu_sources = {r[0] for r in targets["eu_prod"][0].query("SELECT id FROM sources")}
@@ -107,11 +145,15 @@ def test_both_workspaces_sync_from_their_own_api_and_changes_stay_apart(
     us.workspace.update("sources", source["id"], name="Renamed in US only")
     for name in conns:
         run_sync(["sources"], connection=conns[name], out=io.StringIO())
-    changes = {name: target.query(
-        "SELECT count(*) FROM sources__ct WHERE header__run_id <> (SELECT min(header__run_id) FROM sources__ct)")
-        for name, (target, _) in targets.items()}
+    changes = {
+        name: target.query(
+            "SELECT count(*) FROM sources__ct WHERE header__run_id <> (SELECT min(header__run_id) FROM sources__ct)"
+        )
+        for name, (target, _) in targets.items()
+    }
     us_changes = targets["us_prod"][0].query(
-        "SELECT header__change_oper, id FROM sources__ct WHERE name = 'Renamed in US only'")
+        "SELECT header__change_oper, id FROM sources__ct WHERE name = 'Renamed in US only'"
+    )
     assert us_changes == [("U", source["id"])]
     eu_total = targets["eu_prod"][0].query("SELECT count(*), count(DISTINCT header__run_id) FROM sources__ct")[0]
     assert eu_total == (len(eu_sources), 1), f"the quiet workspace wrote change rows only in its first run: {changes}"
@@ -155,8 +197,9 @@ def test_include_and_exclude_select_streams_and_their_children() -> None:
     assert {"sources", "source_details", "warehouses", "warehouse_syncs"} <= names
     assert "source_live_plugins" not in names and "destinations" not in names
     # A child whose parent is left out cannot read its ids, so it is left out too.
-    assert "warehouse_selective_syncs" not in {s.name for s in Connection(
-        name="y", exclude=["warehouse_connected_sources"]).streams()}
+    assert "warehouse_selective_syncs" not in {
+        s.name for s in Connection(name="y", exclude=["warehouse_connected_sources"]).streams()
+    }
 
 
 class TeamTranslator(SegmentTranslator):
@@ -180,14 +223,24 @@ def test_sync_picks_a_connection_by_name(two_simulators: tuple[Simulator, Simula
     us, eu = two_simulators
     db = tmp_path / "segment_assets.duckdb"
     file = write_connections(tmp_path / "connections.yaml", us, eu, db)
-    env = {**os.environ, "SEGMENT_CONNECTIONS": str(file), "SEGMENT_US_TOKEN": "us-token",
-           "SEGMENT_EU_TOKEN": "eu-token", "DAGSTER_HOME": str(tmp_path / "home")}
+    env = {
+        **os.environ,
+        "SEGMENT_CONNECTIONS": str(file),
+        "SEGMENT_US_TOKEN": "us-token",
+        "SEGMENT_EU_TOKEN": "eu-token",
+        "DAGSTER_HOME": str(tmp_path / "home"),
+    }
     (tmp_path / "home").mkdir()
     cli = [sys.executable, "-m", "segment_assets"]
     both = subprocess.run([*cli, "sync", "--select", "sources"], env=env, capture_output=True, text=True, timeout=300)
     assert both.returncode != 0 and "--connection" in both.stdout + both.stderr
-    one = subprocess.run([*cli, "sync", "--connection", "eu_prod", "--select", "sources"], env=env,
-                         capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [*cli, "sync", "--connection", "eu_prod", "--select", "sources"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stdout + one.stderr
     assert DuckDBTarget(db, schema="eu_prod").query("SELECT count(*) FROM sources") == [(len(eu.items("listSources")),)]
     assert not DuckDBTarget(db, schema="us_prod").table_exists("sources")

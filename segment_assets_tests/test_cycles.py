@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, materialize
 
-from segment_assets.assets import asset_key, build_assets
-from segment_assets.cycles import budget_requests
-from segment_assets.resources import DuckDBStorage
+from segment_assets.api.streams import STREAMS
+from segment_assets.engine.cycles import budget_requests
+from segment_assets.orchestration.assets import asset_key, build_assets
+from segment_assets.orchestration.resources import DuckDBStorage
 from segment_assets.simulator import Simulator
 from segment_assets.storage import DuckDBTarget
-from segment_assets.streams import STREAMS
 from segment_assets_tests.conftest import materializations, segment_for
 
 PARENTS = ["spaces", "space_traits"]
@@ -24,9 +24,13 @@ BUDGET = 4
 
 
 def sync(sim: Simulator, path: Path, names: list[str], **overrides: Any) -> Any:
-    result = materialize(build_assets(), instance=DagsterInstance.ephemeral(),
-                         resources={"segment": segment_for(sim, **overrides), "storage": DuckDBStorage(path=str(path))},
-                         selection=[asset_key(n) for n in names], raise_on_error=False)
+    result = materialize(
+        build_assets(),
+        instance=DagsterInstance.ephemeral(),
+        resources={"segment": segment_for(sim, **overrides), "storage": DuckDBStorage(path=str(path))},
+        selection=[asset_key(n) for n in names],
+        raise_on_error=False,
+    )
     return result
 
 
@@ -78,8 +82,9 @@ def test_deletes_wait_for_the_end_of_the_cycle(sim: Simulator, tmp_path: Path) -
 
     runs = cycle_to_the_end(sim, db)
     assert len(runs) >= 2
-    deleted = rows(db, "SELECT value FROM space_trait_sample_values__ct "
-                       f"WHERE header__change_oper = 'D' AND trait_key = '{trait}'")
+    deleted = rows(
+        db, f"SELECT value FROM space_trait_sample_values__ct WHERE header__change_oper = 'D' AND trait_key = '{trait}'"
+    )
     assert deleted == gone, "the vanished trait's rows are deleted, with D change rows"
     assert [r["segment/deleted"] for r in runs[:-1]] == [0] * (len(runs) - 1), "nothing deleted before the end"
     assert runs[-1]["segment/deleted"] == len(gone)

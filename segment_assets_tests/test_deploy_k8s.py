@@ -45,9 +45,14 @@ def deployment(values: dict[str, Any]) -> dict[str, Any]:
 
 def render_postgres_db(values: dict[str, Any]) -> dict[str, Any]:
     pg = values["postgresql"]
-    rendered = {"username": pg["postgresqlUsername"], "password": {"env": "DAGSTER_PG_PASSWORD"},
-                "hostname": pg["postgresqlHost"], "db_name": pg["postgresqlDatabase"], "port": pg["service"]["port"],
-                "params": pg.get("postgresqlParams") or {}}
+    rendered = {
+        "username": pg["postgresqlUsername"],
+        "password": {"env": "DAGSTER_PG_PASSWORD"},
+        "hostname": pg["postgresqlHost"],
+        "db_name": pg["postgresqlDatabase"],
+        "port": pg["service"]["port"],
+        "params": pg.get("postgresqlParams") or {},
+    }
     if pg.get("postgresqlScheme"):
         rendered["scheme"] = pg["postgresqlScheme"]
     return rendered
@@ -60,7 +65,8 @@ def render_instance(values: dict[str, Any], kubeconfig: Path) -> dict[str, Any]:
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     launcher_config: dict[str, Any] = {
-        "load_incluster_config": False, "kubeconfig_file": str(kubeconfig),
+        "load_incluster_config": False,
+        "kubeconfig_file": str(kubeconfig),
         "job_namespace": launcher.get("jobNamespace") or NAMESPACE,
         "image_pull_policy": launcher["imagePullPolicy"],
         "service_account_name": RELEASE,
@@ -73,27 +79,45 @@ def render_instance(values: dict[str, Any], kubeconfig: Path) -> dict[str, Any]:
     for key, snake in (("envSecrets", "env_secrets"),):
         if launcher.get(key):
             launcher_config[snake] = [s["name"] for s in launcher[key]]
-    for key, snake in (("envVars", "env_vars"), ("volumeMounts", "volume_mounts"), ("volumes", "volumes"),
-                       ("resources", "resources"), ("securityContext", "security_context"), ("labels", "labels")):
+    for key, snake in (
+        ("envVars", "env_vars"),
+        ("volumeMounts", "volume_mounts"),
+        ("volumes", "volumes"),
+        ("resources", "resources"),
+        ("securityContext", "security_context"),
+        ("labels", "labels"),
+    ):
         if launcher.get(key):
             launcher_config[snake] = launcher[key]
     if launcher.get("runK8sConfig"):
-        names = {"containerConfig": "container_config", "podSpecConfig": "pod_spec_config",
-                 "podTemplateSpecMetadata": "pod_template_spec_metadata", "jobSpecConfig": "job_spec_config",
-                 "jobMetadata": "job_metadata"}
+        names = {
+            "containerConfig": "container_config",
+            "podSpecConfig": "pod_spec_config",
+            "podTemplateSpecMetadata": "pod_template_spec_metadata",
+            "jobSpecConfig": "job_spec_config",
+            "jobMetadata": "job_metadata",
+        }
         launcher_config["run_k8s_config"] = {names[k]: v for k, v in launcher["runK8sConfig"].items()}
     concurrency = values["concurrency"]
     instance: dict[str, Any] = {
         "scheduler": {"module": "dagster._core.scheduler", "class": "DagsterDaemonScheduler"},
-        "schedule_storage": {"module": "dagster_postgres.schedule_storage", "class": "PostgresScheduleStorage",
-                             "config": storage},
+        "schedule_storage": {
+            "module": "dagster_postgres.schedule_storage",
+            "class": "PostgresScheduleStorage",
+            "config": storage,
+        },
         "run_storage": {"module": "dagster_postgres.run_storage", "class": "PostgresRunStorage", "config": storage},
-        "event_log_storage": {"module": "dagster_postgres.event_log", "class": "PostgresEventLogStorage",
-                              "config": storage},
+        "event_log_storage": {
+            "module": "dagster_postgres.event_log",
+            "class": "PostgresEventLogStorage",
+            "config": storage,
+        },
         "run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": launcher_config},
         "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"},
-        "concurrency": {"pools": {"default_limit": concurrency["pools"]["defaultLimit"]},
-                        "runs": {"max_concurrent_runs": concurrency["runs"]["maxConcurrentRuns"]}},
+        "concurrency": {
+            "pools": {"default_limit": concurrency["pools"]["defaultLimit"]},
+            "runs": {"max_concurrent_runs": concurrency["runs"]["maxConcurrentRuns"]},
+        },
         "telemetry": {"enabled": values["telemetry"]["enabled"]},
     }
     if values.get("pythonLogs", {}).get("pythonLogLevel"):
@@ -113,8 +137,12 @@ def render_user_container_context(deployment: dict[str, Any]) -> dict[str, Any]:
     }
     if deployment.get("envSecrets"):
         k8s["env_secrets"] = [s["name"] for s in deployment["envSecrets"]]
-    for key, snake in (("volumeMounts", "volume_mounts"), ("volumes", "volumes"), ("labels", "labels"),
-                       ("resources", "resources")):
+    for key, snake in (
+        ("volumeMounts", "volume_mounts"),
+        ("volumes", "volumes"),
+        ("labels", "labels"),
+        ("resources", "resources"),
+    ):
         if deployment.get(key):
             k8s[snake] = deployment[key]
     if isinstance(deployment.get("env"), list):
@@ -126,11 +154,18 @@ def render_user_container_context(deployment: dict[str, Any]) -> dict[str, Any]:
 def kubeconfig(tmp_path: Path) -> Path:
     # A syntactically complete kubeconfig for an API server that is never contacted.
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": NAMESPACE}}],
-        "users": [{"name": "test", "user": {"token": "unused"}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": NAMESPACE}}],
+                "users": [{"name": "test", "user": {"token": "unused"}}],
+            }
+        )
+    )
     return path
 
 
@@ -141,9 +176,14 @@ def pg() -> Iterator[Postgres]:
 
 
 @pytest.mark.postgres
-def test_values_render_an_instance_dagster_loads(values: dict[str, Any], deployment: dict[str, Any], pg: Postgres,
-                                                 kubeconfig: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_values_render_an_instance_dagster_loads(
+    values: dict[str, Any],
+    deployment: dict[str, Any],
+    pg: Postgres,
+    kubeconfig: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from dagster_k8s import K8sRunLauncher, construct_dagster_k8s_job
     from dagster_k8s.container_context import K8sContainerContext
     from dagster_postgres import PostgresRunStorage
@@ -152,15 +192,19 @@ def test_values_render_an_instance_dagster_loads(values: dict[str, Any], deploym
     assert values["postgresql"]["postgresqlScheme"] == PG_SCHEME
     instance_yaml = render_instance(values, kubeconfig)
     for section in ("run_storage", "event_log_storage", "schedule_storage"):  # the cluster's database -> ours
-        instance_yaml[section]["config"]["postgres_db"].update(hostname=pg.host, port=pg.port, username=pg.user,
-                                                               db_name=pg.database)
+        instance_yaml[section]["config"]["postgres_db"].update(
+            hostname=pg.host, port=pg.port, username=pg.user, db_name=pg.database
+        )
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance_yaml))
-    for name, value in {"DAGSTER_HOME": str(home), "DAGSTER_PG_PASSWORD": "unused-trust-auth",
-                        "DAGSTER_K8S_INSTANCE_CONFIG_MAP": f"{RELEASE}-instance",
-                        "DAGSTER_K8S_PG_PASSWORD_SECRET": values["global"]["postgresqlSecretName"],
-                        "DAGSTER_K8S_PIPELINE_RUN_ENV_CONFIGMAP": f"{RELEASE}-pipeline-env"}.items():
+    for name, value in {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_PASSWORD": "unused-trust-auth",
+        "DAGSTER_K8S_INSTANCE_CONFIG_MAP": f"{RELEASE}-instance",
+        "DAGSTER_K8S_PG_PASSWORD_SECRET": values["global"]["postgresqlSecretName"],
+        "DAGSTER_K8S_PIPELINE_RUN_ENV_CONFIGMAP": f"{RELEASE}-pipeline-env",
+    }.items():
         monkeypatch.setenv(name, value)
 
     with DagsterInstance.get() as instance:  # validates every section against its class's config schema
@@ -174,12 +218,16 @@ def test_values_render_an_instance_dagster_loads(values: dict[str, Any], deploym
         # The run pod, as the launcher builds it for a run of this code location.
         run = DagsterRun(job_name="segment_config", run_id=str(uuid.uuid4()))
         context = launcher.get_container_context_for_run(run).merge(
-            K8sContainerContext.create_from_config(render_user_container_context(deployment)))
+            K8sContainerContext.create_from_config(render_user_container_context(deployment))
+        )
         image = f"{deployment['image']['repository']}:{deployment['image']['tag']}"
         job = construct_dagster_k8s_job(
             job_config=context.get_k8s_job_config(job_image=image, run_launcher=launcher),
-            args=["dagster", "api", "execute_run", "{}"], job_name="dagster-run-test", component="run_worker",
-            user_defined_k8s_config=context.run_k8s_config)
+            args=["dagster", "api", "execute_run", "{}"],
+            job_name="dagster-run-test",
+            component="run_worker",
+            user_defined_k8s_config=context.run_k8s_config,
+        )
     pod = ApiClient().sanitize_for_serialization(job)["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["image"] == image
@@ -218,8 +266,13 @@ def test_image_serves_the_code_location_the_chart_names(deployment: dict[str, An
     assert re.search(r'pip install "\.\[postgres,k8s\]"', dockerfile)
     assert {"postgres", "k8s"} <= set(project["project"]["optional-dependencies"])
 
-    validate = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "--module-name", module],
-                              capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    validate = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "--module-name", module],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT_ROOT,
+    )
     assert validate.returncode == 0, validate.stdout[-3000:] + validate.stderr[-3000:]
 
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,25 +38,49 @@ def instance_yaml(pg: Postgres) -> str:
 
 def run_command(argv: list[str], env: dict[str, str], cwd: Path) -> str:
     done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     return done.stdout + done.stderr
 
 
-def test_sync_and_backfill_recorded_in_postgres(pg: Postgres, sim: Any, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sync_and_backfill_recorded_in_postgres(
+    pg: Postgres, sim: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text(instance_yaml(pg))
     duckdb_path = tmp_path / "pg.duckdb"
-    env = {**os.environ, "DAGSTER_HOME": str(home), "SEGMENT_API_TOKEN": sim.token, "SEGMENT_API_URL": sim.url,
-           "SEGMENT_PACE_REQUESTS": "false", "SEGMENT_DUCKDB_PATH": str(duckdb_path)}
-    today = sim.now().astimezone(timezone.utc).date()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "SEGMENT_API_TOKEN": sim.token,
+        "SEGMENT_API_URL": sim.url,
+        "SEGMENT_PACE_REQUESTS": "false",
+        "SEGMENT_DUCKDB_PATH": str(duckdb_path),
+    }
+    today = sim.now().astimezone(UTC).date()
     first, last = today - timedelta(days=3), today - timedelta(days=1)
 
     out = run_command([str(VENV_BIN / "segment-assets"), "sync", "--select", *SYNCED], env, tmp_path)
     assert "TOTAL" in out
-    run_command([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "segment_assets.definitions",
-                 "--select", "/".join((*KEY_PREFIX, DAILY)), "--partition-range", f"{first}...{last}"], env, tmp_path)
+    run_command(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "segment_assets.definitions",
+            "--select",
+            "/".join((*KEY_PREFIX, DAILY)),
+            "--partition-range",
+            f"{first}...{last}",
+        ],
+        env,
+        tmp_path,
+    )
 
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with DagsterInstance.get() as instance:
@@ -66,11 +90,14 @@ def test_sync_and_backfill_recorded_in_postgres(pg: Postgres, sim: Any, tmp_path
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         runs = instance.get_runs(RunsFilter())
-        assert len(runs) == 2 and all(r.status == DagsterRunStatus.SUCCESS for r in runs), \
-            [(r.run_id, r.status) for r in runs]
+        assert len(runs) == 2 and all(r.status == DagsterRunStatus.SUCCESS for r in runs), [
+            (r.run_id, r.status) for r in runs
+        ]
         backfill_run = next(r for r in runs if r.tags.get("dagster/asset_partition_range_start"))
-        assert (backfill_run.tags["dagster/asset_partition_range_start"],
-                backfill_run.tags["dagster/asset_partition_range_end"]) == (str(first), str(last))
+        assert (
+            backfill_run.tags["dagster/asset_partition_range_start"],
+            backfill_run.tags["dagster/asset_partition_range_end"],
+        ) == (str(first), str(last))
         for stream in SYNCED:
             assert instance.get_latest_materialization_event(AssetKey([*KEY_PREFIX, stream])) is not None, stream
         partitions = instance.get_materialized_partitions(AssetKey([*KEY_PREFIX, DAILY]))
@@ -84,23 +111,36 @@ def test_sync_and_backfill_recorded_in_postgres(pg: Postgres, sim: Any, tmp_path
         materialized = cur.fetchall()
     keys = {key for key, _ in materialized}
     assert {AssetKey([*KEY_PREFIX, s]).to_string() for s in (*SYNCED, DAILY)} <= keys
-    assert sorted(p for k, p in materialized if k == AssetKey([*KEY_PREFIX, DAILY]).to_string()) == \
-        [str(first + timedelta(days=d)) for d in range(3)]
+    assert sorted(p for k, p in materialized if k == AssetKey([*KEY_PREFIX, DAILY]).to_string()) == [
+        str(first + timedelta(days=d)) for d in range(3)
+    ]
     assert not list(home.rglob("*.db")), "a SQLite storage file was created next to the Postgres instance"
 
     # The rows: what the simulator serves.
-    start = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
-    end = datetime(last.year, last.month, last.day, tzinfo=timezone.utc) + timedelta(days=1)
-    served_events = {e["id"] for e in sim.items("listAuditEvents", query={
-        "startTime": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "endTime": end.strftime("%Y-%m-%dT%H:%M:%S.000Z")})
-        if start <= datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) < end}
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    served_events = {
+        e["id"]
+        for e in sim.items(
+            "listAuditEvents",
+            query={
+                "startTime": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "endTime": end.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            },
+        )
+        if start <= datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) < end
+    }
     with duckdb.connect(str(duckdb_path), read_only=True) as con:
-        assert {r[0] for r in con.execute("SELECT id FROM segment.sources").fetchall()} == \
-            {s["id"] for s in sim.items("listSources")}
-        assert {r[0] for r in con.execute("SELECT id FROM segment.destinations").fetchall()} == \
-            {d["id"] for d in sim.items("listDestinations")}
+        assert {r[0] for r in con.execute("SELECT id FROM segment.sources").fetchall()} == {
+            s["id"] for s in sim.items("listSources")
+        }
+        assert {r[0] for r in con.execute("SELECT id FROM segment.destinations").fetchall()} == {
+            d["id"] for d in sim.items("listDestinations")
+        }
         stored_events = {r[0] for r in con.execute("SELECT id FROM segment.audit_events").fetchall()}
     assert served_events and stored_events == served_events
-    print(f"\n[postgres] runs: {len(runs)}; materializations recorded: {len(materialized)}; "
-          f"rows: sources {len(sim.items('listSources'))}, destinations {len(sim.items('listDestinations'))}, "
-          f"audit_events {len(stored_events)} over {first}...{last}")
+    print(
+        f"\n[postgres] runs: {len(runs)}; materializations recorded: {len(materialized)}; "
+        f"rows: sources {len(sim.items('listSources'))}, destinations {len(sim.items('listDestinations'))}, "
+        f"audit_events {len(stored_events)} over {first}...{last}"
+    )

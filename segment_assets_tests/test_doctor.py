@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from segment_assets.client import Page
-from segment_assets.doctor import Count, diagnose, main, page_count
-from segment_assets.connections import Connection
+from segment_assets.api.client import Page
+from segment_assets.cli.doctor import Count, diagnose, main, page_count
+from segment_assets.orchestration.connections import Connection
 from segment_assets.simulator import Simulator
 
 TOKEN = "tok-us-Zq81-not-to-be-printed"
@@ -47,10 +47,22 @@ def test_working_connection_exits_0_names_the_workspace_and_lists_features(us: S
     assert code == 0, text
     workspace = us.items("getWorkspace")[0]
     assert f"workspace {workspace['name']!r} (slug {workspace['slug']}" in text
-    for area in ("Protocols", "Spaces", "Audience", "Functions", "Reverse ETL", "Destination Subscriptions",
-                 "Live Plugins", "Audit Trail", "Space Filters"):
-        assert any(line.split()[:len(area.split()) + 1] == [*area.split(), "available"] for line in text.splitlines()
-                   if line.startswith("    ")), f"{area} not listed as available:\n{text}"
+    for area in (
+        "Protocols",
+        "Spaces",
+        "Audience",
+        "Functions",
+        "Reverse ETL",
+        "Destination Subscriptions",
+        "Live Plugins",
+        "Audit Trail",
+        "Space Filters",
+    ):
+        assert any(
+            line.split()[: len(area.split()) + 1] == [*area.split(), "available"]
+            for line in text.splitlines()
+            if line.startswith("    ")
+        ), f"{area} not listed as available:\n{text}"
     assert "NOT AVAILABLE" not in text
     assert f"the doctor made {us.stats.total} request(s)" in text
     assert us.stats.total <= 40, "the doctor must stay cheap"
@@ -85,8 +97,10 @@ def test_json_report_counts_parents_and_bounds_the_sync_by_the_slow_endpoints(us
     assert est["bound_by"] == "warehouse_selective_syncs"
     assert est["min_seconds"] == pytest.approx((-(-selective["requests"] // 2) - 1) * 60.0)
     # INSERT_* functions only feed insert_function_instances: counted per resourceType.
-    inserts = sum(len(us.items("listFunctions", query={"resourceType": t}))
-                  for t in ("INSERT_DESTINATION", "INSERT_SOURCE", "INSERT_TRANSFORMATION"))
+    inserts = sum(
+        len(us.items("listFunctions", query={"resourceType": t}))
+        for t in ("INSERT_DESTINATION", "INSERT_SOURCE", "INSERT_TRANSFORMATION")
+    )
     assert functions and streams["insert_function_instances"]["requests"] == inserts
     assert est["requests"] == sum(s["requests"] for s in est["streams"])
 
@@ -100,8 +114,9 @@ def test_disabled_feature_is_reported_not_available_with_its_empty_tables() -> N
     features = {f["area"]: f for f in json.loads(text)["connections"][0]["features"]}
     protocols = features["Protocols"]
     assert protocols["status"] == "not available" and protocols["http_status"] == 403
-    assert {"tracking_plans", "tracking_plan_rules", "tracking_plan_sources", "transformations"} == \
-        set(protocols["empty_tables"])
+    assert {"tracking_plans", "tracking_plan_rules", "tracking_plan_sources", "transformations"} == set(
+        protocols["empty_tables"]
+    )
     assert features["Spaces"]["status"] == "not available"
     assert {"spaces", "audiences", "space_traits"} <= set(features["Spaces"]["empty_tables"])
     # Areas below a refused parent are known empty without asking.
@@ -125,8 +140,11 @@ def test_bad_token_exits_1_names_the_variable_after_one_request_per_region(us: S
 
 
 def test_bad_token_on_a_custom_url_costs_exactly_one_request(us: Simulator, eu: Simulator) -> None:
-    code, text = run([], {"SEGMENT_API_TOKEN": "not-a-token", "SEGMENT_API_URL": us.url + "/"},
-                     {"us": "http://127.0.0.1:9", "eu": eu.url})
+    code, text = run(
+        [],
+        {"SEGMENT_API_TOKEN": "not-a-token", "SEGMENT_API_URL": us.url + "/"},
+        {"us": "http://127.0.0.1:9", "eu": eu.url},
+    )
     assert code == 1 and "SEGMENT_API_TOKEN" in text and "HTTP 401" in text
     assert (us.stats.total, eu.stats.total) == (1, 0), "no region probe when the URL is not a region's"
     assert "the doctor made 1 request(s)" in text
@@ -142,8 +160,10 @@ def test_token_of_the_other_region_says_which_setting_to_change(us: Simulator, e
 
 def test_named_connection_in_the_wrong_region_points_at_its_file(us: Simulator, eu: Simulator, tmp_path: Path) -> None:
     config = tmp_path / "connections.yaml"
-    config.write_text("connections:\n  - name: emea\n    token_env: SEGMENT_EMEA_TOKEN\n    region: eu\n"
-                      "  - name: other\n    token_env: SEGMENT_OTHER_TOKEN\n")
+    config.write_text(
+        "connections:\n  - name: emea\n    token_env: SEGMENT_EMEA_TOKEN\n    region: eu\n"
+        "  - name: other\n    token_env: SEGMENT_OTHER_TOKEN\n"
+    )
     env = {"SEGMENT_CONNECTIONS": str(config), "SEGMENT_EMEA_TOKEN": TOKEN}
     code, text = run(["--connection", "emea", "--no-estimate"], env, {"us": us.url, "eu": eu.url})
     assert code == 1
@@ -167,16 +187,22 @@ def test_missing_token_names_the_variable_and_how_to_create_one(us: Simulator) -
 def test_doctor_runs_as_a_command_without_printing_the_token(us: Simulator) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_")}
     env.update({"SEGMENT_API_TOKEN": TOKEN, "SEGMENT_API_URL": us.url})
-    out = subprocess.run([sys.executable, "-m", "segment_assets.doctor", "--no-estimate"], capture_output=True,
-                         text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "segment_assets.cli.doctor", "--no-estimate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "token accepted" in out.stdout
     assert TOKEN not in out.stdout + out.stderr
 
 
 def test_report_of_one_connection_is_available_as_data(us: Simulator) -> None:
-    report = diagnose(Connection(name="acme", token_env="ACME_TOKEN", api_url=us.url),
-                      environ={"ACME_TOKEN": TOKEN}, estimate=False)
+    report = diagnose(
+        Connection(name="acme", token_env="ACME_TOKEN", api_url=us.url), environ={"ACME_TOKEN": TOKEN}, estimate=False
+    )
     assert report.ok and report.workspace == {k: us.items("getWorkspace")[0][k] for k in ("id", "slug", "name")}
     assert report.estimate is None and report.requests == us.stats.total
 

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,35 +23,55 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize, serialize_value
 
-from segment_assets.assets import asset_key, build_assets
-from segment_assets.partitions import partitions_def
-from segment_assets.cli import _instance, run_sync
-from segment_assets.client import SegmentClient
-from segment_assets.resources import DuckDBStorage, SegmentResource
+from segment_assets.api.client import SegmentClient
+from segment_assets.api.streams import STREAMS, materialized_streams
+from segment_assets.cli.commands import _instance, run_sync
+from segment_assets.orchestration.assets import asset_key, build_assets
+from segment_assets.orchestration.partitions import partitions_def
+from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.simulator import Simulator
-from segment_assets.streams import STREAMS, materialized_streams
 from segment_assets_tests.conftest import segment_for
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = build_assets()
 BY_TABLE = {s.table: s for s in materialized_streams()}
 # Two simulators only serve the same time-based rows if their clocks share an anchor.
-ANCHOR = datetime.now(timezone.utc).replace(microsecond=0)
+ANCHOR = datetime.now(UTC).replace(microsecond=0)
 VOLATILE_HEADERS = ("header__change_seq", "header__timestamp", "header__run_id")
 
 # Every paging mode (cursor, none, per-key cursors, top-level count, numeric offset), fan-out
 # over parents two levels deep, a watermark stream, and daily and monthly partitions.
 REPRESENTATIVE = [
-    "workspace", "sources", "source_connected_destinations", "destinations", "destination_filters",
-    "tracking_plans", "tracking_plan_rules", "labels", "credentials", "credential_consumers",
-    "user_groups", "user_group_users", "catalog_destinations", "warehouses", "warehouse_syncs",
-    "destination_subscriptions", "reverse_etl_sync_statuses", "spaces", "space_filters", "audiences",
-    "audit_events", "events_volume", "delivery_successful_delivery", "usage_api_calls_daily",
+    "workspace",
+    "sources",
+    "source_connected_destinations",
+    "destinations",
+    "destination_filters",
+    "tracking_plans",
+    "tracking_plan_rules",
+    "labels",
+    "credentials",
+    "credential_consumers",
+    "user_groups",
+    "user_group_users",
+    "catalog_destinations",
+    "warehouses",
+    "warehouse_syncs",
+    "destination_subscriptions",
+    "reverse_etl_sync_statuses",
+    "spaces",
+    "space_filters",
+    "audiences",
+    "audit_events",
+    "events_volume",
+    "delivery_successful_delivery",
+    "usage_api_calls_daily",
 ]
 SMALL = ["sources", "destinations", "source_connected_destinations", "tracking_plans", "tracking_plan_rules"]
 
 
 # -- running syncs ----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,11 +97,16 @@ def sync(sim: Simulator, path: Path, streams: Sequence[str], **overrides: Any) -
     results = []
     for window in dict.fromkeys(_window(s) for s in streams):
         names = [s for s in streams if _window(s) is window]
-        results.append(materialize(
-            ASSETS, instance=DagsterInstance.ephemeral(), resources=resources,
-            selection=[asset_key(s) for s in names], raise_on_error=False,
-            partition_key=partitions_def(window).get_last_partition_key() if window else None,
-        ))
+        results.append(
+            materialize(
+                ASSETS,
+                instance=DagsterInstance.ephemeral(),
+                resources=resources,
+                selection=[asset_key(s) for s in names],
+                raise_on_error=False,
+                partition_key=partitions_def(window).get_last_partition_key() if window else None,
+            )
+        )
     return results
 
 
@@ -105,20 +130,26 @@ def failures(results: Sequence[ExecuteInProcessResult]) -> dict[str, str]:
 
 # -- reading DuckDB files -----------------------------------------------------------------------
 
+
 def _connect(path: Path) -> tuple[duckdb.DuckDBPyConnection, str]:
     con = duckdb.connect(str(path), read_only=True)
     return con, con.execute("SELECT current_database()").fetchone()[0]
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> list[str]:
-    rows = con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'segment' "
-                       "AND table_name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY 1").fetchall()
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'segment' "
+        "AND table_name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY 1"
+    ).fetchall()
     return [r[0] for r in rows]
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    rows = con.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = 'segment' "
-                       "AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'segment' "
+        "AND table_name = ? ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
     return [r[0] for r in rows]
 
 
@@ -159,8 +190,9 @@ def integrity_problems(path: Path) -> list[str]:
             if f"{table}__ct" not in tables:
                 continue
             ct = f'"{cat}".segment."{table}__ct"'
-            dupes = con.execute(f"SELECT count(*) - count(DISTINCT ({keys}, header__change_seq, header__change_oper)) "
-                                f"FROM {ct}").fetchone()[0]
+            dupes = con.execute(
+                f"SELECT count(*) - count(DISTINCT ({keys}, header__change_seq, header__change_oper)) FROM {ct}"
+            ).fetchone()[0]
             if dupes:
                 problems.append(f"{table}__ct: {dupes} change event(s) recorded twice")
             cols = ", ".join(f'"{c}"' for c in _columns(con, table))
@@ -207,12 +239,15 @@ def mutate(sim: Simulator) -> None:
 
 # -- transient faults: the result is the clean result ------------------------------------------
 
+
 def test_transient_faults_converge_to_the_clean_tables(tmp_path: Path, fast_backoff: None) -> None:
     clean_db, faulty_db = tmp_path / "clean.duckdb", tmp_path / "faulty.duckdb"
     with Simulator(seed=11, scale=0.3, now=ANCHOR) as clean:
         assert not failures(sync(clean, clean_db, REPRESENTATIVE, page_size=3))
-    faults = ("429:0.05:ms_before_next=40,500:0.14,502:0.03,503:0.03,timeout:0.02:seconds=2,"
-              "reset:0.03,malformed:0.01,truncated:0.01")
+    faults = (
+        "429:0.05:ms_before_next=40,500:0.14,502:0.03,503:0.03,timeout:0.02:seconds=2,"
+        "reset:0.03,malformed:0.01,truncated:0.01"
+    )
     with Simulator(seed=11, scale=0.3, now=ANCHOR, faults=faults) as faulty:
         faulty.inject("429", times=6, ms_before_next=50)  # a storm before anything else
         results = sync(faulty, faulty_db, REPRESENTATIVE, page_size=3, max_retries=10, read_timeout=0.5)
@@ -234,10 +269,15 @@ PERSISTENT = [
     pytest.param("truncated", {}, ("stream sources", "unreadable 200 body"), id="truncated"),
     pytest.param("repeat_cursor", {}, ("stream sources", "cursor", "twice"), id="repeat_cursor"),
     pytest.param("missing_field", {"field": "id"}, ("stream sources", "primary-key field 'id'"), id="missing_key"),
-    pytest.param("missing_field", {"field": "slug"}, ("stream sources", "'slug'", "require_documented_fields"),
-                 id="missing_required"),
-    pytest.param("type_change", {"field": "name"}, ("stream sources", "'name'", "changed the field's type"),
-                 id="type_change"),
+    pytest.param(
+        "missing_field",
+        {"field": "slug"},
+        ("stream sources", "'slug'", "require_documented_fields"),
+        id="missing_required",
+    ),
+    pytest.param(
+        "type_change", {"field": "name"}, ("stream sources", "'name'", "changed the field's type"), id="type_change"
+    ),
 ]
 TRANSIENT = [
     pytest.param("malformed", {}, id="malformed"),
@@ -261,8 +301,9 @@ def sources_loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def _faulty_sources_run(sources_loaded: dict[str, Path], tmp_path: Path, kind: str, params: dict[str, Any],
-                        times: int) -> tuple[Path, dict[str, str]]:
+def _faulty_sources_run(
+    sources_loaded: dict[str, Path], tmp_path: Path, kind: str, params: dict[str, Any], times: int
+) -> tuple[Path, dict[str, str]]:
     db = tmp_path / "sources.duckdb"
     db.write_bytes(sources_loaded["before"].read_bytes())
     with Simulator(seed=5, scale=0.5) as sim:
@@ -274,8 +315,13 @@ def _faulty_sources_run(sources_loaded: dict[str, Path], tmp_path: Path, kind: s
 
 @pytest.mark.parametrize(("kind", "params", "says"), PERSISTENT)
 def test_persistent_bad_page_fails_clearly_and_keeps_the_table(
-        sources_loaded: dict[str, Path], tmp_path: Path, fast_backoff: None, kind: str, params: dict[str, Any],
-        says: tuple[str, ...]) -> None:
+    sources_loaded: dict[str, Path],
+    tmp_path: Path,
+    fast_backoff: None,
+    kind: str,
+    params: dict[str, Any],
+    says: tuple[str, ...],
+) -> None:
     db, failed = _faulty_sources_run(sources_loaded, tmp_path, kind, params, times=50)
     assert list(failed) == ["sources"], "the stream fails"
     assert [s for s in says if s not in failed["sources"]] == [], failed["sources"]
@@ -283,8 +329,9 @@ def test_persistent_bad_page_fails_clearly_and_keeps_the_table(
 
 
 @pytest.mark.parametrize(("kind", "params"), TRANSIENT)
-def test_transient_bad_page_is_invisible(sources_loaded: dict[str, Path], tmp_path: Path, fast_backoff: None,
-                                         kind: str, params: dict[str, Any]) -> None:
+def test_transient_bad_page_is_invisible(
+    sources_loaded: dict[str, Path], tmp_path: Path, fast_backoff: None, kind: str, params: dict[str, Any]
+) -> None:
     db, failed = _faulty_sources_run(sources_loaded, tmp_path, kind, params, times=1)
     assert failed == {}
     assert dump(db)["sources"] == dump(sources_loaded["after"])["sources"]
@@ -293,16 +340,22 @@ def test_transient_bad_page_is_invisible(sources_loaded: dict[str, Path], tmp_pa
 
 # -- kill -9 in the middle of a write -----------------------------------------------------------
 
+
 def _env(sim: Simulator, db: Path, token: str | None = None) -> dict[str, str]:
-    return {**os.environ, "SEGMENT_API_TOKEN": token or sim.token, "SEGMENT_API_URL": sim.url,
-            "SEGMENT_PACE_REQUESTS": "false", "SEGMENT_DUCKDB_PATH": str(db), "PYTHONPATH": str(ROOT)}
+    return {
+        **os.environ,
+        "SEGMENT_API_TOKEN": token or sim.token,
+        "SEGMENT_API_URL": sim.url,
+        "SEGMENT_PACE_REQUESTS": "false",
+        "SEGMENT_DUCKDB_PATH": str(db),
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def _spawn(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     # Output goes to a file: a full pipe would stall a child, possibly while it holds the DuckDB lock.
     with log.open("w") as out:
-        return subprocess.Popen([sys.executable, *args], env=env, cwd=log.parent, stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, *args], env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _wait_for(check: Callable[[], bool], proc: subprocess.Popen, timeout: float, what: str, log: Path) -> None:
@@ -325,8 +378,19 @@ def test_kill_9_mid_write_keeps_committed_tables_and_the_rerun_converges(tmp_pat
         # The rules (a child) are written after the parents have committed their changes:
         # freeze that write after its DELETE/INSERTs, before COMMIT, and SIGKILL it there.
         log = tmp_path / "worker.log"
-        proc = _spawn(["-m", "segment_assets_tests.fault_worker", *SMALL, "--pause-before-commit",
-                       "tracking_plan_rules", "--marker", str(marker)], _env(sim, db), log)
+        proc = _spawn(
+            [
+                "-m",
+                "segment_assets_tests.fault_worker",
+                *SMALL,
+                "--pause-before-commit",
+                "tracking_plan_rules",
+                "--marker",
+                str(marker),
+            ],
+            _env(sim, db),
+            log,
+        )
         try:
             _wait_for(marker.exists, proc, 60, "the tracking_plan_rules write reached COMMIT", log)
             assert list(db.parent.glob(".staging/tracking_plan_rules.*.parquet")), "the write had staged its rows"
@@ -350,13 +414,16 @@ def test_kill_9_mid_write_keeps_committed_tables_and_the_rerun_converges(tmp_pat
     # The changes committed before the kill are not recorded a second time by the rerun.
     assert query(db, "SELECT header__change_oper FROM sources__ct WHERE name = 'Renamed Between Runs'") == [("U",)]
     assert query(db, "SELECT header__change_oper FROM sources__ct WHERE name = 'Arrived Between Runs'") == [("I",)]
-    assert query(db, "SELECT header__change_oper FROM destinations__ct WHERE header__change_oper <> 'I' "
-                     "ORDER BY 1") == [("D",), ("U",)]
-    assert query(db, "SELECT header__change_oper FROM tracking_plan_rules__ct "
-                     "WHERE key = 'Added Between Runs'") == [("I",)]
+    assert query(
+        db, "SELECT header__change_oper FROM destinations__ct WHERE header__change_oper <> 'I' ORDER BY 1"
+    ) == [("D",), ("U",)]
+    assert query(db, "SELECT header__change_oper FROM tracking_plan_rules__ct WHERE key = 'Added Between Runs'") == [
+        ("I",)
+    ]
 
 
 # -- 401 and 403 ----------------------------------------------------------------------------------
+
 
 def test_401_at_start_is_fatal_names_the_variable_and_changes_nothing(tmp_path: Path) -> None:
     db, wrong = tmp_path / "auth.duckdb", "sk-revoked-token-999"
@@ -367,8 +434,13 @@ def test_401_at_start_is_fatal_names_the_variable_and_changes_nothing(tmp_path: 
         sim.reset_stats()
         bad = SegmentResource(api_token=wrong, api_url=sim.url, pace_requests=False)
         resources = {"segment": bad, "storage": DuckDBStorage(path=str(db))}
-        result = materialize(ASSETS, resources=resources, selection=[asset_key(s) for s in SMALL],
-                             instance=DagsterInstance.ephemeral(), raise_on_error=False)
+        result = materialize(
+            ASSETS,
+            resources=resources,
+            selection=[asset_key(s) for s in SMALL],
+            instance=DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
         refused = sim.stats["by_status"]
         served = sim.stats.total
     failed = failures([result])
@@ -419,19 +491,28 @@ GATED = ("Protocols", "Spaces", "Functions", "Audience", "Audit Trail")
 
 def test_403_gated_streams_succeed_as_unavailable_and_others_load(tmp_path: Path) -> None:
     db = tmp_path / "gated.duckdb"
-    roots = {"tracking_plans": "Protocols", "transformations": "Protocols", "functions": "Functions",
-             "spaces": "Spaces", "audit_events": "Audit Trail"}
+    roots = {
+        "tracking_plans": "Protocols",
+        "transformations": "Protocols",
+        "functions": "Functions",
+        "spaces": "Spaces",
+        "audit_events": "Audit Trail",
+    }
     children = ["tracking_plan_rules", "function_versions", "audiences"]
     open_ = {"sources": "listSources", "destinations": "listDestinations", "users": "listUsers"}
     streams = [*open_, "source_connected_destinations", *roots, *children]
     with Simulator(seed=7, scale=0.3, disabled_features=GATED) as sim:
-        rows = run_sync(streams, segment=segment_for(sim), storage=DuckDBStorage(path=str(db)),
-                        out=io.StringIO())
+        rows = run_sync(streams, segment=segment_for(sim), storage=DuckDBStorage(path=str(db)), out=io.StringIO())
         served = {t: sorted(i["id"] for i in sim.items(op)) for t, op in open_.items()}
     instance = DagsterInstance.get()
     assert sorted(r["stream"] for r in rows) == sorted(streams), "every asset materialized"
-    metadata = {s: {k: getattr(v, "value", v) for k, v in instance.get_latest_materialization_event(
-        asset_key(s)).asset_materialization.metadata.items()} for s in streams}
+    metadata = {
+        s: {
+            k: getattr(v, "value", v)
+            for k, v in instance.get_latest_materialization_event(asset_key(s)).asset_materialization.metadata.items()
+        }
+        for s in streams
+    }
     for stream, feature in roots.items():
         assert metadata[stream]["segment/status"] == "unavailable", stream
         assert feature in metadata[stream]["segment/unavailable_reason"], stream
@@ -446,6 +527,7 @@ def test_403_gated_streams_succeed_as_unavailable_and_others_load(tmp_path: Path
 
 # -- two writers at once --------------------------------------------------------------------------
 
+
 def test_concurrent_syncs_into_one_file_all_complete_correctly(tmp_path: Path) -> None:
     db, reference_db = tmp_path / "shared.duckdb", tmp_path / "reference.duckdb"
     first = ["sources", "destinations", "source_connected_destinations", "destination_filters"]
@@ -454,8 +536,10 @@ def test_concurrent_syncs_into_one_file_all_complete_correctly(tmp_path: Path) -
     with Simulator(seed=17, scale=0.3, latency_ms=40) as sim:
         # Two runs of the same streams and one of different streams, all at once, one DAGSTER_HOME.
         logs = [tmp_path / f"sync-{n}.log" for n in range(3)]
-        procs = [_spawn(["-m", "segment_assets", "sync", "--select", *select], _env(sim, db), log)
-                 for select, log in zip((first, other, first), logs)]
+        procs = [
+            _spawn(["-m", "segment_assets", "sync", "--select", *select], _env(sim, db), log)
+            for select, log in zip((first, other, first), logs)
+        ]
         for proc in procs:
             proc.wait(120)
         assert [p.returncode for p in procs] == [0, 0, 0], "\n\n".join(log.read_text() for log in logs)
@@ -505,12 +589,14 @@ def _duckdb_values_containing(path: Path, needle: str) -> list[str]:
     con, cat = _connect(path)
     try:
         hits = []
-        for table in con.execute("SELECT table_name FROM information_schema.tables "
-                                 "WHERE table_schema = 'segment'").fetchall():
+        for table in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'segment'"
+        ).fetchall():
             cols = _columns(con, table[0])
             where = " OR ".join(f'CAST("{c}" AS VARCHAR) LIKE ?' for c in cols)
-            n = con.execute(f'SELECT count(*) FROM "{cat}".segment."{table[0]}" WHERE {where}',
-                            [f"%{needle}%"] * len(cols)).fetchone()[0]
+            n = con.execute(
+                f'SELECT count(*) FROM "{cat}".segment."{table[0]}" WHERE {where}', [f"%{needle}%"] * len(cols)
+            ).fetchone()[0]
             if n:
                 hits.append(table[0])
         return hits
@@ -519,14 +605,31 @@ def _duckdb_values_containing(path: Path, needle: str) -> list[str]:
 
 
 def test_the_token_appears_in_no_log_file_table_or_metadata(
-        tmp_path: Path, dagster_home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-        capfd: pytest.CaptureFixture[str], fast_backoff: None) -> None:
+    tmp_path: Path,
+    dagster_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    fast_backoff: None,
+) -> None:
     caplog.set_level(logging.DEBUG)
     db = tmp_path / "data" / "secret.duckdb"
-    streams = [*SMALL, "functions", "users", "credentials", "credential_consumers", "audit_events",
-               "usage_api_calls_daily"]
-    with Simulator(seed=19, scale=0.3, tokens=(SECRET,), faults="429:0.05:ms_before_next=20,500:0.1,reset:0.02",
-                   disabled_features=("Functions",)) as sim:
+    streams = [
+        *SMALL,
+        "functions",
+        "users",
+        "credentials",
+        "credential_consumers",
+        "audit_events",
+        "usage_api_calls_daily",
+    ]
+    with Simulator(
+        seed=19,
+        scale=0.3,
+        tokens=(SECRET,),
+        faults="429:0.05:ms_before_next=20,500:0.1,reset:0.02",
+        disabled_features=("Functions",),
+    ) as sim:
         sim.inject("401", "listRulesFromTrackingPlan", times=100)  # the error path is covered too
         # As in production: the token only in the environment, resolved by Dagster at launch.
         for name, value in _env(sim, db, SECRET).items():

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from segment_assets.api.streams import UpdateMethod
+from segment_assets.api.tables import table_def
 from segment_assets.storage.lake_target import LakeTarget
-from segment_assets.streams import UpdateMethod
-from segment_assets.tables import table_def
-from segment_assets_tests.s3_server import moto_s3, s3_lake_url  # noqa: F401, F811 - fixtures
+from segment_assets_tests.s3_server import moto_s3, s3_lake_url  # noqa: F401 - fixtures
 from segment_assets_tests.services import S3
 
 SOURCES = table_def("sources")
@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Runs in a child process: writes `sources` snapshots described by argv, printing a marker line
 # before each write; optionally freezes right before the change-table commit.
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import json, sys, time
     from segment_assets.storage.lake_target import LakeTarget
-    from segment_assets.streams import UpdateMethod
-    from segment_assets.tables import table_def
+    from segment_assets.api.streams import UpdateMethod
+    from segment_assets.api.tables import table_def
 
     url, stage, plan = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     SOURCES = table_def("sources")
@@ -51,12 +51,17 @@ WORKER = textwrap.dedent('''
         print("writing", run, flush=True)
         target.write_snapshot(SOURCES, batches, method=UpdateMethod.RELOAD_AND_COMPARE, run_id=run)
         print("committed", run, flush=True)
-''')
+""")
 
 
 def start_worker(url: str, stage: Path, plan: dict, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", WORKER, url, str(stage), json.dumps(plan)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True, env=env or os.environ.copy())
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, url, str(stage), json.dumps(plan)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env or os.environ.copy(),
+    )
 
 
 def wait_for(proc: subprocess.Popen[str], line: str, timeout: float = 120) -> None:
@@ -100,11 +105,16 @@ def test_kill_9_mid_write_leaves_the_last_commit_readable(lake_url: str, tmp_pat
     expected_rows = 2000 if seen == {"A"} else 60000
     assert table.num_rows == expected_rows
     # The next run works on top of whatever was committed, and the change table agrees with it.
-    target.write_snapshot(SOURCES, iter([SOURCES.shaper(strict=False).batch(
-        [{"id": "src0", "name": "C 0"}], {}, {})]), method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r3")
+    target.write_snapshot(
+        SOURCES,
+        iter([SOURCES.shaper(strict=False).batch([{"id": "src0", "name": "C 0"}], {}, {})]),
+        method=UpdateMethod.RELOAD_AND_COMPARE,
+        run_id="r3",
+    )
     assert target.read_arrow("sources").num_rows == 1
-    net = target.query("SELECT sum(CASE header__change_oper WHEN 'I' THEN 1 WHEN 'D' THEN -1 ELSE 0 END) "
-                       "FROM sources__ct")[0][0]
+    net = target.query(
+        "SELECT sum(CASE header__change_oper WHEN 'I' THEN 1 WHEN 'D' THEN -1 ELSE 0 END) FROM sources__ct"
+    )[0][0]
     assert net == 1
 
 
@@ -112,27 +122,42 @@ def test_kill_between_table_and_change_commits_is_repaired_exactly(lake_url: str
     target = LakeTarget(lake_url, stage_dir=tmp_path / "stage")
     shaper = SOURCES.shaper(strict=False)
     first = [{"id": f"src{i}", "name": f"A {i}"} for i in range(5)]
-    target.write_snapshot(SOURCES, iter([shaper.batch(first, {}, {})]), method=UpdateMethod.RELOAD_AND_COMPARE,
-                          run_id="r1")
+    target.write_snapshot(
+        SOURCES, iter([shaper.batch(first, {}, {})]), method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r1"
+    )
     proc = start_worker(lake_url, tmp_path / "stage", {"writes": [[3, "B", "r2"]], "freeze_before_changes": True})
     wait_for(proc, "frozen")
     kill9(proc)
     # The current table moved on (3 updated, 2 deleted); the change table did not.
     assert names(target) == {"B"}
     assert target.query("SELECT count(*) FROM sources__ct WHERE header__run_id = 'r2'") == [(0,)]
-    commit = json.loads(target._require("sources").history(1)[0]["segment_assets"])  # noqa: SLF001
+    commit = json.loads(target._require("sources").history(1)[0]["segment_assets"])
     assert target.repair(SOURCES) == 1
     assert target.repair(SOURCES) == 0  # idempotent: the app transaction records what is mirrored
-    changes = target.query("SELECT header__change_oper, id, name, header__change_seq FROM sources__ct "
-                           "WHERE header__run_id = 'r2' ORDER BY header__change_seq")
-    assert [c[:3] for c in changes] == [("U", "src0", "B 0"), ("U", "src1", "B 1"), ("U", "src2", "B 2"),
-                                        ("D", "src3", "A 3"), ("D", "src4", "A 4")]
+    changes = target.query(
+        "SELECT header__change_oper, id, name, header__change_seq FROM sources__ct "
+        "WHERE header__run_id = 'r2' ORDER BY header__change_seq"
+    )
+    assert [c[:3] for c in changes] == [
+        ("U", "src0", "B 0"),
+        ("U", "src1", "B 1"),
+        ("U", "src2", "B 2"),
+        ("D", "src3", "A 3"),
+        ("D", "src4", "A 4"),
+    ]
     assert {c[3][:16] for c in changes} == {commit["prefix"]}  # the prefix claimed by the killed run
     # The next write repairs by itself too: no duplicates, and its own rows follow.
-    target.write_snapshot(SOURCES, iter([shaper.batch([{"id": "src0", "name": "B 0"}], {}, {})]),
-                          method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r3")
+    target.write_snapshot(
+        SOURCES,
+        iter([shaper.batch([{"id": "src0", "name": "B 0"}], {}, {})]),
+        method=UpdateMethod.RELOAD_AND_COMPARE,
+        run_id="r3",
+    )
     assert target.query("SELECT header__run_id, count(*) FROM sources__ct GROUP BY ALL ORDER BY 1") == [
-        ("r1", 5), ("r2", 5), ("r3", 3)]  # U src0 (its other fields), D src1, D src2
+        ("r1", 5),
+        ("r2", 5),
+        ("r3", 3),
+    ]  # U src0 (its other fields), D src1, D src2
 
 
 def test_a_reader_during_writes_sees_old_or_new_never_a_mix(tmp_path: Path) -> None:
@@ -160,9 +185,8 @@ def test_a_reader_during_writes_sees_old_or_new_never_a_mix(tmp_path: Path) -> N
     assert {"A"} in seen and len(seen) > 3
 
 
-def test_concurrent_prefix_claims_and_appends_never_collide(moto_s3: S3, s3_lake_url: str,
-                                                            tmp_path: Path) -> None:
-    worker = textwrap.dedent('''
+def test_concurrent_prefix_claims_and_appends_never_collide(moto_s3: S3, s3_lake_url: str, tmp_path: Path) -> None:
+    worker = textwrap.dedent("""
         import sys, pyarrow as pa
         from segment_assets.storage.lake_target import LakeTarget
         t = LakeTarget(sys.argv[1], stage_dir=sys.argv[3])
@@ -171,10 +195,18 @@ def test_concurrent_prefix_claims_and_appends_never_collide(moto_s3: S3, s3_lake
             out.append(t._claim_seq_prefix())
             t.append_rows("_shared", pa.table({"writer": [sys.argv[2]], "i": [i]}))
         print(",".join(out))
-    ''')
+    """)
     env = {**os.environ, **moto_s3.env}
-    procs = [subprocess.Popen([sys.executable, "-c", worker, s3_lake_url, str(w), str(tmp_path / f"s{w}")], cwd=ROOT,
-                              env=env, stdout=subprocess.PIPE, text=True) for w in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", worker, s3_lake_url, str(w), str(tmp_path / f"s{w}")],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(3)
+    ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0]
     claims = [line.strip().split(",") for line in outs]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from dagster import DagsterInstance, DefaultScheduleStatus
 
-from segment_assets.maintenance import build_maintenance_job, build_maintenance_schedule, maintain
-from segment_assets.resources import LakeStorage
+from segment_assets.api.streams import UpdateMethod
+from segment_assets.api.tables import table_def
+from segment_assets.orchestration.maintenance import build_maintenance_job, build_maintenance_schedule, maintain
+from segment_assets.orchestration.resources import LakeStorage
 from segment_assets.storage.lake_target import LakeTarget
-from segment_assets.streams import UpdateMethod
-from segment_assets.tables import table_def
 
 SOURCES = table_def("sources")
 
@@ -19,8 +19,9 @@ def many_small_commits(target: LakeTarget, n: int = 6) -> None:
     shaper = SOURCES.shaper(strict=False)
     for i in range(n):
         records = [{"id": f"src{j}", "name": f"v{i}"} for j in range(3)]
-        target.write_snapshot(SOURCES, iter([shaper.batch(records, {}, {})]), method=UpdateMethod.RELOAD_AND_COMPARE,
-                              run_id=f"r{i}")
+        target.write_snapshot(
+            SOURCES, iter([shaper.batch(records, {}, {})]), method=UpdateMethod.RELOAD_AND_COMPARE, run_id=f"r{i}"
+        )
 
 
 def parquet_files(path: Path) -> int:
@@ -54,9 +55,12 @@ def test_the_job_runs_against_the_storage_resource(tmp_path: Path) -> None:
     many_small_commits(LakeTarget(url, stage_dir=tmp_path / "stage"), 4)
     job = build_maintenance_job("lake_storage")
     result = job.execute_in_process(
-        resources={"lake_storage": LakeStorage(url=url)}, instance=DagsterInstance.ephemeral(),
-        run_config={"ops": {"segment_lake_maintenance_op": {"config": {"retention_hours": 0,
-                                                                       "tables": ["sources__ct"]}}}})
+        resources={"lake_storage": LakeStorage(url=url)},
+        instance=DagsterInstance.ephemeral(),
+        run_config={
+            "ops": {"segment_lake_maintenance_op": {"config": {"retention_hours": 0, "tables": ["sources__ct"]}}}
+        },
+    )
     assert result.success
     assert parquet_files(tmp_path / "lake" / "segment" / "sources__ct") == 1
     schedule = build_maintenance_schedule(job)

@@ -10,35 +10,50 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segment_assets.cli import run_sync
-from segment_assets.resources import DuckDBStorage, LakeStorage
+from segment_assets.cli.commands import run_sync
+from segment_assets.orchestration.resources import DuckDBStorage, LakeStorage
 from segment_assets.storage.sql_session import sql_session
 from segment_assets_tests.conftest import segment_for
 
 # Every kind of stream: root lists, fan-out children (one with a row filter), a watermark
 # stream, a daily-partitioned and a monthly-partitioned one.
-STREAMS = ["sources", "destinations", "destination_filters", "functions", "labels", "warehouses", "warehouse_syncs",
-           "audit_events", "usage_mtu_daily"]
+STREAMS = [
+    "sources",
+    "destinations",
+    "destination_filters",
+    "functions",
+    "labels",
+    "warehouses",
+    "warehouse_syncs",
+    "audit_events",
+    "usage_mtu_daily",
+]
 IGNORED = ("header__change_seq", "header__timestamp", "header__run_id")  # differ by when and by which run
 
 
 def snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[list[tuple], list[tuple]]]:
-    tables = [r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'segment' "
-        "AND table_catalog = current_database() ORDER BY 1").fetchall()]
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'segment' "
+            "AND table_catalog = current_database() ORDER BY 1"
+        ).fetchall()
+    ]
     out = {}
     for name in tables:
-        types = con.execute(f"SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = "
-                            f"'segment' AND table_name = '{name}' AND table_catalog = current_database() "
-                            f"ORDER BY ordinal_position").fetchall()
+        types = con.execute(
+            f"SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = "
+            f"'segment' AND table_name = '{name}' AND table_catalog = current_database() "
+            f"ORDER BY ordinal_position"
+        ).fetchall()
         keep = [c for c, _ in types if c not in IGNORED]
         cols = ", ".join(f'"{c}"' for c in keep)
-        out[name] = (types, con.execute(f"SELECT {cols} FROM segment.\"{name}\" ORDER BY ALL").fetchall())
+        out[name] = (types, con.execute(f'SELECT {cols} FROM segment."{name}" ORDER BY ALL').fetchall())
     return out
 
 
 @pytest.mark.timeout(600)
-def test_duckdb_and_lake_hold_identical_tables_and_changes(sim: "Simulator", tmp_path: Path) -> None:  # noqa: F821
+def test_duckdb_and_lake_hold_identical_tables_and_changes(sim: Simulator, tmp_path: Path) -> None:  # noqa: F821
     segment = segment_for(sim)
     duck = DuckDBStorage(path=str(tmp_path / "parity.duckdb"))
     lake = LakeStorage(url=(tmp_path / "lake").as_uri())
@@ -58,6 +73,7 @@ def test_duckdb_and_lake_hold_identical_tables_and_changes(sim: "Simulator", tmp
     for name in left:
         assert left[name][0] == right[name][0], f"{name}: column types differ"
         assert left[name][1] == right[name][1], f"{name}: rows differ"
+
     def opers(table: str) -> set[str]:
         cols = [c for c, _ in left[table][0] if c not in IGNORED]
         return {r[cols.index("header__change_oper")] for r in left[table][1]}

@@ -7,13 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from segment_assets.partitions import clamp_to_retention, window_queries
-from segment_assets.streams import STREAMS
+from segment_assets.api.streams import STREAMS
+from segment_assets.engine.windows import clamp_to_retention, window_queries
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT = """
 import json, time
 from segment_assets.definitions import defs
-from segment_assets.assets import asset_key
+from segment_assets.orchestration.assets import asset_key
 graph = defs.get_repository_def().asset_graph
 out = {"now": time.time()}
 for stream in ("audit_events", "usage_mtu_daily"):
@@ -37,8 +37,14 @@ def load_at(when: str) -> dict:
     env = {**os.environ, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     for name in ("SEGMENT_DAILY_START", "SEGMENT_MONTHLY_START", "SEGMENT_CONNECTIONS"):
         env.pop(name, None)
-    out = subprocess.run(["faketime", when, sys.executable, "-c", SNAPSHOT], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        ["faketime", when, sys.executable, "-c", SNAPSHOT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -46,8 +52,8 @@ def load_at(when: str) -> dict:
 @pytest.mark.skipif(shutil.which("faketime") is None, reason="needs Debian's faketime (installed by .ci/run)")
 def test_partition_set_is_the_same_on_either_side_of_midnight() -> None:
     before, after = load_at("2026-12-01 23:59:50"), load_at("2026-12-02 00:00:10")
-    assert datetime.fromtimestamp(before["now"], timezone.utc).day == 1, "the clock really was shifted"
-    assert datetime.fromtimestamp(after["now"], timezone.utc).day == 2
+    assert datetime.fromtimestamp(before["now"], UTC).day == 1, "the clock really was shifted"
+    assert datetime.fromtimestamp(after["now"], UTC).day == 2
     for stream in ("audit_events", "usage_mtu_daily"):
         assert before[stream]["definition"] == after[stream]["definition"], stream
         assert before[stream]["first"] == after[stream]["first"], stream
@@ -57,22 +63,21 @@ def test_partition_set_is_the_same_on_either_side_of_midnight() -> None:
 
 def test_partitions_older_than_retention_make_no_request() -> None:
     audit = STREAMS["audit_events"].windowing
-    now = datetime(2026, 11, 29, tzinfo=timezone.utc)
-    assert clamp_to_retention(audit, datetime(2026, 1, 1, tzinfo=timezone.utc),
-                              datetime(2026, 1, 2, tzinfo=timezone.utc), now) is None
-    start, end = datetime(2026, 8, 30, tzinfo=timezone.utc), datetime(2026, 9, 2, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 29, tzinfo=UTC)
+    assert clamp_to_retention(audit, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC), now) is None
+    start, end = datetime(2026, 8, 30, tzinfo=UTC), datetime(2026, 9, 2, tzinfo=UTC)
     clamped = clamp_to_retention(audit, start, end, now)
-    assert clamped == (datetime(2026, 8, 31, tzinfo=timezone.utc), end), "90 days back, not further"
+    assert clamped == (datetime(2026, 8, 31, tzinfo=UTC), end), "90 days back, not further"
 
 
 def test_window_queries_respect_the_longest_range_the_api_accepts() -> None:
     delivery = STREAMS["delivery_successfully_received"].windowing
-    start, end = datetime(2026, 10, 1, tzinfo=timezone.utc), datetime(2026, 11, 1, tzinfo=timezone.utc)
+    start, end = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
     queries = window_queries(delivery, start, end)
-    assert [q["startTime"] for q in queries] == ["2026-10-01T00:00:00Z", "2026-10-15T00:00:00Z",
-                                                 "2026-10-29T00:00:00Z"]
+    assert [q["startTime"] for q in queries] == ["2026-10-01T00:00:00Z", "2026-10-15T00:00:00Z", "2026-10-29T00:00:00Z"]
     assert queries[-1]["endTime"] == "2026-11-01T00:00:00Z" and all(q["granularity"] == "HOUR" for q in queries)
     usage = STREAMS["usage_mtu_daily"].windowing
-    assert window_queries(usage, datetime(2026, 10, 1, tzinfo=timezone.utc),
-                          datetime(2026, 12, 1, tzinfo=timezone.utc)) == [{"period": "2026-10-01"},
-                                                                          {"period": "2026-11-01"}]
+    assert window_queries(usage, datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)) == [
+        {"period": "2026-10-01"},
+        {"period": "2026-11-01"},
+    ]

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
-from segment_assets.client import SegmentClient
-from segment_assets.rate_limits import (
+from segment_assets.api.client import SegmentClient
+from segment_assets.api.rate_limits import (
     FileStore,
     Limit,
     MemoryStore,
@@ -30,9 +30,9 @@ from segment_assets.rate_limits import (
     reserve_slot,
     window_limit,
 )
-from segment_assets.resources import SegmentResource
+from segment_assets.api.streams import STREAMS
+from segment_assets.orchestration.resources import SegmentResource
 from segment_assets.simulator import Simulator
-from segment_assets.streams import STREAMS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,8 +116,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     port = _free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import redis
 
     client = redis.Redis(port=port)
@@ -231,9 +234,16 @@ def test_without_pacing_a_pause_from_another_process_is_seen_within_the_refresh(
 def _run_workers(jobs: list[dict[str, Any]], seconds: float, timeout: float = 120) -> list[dict[str, Any]]:
     """Start the workers, wait until each has imported what it needs, then let all of them
     go at once for `seconds`."""
-    procs = [subprocess.Popen([sys.executable, "-m", "segment_assets_tests.rate_limit_worker", orjson.dumps(job)],
-                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for job in jobs]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "segment_assets_tests.rate_limit_worker", orjson.dumps(job)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for job in jobs
+    ]
     try:
         for proc in procs:
             assert proc.stdout is not None and proc.stderr is not None
@@ -263,9 +273,17 @@ def test_four_processes_share_one_window(store_spec: str) -> None:
     0.75 s (+ 0.25 s margin) for 3 s. With a shared store no 0.75 s window holds more than 12
     starts; with the memory store each process has its own budget and the rule breaks."""
     window, margin, limit = 0.75, 0.25, 12
-    job = {"mode": "reserve", "store": store_spec, "window": window, "margin": margin,
-           "key": ["http://api.test", f"token-{random.random()}"], "operation_id": "listAuditEvents",
-           "per_minute": limit, "global_per_minute": None, "count": 1000}
+    job = {
+        "mode": "reserve",
+        "store": store_spec,
+        "window": window,
+        "margin": margin,
+        "key": ["http://api.test", f"token-{random.random()}"],
+        "operation_id": "listAuditEvents",
+        "per_minute": limit,
+        "global_per_minute": None,
+        "count": 1000,
+    }
     results = _run_workers([job] * 4, seconds=3.0)
     assert all(r["starts"] for r in results), "every process got slots: they ran at once"
     starts = [t for result in results for t in result["starts"]]
@@ -280,11 +298,21 @@ def test_four_processes_share_one_window(store_spec: str) -> None:
 # -- clients sharing a token against the simulator -----------------------------------------
 
 
-def _four_clients_read_at_once(sim: Simulator, store_spec: str, stream: str, path: dict[str, str],
-                               seconds: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _four_clients_read_at_once(
+    sim: Simulator, store_spec: str, stream: str, path: dict[str, str], seconds: float
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     segment = SegmentResource(api_token=sim.token, api_url=sim.url)  # what a Dagster run configures
-    job = {"mode": "read", "url": sim.url, "token": sim.token, "store": store_spec, "stream": stream, "path": path,
-           "page_size": 10, "rate_limits": segment.rate_limits(), "global_rate_limit": segment.global_rate_limit_per_minute}
+    job = {
+        "mode": "read",
+        "url": sim.url,
+        "token": sim.token,
+        "store": store_spec,
+        "stream": stream,
+        "path": path,
+        "page_size": 10,
+        "rate_limits": segment.rate_limits(),
+        "global_rate_limit": segment.global_rate_limit_per_minute,
+    }
     sim.reset_stats()
     results = _run_workers([job] * 4, seconds)
     return results, sim.stats.as_dict()
@@ -299,8 +327,9 @@ def test_four_processes_sharing_a_token_stay_within_its_limit(store_spec: str) -
     limit = 200
     with Simulator(seed=7, rate_limits="realistic", counts={"tracking_plans": 1, "rules": 3000}) as sim:
         plan = sim.items("listTrackingPlans")[0]["id"]
-        results, served = _four_clients_read_at_once(sim, store_spec, "tracking_plan_rules",
-                                                     {"trackingPlanId": plan}, seconds=8.0)
+        results, served = _four_clients_read_at_once(
+            sim, store_spec, "tracking_plan_rules", {"trackingPlanId": plan}, seconds=8.0
+        )
     assert all(r["requests"] > 0 for r in results), "every process sent requests: they ran at once"
     received = served["by_operation"].get("listRulesFromTrackingPlan", 0)
     share_429 = served["rate_limited"] / received
@@ -322,8 +351,14 @@ def test_a_429_on_one_operation_does_not_delay_another(store_spec: str, sim: Sim
     waits: dict[str, list[float]] = {"a": [], "b": [], "c": []}
 
     def client(name: str, limits: dict[str, float]) -> SegmentClient:
-        return SegmentClient(sim.token, sim.url, rate_limits=limits, global_rate_limit=1200,
-                             rate_limit_store=store_spec, sleep=waits[name].append)
+        return SegmentClient(
+            sim.token,
+            sim.url,
+            rate_limits=limits,
+            global_rate_limit=1200,
+            rate_limit_store=store_spec,
+            sleep=waits[name].append,
+        )
 
     limits: dict[str, float] = {"listSources": 600}
     sim.inject("429", "listSources", ms_before_next=4000)
@@ -341,10 +376,19 @@ def test_a_429_on_one_operation_does_not_delay_another(store_spec: str, sim: Sim
 def test_a_429_on_an_operation_without_its_own_limit_pauses_every_operation(store_spec: str, sim: Simulator) -> None:
     waits: list[float] = []
     sim.inject("429", "listSources", ms_before_next=4000)
-    with SegmentClient(sim.token, sim.url, rate_limits={}, global_rate_limit=1200, rate_limit_store=store_spec,
-                       sleep=lambda s: None) as a, \
-         SegmentClient(sim.token, sim.url, rate_limits={}, global_rate_limit=1200, rate_limit_store=store_spec,
-                       sleep=waits.append) as b:
+    with (
+        SegmentClient(
+            sim.token,
+            sim.url,
+            rate_limits={},
+            global_rate_limit=1200,
+            rate_limit_store=store_spec,
+            sleep=lambda s: None,
+        ) as a,
+        SegmentClient(
+            sim.token, sim.url, rate_limits={}, global_rate_limit=1200, rate_limit_store=store_spec, sleep=waits.append
+        ) as b,
+    ):
         list(a.pages(STREAMS["sources"]))
         list(b.pages(STREAMS["destinations"]))
     assert len(waits) == 1 and 3.0 < waits[0] <= 4.0, "the per-token limit ran out: everything waits"
@@ -353,6 +397,7 @@ def test_a_429_on_an_operation_without_its_own_limit_pauses_every_operation(stor
 def test_remaining_zero_pauses_only_that_operation(tmp_path: Path) -> None:
     """`X-RateLimit-Remaining: 0` on listRulesFromTrackingPlan (own limit 200/min) pauses it
     until `X-RateLimit-Reset`; listSources goes on."""
+
     class Waited(Exception):
         pass
 
@@ -365,8 +410,14 @@ def test_remaining_zero_pauses_only_that_operation(tmp_path: Path) -> None:
     with Simulator(seed=7, rate_limits={"listRulesFromTrackingPlan": 3}) as sim:
         plan = sim.items("listTrackingPlans")[0]["id"]
         rules = STREAMS["tracking_plan_rules"]
-        with SegmentClient(sim.token, sim.url, rate_limits={"listRulesFromTrackingPlan": 200}, global_rate_limit=1200,
-                           rate_limit_store=f"file:{tmp_path}", sleep=sleep) as client:
+        with SegmentClient(
+            sim.token,
+            sim.url,
+            rate_limits={"listRulesFromTrackingPlan": 200},
+            global_rate_limit=1200,
+            rate_limit_store=f"file:{tmp_path}",
+            sleep=sleep,
+        ) as client:
             for _ in range(3):
                 assert len([r for p in client.pages(rules, {"trackingPlanId": plan}) for r in p.records]) > 0
             assert waits == [], "three of three allowed, the third says none remain"

@@ -7,15 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from segment_assets import reference
-from segment_assets.streams import EXCLUDED, STREAMS, materialized_streams
-from segment_assets.tables import table_def
+from segment_assets.api.streams import EXCLUDED, STREAMS, materialized_streams
+from segment_assets.api.tables import table_def
+from segment_assets.cli import reference
 
 
 def section(text: str, table: str) -> str:
     start = text.index(f"### `{table}`\n")
     end = text.find("\n### ", start + 1)
-    return text[start:end if end != -1 else len(text)]
+    return text[start : end if end != -1 else len(text)]
 
 
 def test_docs_tables_md_is_up_to_date() -> None:
@@ -28,11 +28,12 @@ def test_every_table_column_and_operation_is_documented() -> None:
     for stream in materialized_streams():
         body = section(text, stream.table)
         for column in table_def(stream.name).columns:
-            assert re.search(rf"^\| `{re.escape(column.name)}` \| {column.type} \|", body, re.M), \
+            assert re.search(rf"^\| `{re.escape(column.name)}` \| {column.type} \|", body, re.M), (
                 f"{stream.table}.{column.name} ({column.type}) missing from its section"
+            )
         assert f"`GET {stream.path}`" in body and f"`{stream.operation_id}`" in body
     not_tables = [s for s in STREAMS.values() if not s.materialized]
-    tail = text[text.index("## Operations that are not tables"):]
+    tail = text[text.index("## Operations that are not tables") :]
     for stream in not_tables:
         assert re.search(rf"^\| `{stream.operation_id}` \| .* \| \[`{stream.covered_by}`\]", tail, re.M)
     for operation_id, why in EXCLUDED.items():
@@ -70,7 +71,7 @@ def test_sections_state_keys_methods_partitions_gates_and_limits() -> None:
 
 def test_index_links_every_table_once_and_anchors_exist() -> None:
     text = reference.render()
-    index = text[text.index("## Index"):text.index("## Update methods")]
+    index = text[text.index("## Index") : text.index("## Update methods")]
     linked = re.findall(r"\[`(\w+)`\]\(#(\w+)\)", index)
     assert sorted(name for name, _ in linked) == sorted(s.table for s in materialized_streams())
     assert all(name == anchor for name, anchor in linked)
@@ -93,14 +94,22 @@ def test_api_descriptions_cannot_break_the_markdown() -> None:
 def test_check_names_the_command_when_the_file_is_stale(tmp_path: Path) -> None:
     stale = tmp_path / "tables.md"
     stale.write_text(reference.render().replace("| `id` | VARCHAR | PK |", "| `id` | BIGINT | PK |", 1))
-    out = subprocess.run([sys.executable, "-m", "segment_assets.reference", "--check", "--output", str(stale)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "segment_assets.cli.reference", "--check", "--output", str(stale)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 1
-    assert "out of date" in out.stderr and "python -m segment_assets.reference" in out.stderr
+    assert "out of date" in out.stderr and "python -m segment_assets.cli.reference" in out.stderr
     assert "BIGINT" in out.stderr  # the first difference is shown
 
-    out = subprocess.run([sys.executable, "-m", "segment_assets.reference", "--output", str(stale)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "segment_assets.cli.reference", "--output", str(stale)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert stale.read_text() == reference.render()
     assert reference.main(["--check", "--output", str(stale)]) == 0

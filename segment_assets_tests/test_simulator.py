@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 from segment_assets.simulator import Simulator
 from segment_assets.simulator.spec import load_spec
 
-NOW = datetime(2024, 6, 15, 12, 30, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 15, 12, 30, tzinfo=UTC)
 SPEC = load_spec()
 OPERATIONS = sorted(SPEC.operations)
 SERVED = [op for op in OPERATIONS if op != "getAudiencePreview"]  # previews exist only after a POST
@@ -61,18 +61,32 @@ def simulator() -> Iterator[Simulator]:
 
 @pytest.fixture(scope="module")
 def http(simulator: Simulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=simulator.url, headers={"Authorization": f"Bearer {simulator.token}"},
-                      timeout=10) as client:
+    with httpx.Client(
+        base_url=simulator.url, headers={"Authorization": f"Bearer {simulator.token}"}, timeout=10
+    ) as client:
         yield client
 
 
-def get(http: httpx.Client, sim: Simulator, operation_id: str, path: dict[str, str] | None = None,
-        query: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
+def get(
+    http: httpx.Client,
+    sim: Simulator,
+    operation_id: str,
+    path: dict[str, str] | None = None,
+    query: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
     return http.get(sim.path(operation_id, path), params=query, **kwargs)
 
 
-def page_through(http: httpx.Client, sim: Simulator, operation_id: str, path: dict[str, str],
-                 query: dict[str, Any], count: int, key: str | None = None) -> tuple[list[Any], int]:
+def page_through(
+    http: httpx.Client,
+    sim: Simulator,
+    operation_id: str,
+    path: dict[str, str],
+    query: dict[str, Any],
+    count: int,
+    key: str | None = None,
+) -> tuple[list[Any], int]:
     """All items by following `next`; returns (items, pages)."""
     op = SPEC.operations[operation_id]
     key = key or op.list_key
@@ -136,22 +150,31 @@ def test_ids_are_consistent_across_parents_and_children(simulator: Simulator) ->
     for source in sources:
         connected = simulator.items("listConnectedDestinationsFromSource", {"sourceId": source})
         assert connected == [d for d in destinations if d["sourceId"] == source]
-    pairs_by_warehouse = {(w, s["id"]) for w in warehouses
-                          for s in simulator.items("listConnectedSourcesFromWarehouse", {"warehouseId": w})}
-    pairs_by_source = {(w["id"], s) for s in sources
-                       for w in simulator.items("listConnectedWarehousesFromSource", {"sourceId": s})}
+    pairs_by_warehouse = {
+        (w, s["id"])
+        for w in warehouses
+        for s in simulator.items("listConnectedSourcesFromWarehouse", {"warehouseId": w})
+    }
+    pairs_by_source = {
+        (w["id"], s) for s in sources for w in simulator.items("listConnectedWarehousesFromSource", {"sourceId": s})
+    }
     assert pairs_by_warehouse == pairs_by_source and pairs_by_source
     catalog = {m["id"] for m in simulator.items("getDestinationsCatalog")}
     assert all(d["metadata"]["id"] in catalog for d in destinations)
     source_catalog = {m["id"] for m in simulator.items("getSourcesCatalog")}
     assert all(s["metadata"]["id"] in source_catalog for s in simulator.items("listSources"))
     for model in simulator.items("listReverseEtlModels"):
-        subs = [s for d in destinations for s in simulator.items("listSubscriptionsFromDestination",
-                                                                   {"destinationId": d["id"]})
-                if s.get("modelId") == model["id"]]
+        subs = [
+            s
+            for d in destinations
+            for s in simulator.items("listSubscriptionsFromDestination", {"destinationId": d["id"]})
+            if s.get("modelId") == model["id"]
+        ]
         assert subs
-        statuses = simulator.items("listReverseETLSyncStatusesFromModelAndSubscriptionId",
-                                   {"modelId": model["id"], "subscriptionId": subs[0]["id"]})
+        statuses = simulator.items(
+            "listReverseETLSyncStatusesFromModelAndSubscriptionId",
+            {"modelId": model["id"], "subscriptionId": subs[0]["id"]},
+        )
         assert statuses and {s["modelId"] for s in statuses} == {model["id"]}
     user = simulator.items("listUsers")[0]["id"]
     for group in simulator.items("listUserGroupsFromUser", {"userId": user}):
@@ -175,8 +198,9 @@ def test_paging_yields_exactly_the_items(simulator: Simulator, http: httpx.Clien
     assert items == expected
     assert pages == max(1, math.ceil(len(expected) / count))
     if operation_id not in ("listSupportedDestinationsFromAudience",):
-        assert len({orjson.dumps(i, option=orjson.OPT_SORT_KEYS) for i in items}) == len(items) or \
-            operation_id.startswith("get")  # time-series buckets may legitimately repeat values
+        assert len({orjson.dumps(i, option=orjson.OPT_SORT_KEYS) for i in items}) == len(
+            items
+        ) or operation_id.startswith("get")  # time-series buckets may legitimately repeat values
 
 
 def test_credential_consumers_have_two_independent_cursors(simulator: Simulator, http: httpx.Client) -> None:
@@ -209,8 +233,9 @@ def test_credential_consumers_have_two_independent_cursors(simulator: Simulator,
 def test_pagination_output_shape(simulator: Simulator, http: httpx.Client) -> None:
     first = get(http, simulator, "listAuditEvents", query={"pagination[count]": 10}).json()["data"]["pagination"]
     assert "previous" not in first and first["next"] and first["current"] and first["totalEntries"] == 3000
-    second = get(http, simulator, "listAuditEvents",
-                 query={"pagination[count]": 10, "pagination[cursor]": first["next"]}).json()["data"]["pagination"]
+    second = get(
+        http, simulator, "listAuditEvents", query={"pagination[count]": 10, "pagination[cursor]": first["next"]}
+    ).json()["data"]["pagination"]
     assert second["previous"] == first["current"]
     last = get(http, simulator, "listSources", query={"pagination[count]": 1000}).json()["data"]["pagination"]
     assert last["next"] is None
@@ -223,17 +248,21 @@ def test_dot_notation_and_default_count(simulator: Simulator, http: httpx.Client
     assert len(default["events"]) == 200
 
 
-@pytest.mark.parametrize(("operation_id", "bad"), [
-    ("listSources", {"pagination[count]": 0}),
-    ("listSources", {"pagination[count]": 1001}),
-    ("listSources", {"pagination[count]": "ten"}),
-    ("listSources", {"pagination[count]": 5, "pagination[cursor]": "%%%"}),
-    ("listAudiences", {"pagination[count]": 201}),
-    ("listFiltersForSpace", {"pagination[count]": 11}),
-    ("listReverseETLSyncStatusesFromModelAndSubscriptionId", {"count": 101}),
-])
-def test_count_out_of_range_is_422(simulator: Simulator, http: httpx.Client, operation_id: str,
-                                   bad: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("operation_id", "bad"),
+    [
+        ("listSources", {"pagination[count]": 0}),
+        ("listSources", {"pagination[count]": 1001}),
+        ("listSources", {"pagination[count]": "ten"}),
+        ("listSources", {"pagination[count]": 5, "pagination[cursor]": "%%%"}),
+        ("listAudiences", {"pagination[count]": 201}),
+        ("listFiltersForSpace", {"pagination[count]": 11}),
+        ("listReverseETLSyncStatusesFromModelAndSubscriptionId", {"count": 101}),
+    ],
+)
+def test_count_out_of_range_is_422(
+    simulator: Simulator, http: httpx.Client, operation_id: str, bad: dict[str, Any]
+) -> None:
     path, query = simulator.example_request(operation_id)
     response = get(http, simulator, operation_id, path, {**query, **bad})
     assert response.status_code == 422
@@ -261,8 +290,9 @@ def test_documented_pagination_exceptions(simulator: Simulator, http: httpx.Clie
     # listTraits is forward-only: no `previous`
     path, _ = simulator.example_request("listTraits")
     first = get(http, simulator, "listTraits", path, {"pagination[count]": 1}).json()["data"]["pagination"]
-    second = get(http, simulator, "listTraits", path,
-                 {"pagination[count]": 1, "pagination[cursor]": first["next"]}).json()["data"]["pagination"]
+    second = get(
+        http, simulator, "listTraits", path, {"pagination[count]": 1, "pagination[cursor]": first["next"]}
+    ).json()["data"]["pagination"]
     assert "previous" not in second
     # listSupportedDestinationsFromAudience pages a map
     path, _ = simulator.example_request("listSupportedDestinationsFromAudience")
@@ -275,10 +305,15 @@ def test_audit_cursor_freezes_end_time() -> None:
         auth = {"Authorization": f"Bearer {sim.token}"}
         first = http.get("/audit-events", params={"pagination[count]": 5}, headers=auth).json()["data"]
         sim.workspace.create("sources", name="Late arrival")
-        second = http.get("/audit-events", params={"pagination[count]": 5, "pagination[cursor]":
-                                                    first["pagination"]["next"]}, headers=auth).json()["data"]
+        second = http.get(
+            "/audit-events",
+            params={"pagination[count]": 5, "pagination[cursor]": first["pagination"]["next"]},
+            headers=auth,
+        ).json()["data"]
         ids = [e["id"] for e in first["events"] + second["events"]]
-        assert ids == [e["id"] for e in sim.items("listAuditEvents", query={"endTime": "2024-06-15T12:30:00.001Z"})[:10]]
+        assert ids == [
+            e["id"] for e in sim.items("listAuditEvents", query={"endTime": "2024-06-15T12:30:00.001Z"})[:10]
+        ]
 
 
 # ---- errors ----------------------------------------------------------------------------------
@@ -321,8 +356,10 @@ def test_missing_required_param_is_422(simulator: Simulator, http: httpx.Client,
 
 
 def test_rate_limits_answer_429_with_ms_before_next() -> None:
-    with Simulator(seed=7, now=NOW, rate_limits={"listSources": 3, "*": 100}) as sim, \
-            httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {sim.token}"}) as http:
+    with (
+        Simulator(seed=7, now=NOW, rate_limits={"listSources": 3, "*": 100}) as sim,
+        httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {sim.token}"}) as http,
+    ):
         statuses = [http.get("/sources") for _ in range(4)]
         assert [r.status_code for r in statuses] == [200, 200, 200, 429]
         assert [int(r.headers["X-RateLimit-Remaining"]) for r in statuses[:3]] == [2, 1, 0]
@@ -396,9 +433,12 @@ def test_body_faults(simulator: Simulator, http: httpx.Client) -> None:
 
 def test_random_faults_are_seeded() -> None:
     def statuses() -> list[int]:
-        with Simulator(seed=11, now=NOW, faults="500:0.3,429:0.2") as sim, \
-                httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {sim.token}"}) as http:
+        with (
+            Simulator(seed=11, now=NOW, faults="500:0.3,429:0.2") as sim,
+            httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {sim.token}"}) as http,
+        ):
             return [http.get("/labels").status_code for _ in range(40)]
+
     first = statuses()
     assert first == statuses()
     assert {200, 429, 500} <= set(first)
@@ -432,8 +472,10 @@ def test_accept_header_is_recorded_and_honoured(simulator: Simulator, http: http
 def test_same_seed_serves_identical_bodies() -> None:
     bodies = []
     for seed in (5, 5, 6):
-        with Simulator(seed=seed, now=NOW) as sim, \
-                httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {sim.token}"}) as http:
+        with (
+            Simulator(seed=seed, now=NOW) as sim,
+            httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {sim.token}"}) as http,
+        ):
             out = []
             for op in SERVED:
                 path, query = sim.example_request(op)
@@ -445,9 +487,15 @@ def test_same_seed_serves_identical_bodies() -> None:
 
 # Operations whose answer is time-based data read by partition or window: they stay relative
 # to the clock. Every other served operation is configuration (or a day-stable history).
-TIME_BASED = {"listAuditEvents", "getEventsVolumeFromWorkspace", "listDeliveryMetricsSummaryFromDestination",
-              "getDailyWorkspaceAPICallsUsage", "getDailyPerSourceAPICallsUsage", "getDailyWorkspaceMTUUsage",
-              "getDailyPerSourceMTUUsage"} | {op for op in OPERATIONS if op.endswith("FromDeliveryOverview")}
+TIME_BASED = {
+    "listAuditEvents",
+    "getEventsVolumeFromWorkspace",
+    "listDeliveryMetricsSummaryFromDestination",
+    "getDailyWorkspaceAPICallsUsage",
+    "getDailyPerSourceAPICallsUsage",
+    "getDailyWorkspaceMTUUsage",
+    "getDailyPerSourceMTUUsage",
+} | {op for op in OPERATIONS if op.endswith("FromDeliveryOverview")}
 CONFIGURATION = [op for op in SERVED if op not in TIME_BASED]
 
 
@@ -470,8 +518,10 @@ def configuration_bodies(sim: Simulator) -> dict[str, list[bytes]]:
                 elif op == "listCredentialConsumers":
                     params.update({"sourcesPagination[count]": 1000, "warehousesPagination[count]": 1000})
                 elif spec.pagination_input:
-                    params["pagination[count]"] = {"ListFiltersPaginationInput": 10,
-                                                   "ListAudiencesPaginationInput": 200}.get(spec.pagination_input, 1000)
+                    params["pagination[count]"] = {
+                        "ListFiltersPaginationInput": 10,
+                        "ListAudiencesPaginationInput": 200,
+                    }.get(spec.pagination_input, 1000)
                     if cursor is not None:
                         params["pagination[cursor]"] = cursor
                 response = http.get(sim.path(op, path), params=params)
@@ -494,8 +544,8 @@ def every_row(sim: Simulator) -> dict[str, list[dict[str, Any]]]:
 def test_configuration_is_identical_on_every_start_of_a_day() -> None:
     """Two starts with clocks 21 hours apart on one UTC day: every configuration body is
     byte-identical, while audit events move with the clock."""
-    early = datetime(2025, 3, 9, 1, 5, 7, tzinfo=timezone.utc)
-    late = datetime(2025, 3, 9, 22, 41, 3, tzinfo=timezone.utc)
+    early = datetime(2025, 3, 9, 1, 5, 7, tzinfo=UTC)
+    late = datetime(2025, 3, 9, 22, 41, 3, tzinfo=UTC)
     with Simulator(seed=7, now=early) as first:
         first_bodies, first_rows = configuration_bodies(first), every_row(first)
         first_events = first.items("listAuditEvents")
@@ -531,23 +581,30 @@ def test_configuration_is_identical_after_a_real_pause() -> None:
         second_newest = second.items("listAuditEvents", query={"pagination[count]": 1})[0]
     assert [op for op in CONFIGURATION if first_bodies[op] != second_bodies[op]] == []
     assert first_newest["id"] == second_newest["id"]
-    assert datetime.fromisoformat(second_newest["timestamp"]) - datetime.fromisoformat(first_newest["timestamp"]) \
-        >= timedelta(seconds=1)
+    assert datetime.fromisoformat(second_newest["timestamp"]) - datetime.fromisoformat(
+        first_newest["timestamp"]
+    ) >= timedelta(seconds=1)
 
 
 def test_a_later_day_extends_histories_without_rewriting_them() -> None:
     """Watermarked histories (warehouse syncs, reverse-ETL statuses) add rows on a later day;
     the rows both days serve are identical, so a watermark sync sees only the new ones.
     Regulations stay inside the API's 90-day window."""
-    day1 = Simulator(seed=7, now=datetime(2025, 3, 9, 12, tzinfo=timezone.utc)).workspace
-    day2 = Simulator(seed=7, now=datetime(2025, 3, 10, 12, tzinfo=timezone.utc)).workspace
+    day1 = Simulator(seed=7, now=datetime(2025, 3, 9, 12, tzinfo=UTC)).workspace
+    day2 = Simulator(seed=7, now=datetime(2025, 3, 10, 12, tzinfo=UTC)).workspace
     for kind, when in (("warehouse_syncs", "start"), ("reverse_etl_syncs", "startedAt")):
         added_total = 0
         parents = {r.pkey for r in day1.rows(kind)}
         assert parents == {r.pkey for r in day2.rows(kind)} and len(parents) > 3
         for pkey in parents:
-            old, new = ({orjson.dumps(r.obj, option=orjson.OPT_SORT_KEYS): r.obj[when] for r in day.rows(kind)
-                         if r.pkey == pkey} for day in (day1, day2))
+            old, new = (
+                {
+                    orjson.dumps(r.obj, option=orjson.OPT_SORT_KEYS): r.obj[when]
+                    for r in day.rows(kind)
+                    if r.pkey == pkey
+                }
+                for day in (day1, day2)
+            )
             kept = old.keys() & new.keys()
             added, gone = new.keys() - old.keys(), old.keys() - new.keys()
             assert kept, pkey
@@ -564,39 +621,50 @@ def test_a_later_day_extends_histories_without_rewriting_them() -> None:
 
 def test_audit_window_is_the_union_of_its_days(simulator: Simulator) -> None:
     days = [NOW.replace(hour=0, minute=0) - timedelta(days=d) for d in range(3, 0, -1)]
-    whole = simulator.items("listAuditEvents", query={"startTime": days[0].isoformat(),
-                                                     "endTime": (days[-1] + timedelta(days=1)).isoformat()})
+    whole = simulator.items(
+        "listAuditEvents",
+        query={"startTime": days[0].isoformat(), "endTime": (days[-1] + timedelta(days=1)).isoformat()},
+    )
     parts: list[dict[str, Any]] = []
     for day in reversed(days):
-        parts += simulator.items("listAuditEvents", query={"startTime": day.isoformat(),
-                                                          "endTime": (day + timedelta(days=1)).isoformat()})
+        parts += simulator.items(
+            "listAuditEvents", query={"startTime": day.isoformat(), "endTime": (day + timedelta(days=1)).isoformat()}
+        )
     assert whole == parts and whole
     assert all(days[0].isoformat()[:10] <= e["timestamp"][:10] <= days[-1].isoformat()[:10] for e in whole)
 
 
 def test_time_series_are_consistent_across_granularities(simulator: Simulator) -> None:
     start = NOW.replace(hour=0, minute=0) - timedelta(days=2)
-    window = {"startTime": start.isoformat(), "endTime": (start + timedelta(days=2)).isoformat(),
-              "groupBy": ["source"]}
+    window = {"startTime": start.isoformat(), "endTime": (start + timedelta(days=2)).isoformat(), "groupBy": ["source"]}
     daily = simulator.items("getEventsVolumeFromWorkspace", query={**window, "granularity": "DAY"})
     hourly = simulator.items("getEventsVolumeFromWorkspace", query={**window, "granularity": "HOUR"})
     assert [d["total"] for d in daily] == [h["total"] for h in hourly]
     assert all(len(h["series"]) == 48 for h in hourly)
-    first_day = simulator.items("getEventsVolumeFromWorkspace", query={
-        **window, "granularity": "DAY", "endTime": (start + timedelta(days=1)).isoformat()})
+    first_day = simulator.items(
+        "getEventsVolumeFromWorkspace",
+        query={**window, "granularity": "DAY", "endTime": (start + timedelta(days=1)).isoformat()},
+    )
     assert [d["series"][0] for d in daily] == [d["series"][0] for d in first_day]
     source = simulator.items("listSources")[0]["id"]
-    overview = {"sourceId": source, "granularity": "HOUR", "startTime": (NOW - timedelta(hours=6)).isoformat(),
-                "endTime": NOW.replace(minute=0).isoformat()}
-    assert simulator.items("getIngressSuccessMetricsFromDeliveryOverview", query=overview) == \
-        simulator.items("getIngressSuccessMetricsFromDeliveryOverview", query=overview)
+    overview = {
+        "sourceId": source,
+        "granularity": "HOUR",
+        "startTime": (NOW - timedelta(hours=6)).isoformat(),
+        "endTime": NOW.replace(minute=0).isoformat(),
+    }
+    assert simulator.items("getIngressSuccessMetricsFromDeliveryOverview", query=overview) == simulator.items(
+        "getIngressSuccessMetricsFromDeliveryOverview", query=overview
+    )
     usage = simulator.items("getDailyWorkspaceAPICallsUsage", query={"period": "2024-06-01"})
     assert len(usage) == 15 and [int(u["apiCalls"]) for u in usage] == sorted(int(u["apiCalls"]) for u in usage)
 
 
 def test_mutations_show_up_in_lists_and_audit_events() -> None:
-    with Simulator(seed=7, now=NOW) as sim, \
-            httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {sim.token}"}) as http:
+    with (
+        Simulator(seed=7, now=NOW) as sim,
+        httpx.Client(base_url=sim.url, headers={"Authorization": f"Bearer {sim.token}"}) as http,
+    ):
         created = sim.workspace.create("sources", name="Fresh Source")
         listed = http.get("/sources", params={"pagination[count]": 1000}).json()["data"]["sources"]
         assert created in listed
@@ -609,8 +677,12 @@ def test_mutations_show_up_in_lists_and_audit_events() -> None:
         sim.workspace.delete("sources", created["id"])
         assert http.get(f"/sources/{created['id']}").status_code == 404
         events = http.get("/audit-events", params={"pagination[count]": 4}).json()["data"]["events"]
-        assert [e["type"] for e in events] == ["Source Deleted", "Tracking Plan Modified", "Source Modified",
-                                               "Source Created"]
+        assert [e["type"] for e in events] == [
+            "Source Deleted",
+            "Tracking Plan Modified",
+            "Source Modified",
+            "Source Created",
+        ]
         assert events[0]["resourceId"] == created["id"] and events[0]["resourceType"] == "Source"
         assert sim.workspace.AUDIT_RESOURCE_TYPES["Source"] == "sources"
         added = sim.workspace.add_audit_events(3)
@@ -620,8 +692,11 @@ def test_mutations_show_up_in_lists_and_audit_events() -> None:
 def test_large_collections_start_instantly() -> None:
     started = time.perf_counter()
     with Simulator(seed=7, now=NOW, counts={"audit_events": 2_000_000}) as sim:
-        response = httpx.get(f"{sim.url}/audit-events", params={"pagination[count]": 1000},
-                             headers={"Authorization": f"Bearer {sim.token}"})
+        response = httpx.get(
+            f"{sim.url}/audit-events",
+            params={"pagination[count]": 1000},
+            headers={"Authorization": f"Bearer {sim.token}"},
+        )
         assert response.json()["data"]["pagination"]["totalEntries"] == 2_000_000
         assert len(response.json()["data"]["events"]) == 1000
     assert time.perf_counter() - started < 3
@@ -641,8 +716,23 @@ def test_command_line_serves(tmp_path: Any) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "segment_assets.simulator", "--port", str(port), "--seed", "3",
-                             "--count", "sources=4", "--token", "t1"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "segment_assets.simulator",
+            "--port",
+            str(port),
+            "--seed",
+            "3",
+            "--count",
+            "sources=4",
+            "--token",
+            "t1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert f"http://127.0.0.1:{port}" in line and "t1" not in line
@@ -676,7 +766,9 @@ def test_concurrent_mutations_and_requests() -> None:
                     statuses.append(http.get("/audit-events", params={"pagination[count]": 100}).status_code)
 
         statuses: list[int] = []
-        threads = [threading.Thread(target=mutate)] + [threading.Thread(target=read, args=(statuses,)) for _ in range(3)]
+        threads = [threading.Thread(target=mutate)] + [
+            threading.Thread(target=read, args=(statuses,)) for _ in range(3)
+        ]
         for t in threads:
             t.start()
         for t in threads:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,7 +16,7 @@ import pytest
 
 from segment_assets.simulator import CHANGES, Simulator
 
-NOW = datetime(2024, 6, 15, 12, 30, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 15, 12, 30, tzinfo=UTC)
 
 
 def _client(sim: Simulator, token: str | None = "default") -> httpx.Client:
@@ -65,8 +65,14 @@ def test_live_mode_changes_objects_and_records_audit_events() -> None:
         # Seeded events end at the anchor `now`; the live ones come after it.
         live = [e for e in _events(http, 1000, startTime=NOW.isoformat()) if e["actor"] == "public-api-token"]
         assert len(live) >= 2 * len(CHANGES), "the live mode made too few changes in 20 s"
-        assert {e["type"] for e in live} >= {"Source Modified", "Destination Modified", "Label Created",
-                                             "Label Deleted", "Destination Filter Modified", "Tracking Plan Modified"}
+        assert {e["type"] for e in live} >= {
+            "Source Modified",
+            "Destination Modified",
+            "Label Created",
+            "Label Deleted",
+            "Destination Filter Modified",
+            "Tracking Plan Modified",
+        }
         # Stamped with the simulator clock, which runs on from `now`, newest first.
         stamps = [datetime.fromisoformat(e["timestamp"]) for e in live]
         assert stamps == sorted(stamps, reverse=True)
@@ -145,8 +151,9 @@ def test_control_endpoint_applies_a_named_change(sim: Simulator, name: str) -> N
         assert change["change"] == name and change["kind"] and change["id"]
         newest = _events(http, 1)[0]
         assert newest["id"] == change["auditEventId"] != before["id"]
-        assert {k: newest[k] for k in ("type", "resourceType", "resourceId", "resourceName", "timestamp")} == \
-            {k: change[k] for k in ("type", "resourceType", "resourceId", "resourceName", "timestamp")}
+        assert {k: newest[k] for k in ("type", "resourceType", "resourceId", "resourceName", "timestamp")} == {
+            k: change[k] for k in ("type", "resourceType", "resourceId", "resourceName", "timestamp")
+        }
         assert newest["type"].endswith(change["action"]) or name == "add_tracking_plan_rule"
         assert NOW <= datetime.fromisoformat(newest["timestamp"]) <= sim.now()
         _served_change(http, change)
@@ -211,23 +218,43 @@ def _free_port() -> int:
 
 def test_command_line_live_mode() -> None:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "segment_assets.simulator", "--port", str(port),
-                             "--live-interval", "0.2", "--live-changes", "1"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "segment_assets.simulator",
+            "--port",
+            str(port),
+            "--live-interval",
+            "0.2",
+            "--live-changes",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert f"http://127.0.0.1:{port}" in proc.stdout.readline()  # type: ignore[union-attr]
         assert "1 changes every 0.2 s" in proc.stdout.readline()  # type: ignore[union-attr]
         printed = [proc.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
         assert all(line.startswith("live change: ") for line in printed), printed
-        events = httpx.get(f"http://127.0.0.1:{port}/audit-events", params={"pagination[count]": 50},
-                           headers={"Authorization": "Bearer sim-token"}).json()["data"]["events"]
+        events = httpx.get(
+            f"http://127.0.0.1:{port}/audit-events",
+            params={"pagination[count]": 50},
+            headers={"Authorization": "Bearer sim-token"},
+        ).json()["data"]["events"]
         types = [f"{e['type']} {e['resourceName']!r} ({e['resourceId']})" for e in events]
-        assert all(line[len("live change: "):].strip() in types for line in printed)
+        assert all(line[len("live change: ") :].strip() in types for line in printed)
     finally:
         proc.terminate()
         proc.wait(5)
 
 
 def test_command_line_rejects_a_bad_interval() -> None:
-    done = subprocess.run([sys.executable, "-m", "segment_assets.simulator", "--live-interval", "0"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "segment_assets.simulator", "--live-interval", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "live interval must be a positive number" in done.stderr

@@ -26,6 +26,7 @@ def _backends() -> list[str]:
     out = []
     try:
         import cryptography  # noqa: F401
+
         out.append("cryptography")
     except ImportError:
         pass
@@ -138,9 +139,21 @@ def test_bad_tls_arguments_are_explained(certs: TlsFiles, tmp_path: Path) -> Non
 
 def test_command_line_serves_https(certs: TlsFiles) -> None:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "segment_assets.simulator", "--port", str(port),
-                             "--tls-cert", str(certs.cert), "--tls-key", str(certs.key)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "segment_assets.simulator",
+            "--port",
+            str(port),
+            "--tls-cert",
+            str(certs.cert),
+            "--tls-key",
+            str(certs.key),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert f"https://127.0.0.1:{port}" in proc.stdout.readline()  # type: ignore[union-attr]
         response = httpx.get(f"https://127.0.0.1:{port}/labels", headers=AUTH, verify=_trust(certs))
@@ -148,14 +161,22 @@ def test_command_line_serves_https(certs: TlsFiles) -> None:
     finally:
         proc.terminate()
         proc.wait(5)
-    done = subprocess.run([sys.executable, "-m", "segment_assets.simulator", "--tls-cert", str(certs.cert)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "segment_assets.simulator", "--tls-cert", str(certs.cert)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "both a certificate and its key" in done.stderr
 
 
 def test_certificates_from_the_command_line(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "segment_assets.simulator.tls", str(tmp_path / "tls")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "segment_assets.simulator.tls", str(tmp_path / "tls")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert f"--tls-cert {tmp_path / 'tls' / 'server.pem'}" in done.stdout
     assert (tmp_path / "tls" / "ca.pem").is_file()

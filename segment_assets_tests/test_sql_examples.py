@@ -14,15 +14,15 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 
-from segment_assets.cli import run_sync
-from segment_assets.resources import DuckDBStorage, SegmentResource
+from segment_assets.cli.commands import run_sync
+from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.simulator import Simulator
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -72,7 +72,7 @@ def _iso(t: datetime) -> str:
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     if midnight - now < timedelta(minutes=5):  # "yesterday" must not move while the workspace loads
         time.sleep((midnight - now).total_seconds() + 1)
@@ -93,15 +93,25 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
         window = {"startTime": _iso(day), "endTime": _iso(today)}
         sources = sim.items("listSources")
         yield Loaded(
-            db=db, day=day, renamed=renamed, name_before=names[renamed["id"]], toggled=toggled,
-            destinations=sim.items("listDestinations"), sources=sources,
-            tracking_plan_of={s["id"]: sim.items("getSource", {"sourceId": s["id"]})[0]["trackingPlanId"]
-                              for s in sources},
+            db=db,
+            day=day,
+            renamed=renamed,
+            name_before=names[renamed["id"]],
+            toggled=toggled,
+            destinations=sim.items("listDestinations"),
+            sources=sources,
+            tracking_plan_of={
+                s["id"]: sim.items("getSource", {"sourceId": s["id"]})[0]["trackingPlanId"] for s in sources
+            },
             audit_events=sim.items("listAuditEvents", query=window),
-            volume=sim.items("getEventsVolumeFromWorkspace", query={
-                **window, "granularity": "HOUR", "groupBy": ["eventName", "eventType", "source"]}),
-            syncs={w["id"]: sim.items("listSyncsFromWarehouse", {"warehouseId": w["id"]})
-                   for w in sim.items("listWarehouses")},
+            volume=sim.items(
+                "getEventsVolumeFromWorkspace",
+                query={**window, "granularity": "HOUR", "groupBy": ["eventName", "eventType", "source"]},
+            ),
+            syncs={
+                w["id"]: sim.items("listSyncsFromWarehouse", {"warehouseId": w["id"]})
+                for w in sim.items("listWarehouses")
+            },
         )
 
 
@@ -119,8 +129,12 @@ def answer(loaded: Loaded, title: str) -> list[dict[str, Any]]:
 def test_the_draft_has_the_questions_asked_for() -> None:
     assert SETUP and "SET TimeZone = 'UTC'" in SETUP[0]
     assert len(QUERIES) >= 7
-    for title in ("Which destinations are disabled?", "Which sources have no tracking plan?",
-                  "Who changed what yesterday?", "Event volume per source, last week"):
+    for title in (
+        "Which destinations are disabled?",
+        "Which sources have no tracking plan?",
+        "Who changed what yesterday?",
+        "Event volume per source, last week",
+    ):
         assert title in QUERIES
 
 
@@ -148,16 +162,26 @@ def test_who_changed_what_yesterday_joins_the_audit_trail_to_the_captured_change
     rows = answer(loaded, "Who changed what yesterday?")
     assert sorted(r["what"] for r in rows) == sorted(e["type"] for e in loaded.audit_events)
     renamed = loaded.renamed
-    row = next(r for r in rows if r["resource_id"] == renamed["id"] and r["what"] == renamed["type"]
-               and r["timestamp"] == datetime.fromisoformat(renamed["timestamp"]))
+    row = next(
+        r
+        for r in rows
+        if r["resource_id"] == renamed["id"]
+        and r["what"] == renamed["type"]
+        and r["timestamp"] == datetime.fromisoformat(renamed["timestamp"])
+    )
     assert row["captured"] == "U"
     assert (row["name_before"], row["name_after"]) == (loaded.name_before, renamed["object"]["name"])
     toggled = loaded.toggled
-    row = next(r for r in rows if r["resource_id"] == toggled["id"]
-               and r["timestamp"] == datetime.fromisoformat(toggled["timestamp"]))
+    row = next(
+        r
+        for r in rows
+        if r["resource_id"] == toggled["id"] and r["timestamp"] == datetime.fromisoformat(toggled["timestamp"])
+    )
     assert row["captured"] == "U"
-    assert (row["enabled_before"], row["enabled_after"]) == (not toggled["object"]["enabled"],
-                                                             toggled["object"]["enabled"])
+    assert (row["enabled_before"], row["enabled_after"]) == (
+        not toggled["object"]["enabled"],
+        toggled["object"]["enabled"],
+    )
     # Changes are matched on kind, not only id: a user event captures no source change.
     assert all(r["captured"] is None for r in rows if r["what"].startswith("User "))
 

@@ -8,17 +8,17 @@ import dataclasses
 import os
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pytest
 
+from segment_assets.api.streams import UpdateMethod
+from segment_assets.api.tables import Column, RecordShapeError, TableDef, table_def
 from segment_assets.storage import DuckDBTarget, StorageError, Target
 from segment_assets.storage.lake_target import LakeTarget
-from segment_assets.streams import UpdateMethod
-from segment_assets.tables import Column, RecordShapeError, TableDef, table_def
 from segment_assets_tests.s3_server import moto_s3, s3_lake_url  # noqa: F401 - fixtures
 
 SOURCES = table_def("sources")
@@ -44,16 +44,30 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
 
 
 def source(i: int, name: str | None = None, enabled: bool = True) -> dict:
-    return {"id": f"src{i}", "slug": f"s{i}", "name": name or f"Source {i}", "workspaceId": "ws", "enabled": enabled,
-            "writeKeys": [], "settings": {"a": i}, "labels": [], "metadata": {"id": "m", "name": "JS"}}
+    return {
+        "id": f"src{i}",
+        "slug": f"s{i}",
+        "name": name or f"Source {i}",
+        "workspaceId": "ws",
+        "enabled": enabled,
+        "writeKeys": [],
+        "settings": {"a": i},
+        "labels": [],
+        "metadata": {"id": "m", "name": "JS"},
+    }
 
 
 def batches(records: list[dict], table: TableDef = SOURCES) -> Iterator[pa.RecordBatch]:
     yield table.to_batch(records, {}, {})
 
 
-def snapshot(target: Target, records: list[dict], run_id: str = "run", table: TableDef = SOURCES,
-             method: UpdateMethod = UpdateMethod.RELOAD_AND_COMPARE):
+def snapshot(
+    target: Target,
+    records: list[dict],
+    run_id: str = "run",
+    table: TableDef = SOURCES,
+    method: UpdateMethod = UpdateMethod.RELOAD_AND_COMPARE,
+):
     return target.write_snapshot(table, batches(records, table), method=method, run_id=run_id)
 
 
@@ -75,8 +89,9 @@ def test_snapshot_reads_back_equal_to_what_was_written(target: Target) -> None:
     back = target.read_arrow("sources").sort_by("id")
     expected = SOURCES.to_batch(written, {}, {})
     assert back.select(SOURCES.column_names).to_pylist() == pa.Table.from_batches([expected]).sort_by("id").to_pylist()
-    types = dict(rows(target, "SELECT column_name, data_type FROM information_schema.columns "
-                              "WHERE table_name = 'sources'"))
+    types = dict(
+        rows(target, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'sources'")
+    )
     assert types == {c: {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}.get(t, t) for c, t in SOURCES.column_schema()}
 
 
@@ -86,11 +101,17 @@ def test_reload_and_compare_records_exact_changes(target: Target) -> None:
     assert (result.inserted, result.updated, result.deleted) == (1, 1, 1)
     current = rows(target, "SELECT id, name FROM sources ORDER BY id")
     assert current == [("src1", "Source 1"), ("src2", "Renamed"), ("src4", "Source 4")]
-    changes = rows(target, "SELECT header__change_oper, id, name FROM sources__ct "
-                           "WHERE header__run_id = 'r2' ORDER BY header__change_seq")
+    changes = rows(
+        target,
+        "SELECT header__change_oper, id, name FROM sources__ct WHERE header__run_id = 'r2' ORDER BY header__change_seq",
+    )
     assert changes == [("U", "src2", "Renamed"), ("D", "src3", "Source 3"), ("I", "src4", "Source 4")]
-    seqs = [r[0] for r in rows(target, "SELECT header__change_seq FROM sources__ct WHERE header__run_id = 'r2' "
-                                       "ORDER BY header__change_seq")]
+    seqs = [
+        r[0]
+        for r in rows(
+            target, "SELECT header__change_seq FROM sources__ct WHERE header__run_id = 'r2' ORDER BY header__change_seq"
+        )
+    ]
     assert (result.change_seq_first, result.change_seq_last) == (seqs[0], seqs[-1])
 
 
@@ -106,11 +127,17 @@ def test_unchanged_reload_writes_no_change_rows(target: Target) -> None:
 def test_change_seq_is_monotonic_across_tables_and_runs(target: Target) -> None:
     snapshot(target, [source(1)], "r1")
     labels = table_def("labels")
-    target.write_snapshot(labels, iter([labels.to_batch([{"key": "env", "value": "prod"}], {}, {})]),
-                          method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r2")
+    target.write_snapshot(
+        labels,
+        iter([labels.to_batch([{"key": "env", "value": "prod"}], {}, {})]),
+        method=UpdateMethod.RELOAD_AND_COMPARE,
+        run_id="r2",
+    )
     snapshot(target, [source(1, name="x")], "r3")
-    both = ("SELECT header__change_seq, header__run_id FROM sources__ct UNION ALL "
-            "SELECT header__change_seq, header__run_id FROM labels__ct")
+    both = (
+        "SELECT header__change_seq, header__run_id FROM sources__ct UNION ALL "
+        "SELECT header__change_seq, header__run_id FROM labels__ct"
+    )
     got = rows(target, f"SELECT * FROM ({both}) ORDER BY header__change_seq")
     assert [r[1] for r in got] == ["r1", "r2", "r3"]
     assert all(len(r[0]) == 35 for r in got) and len({r[0] for r in got}) == 3
@@ -119,23 +146,39 @@ def test_change_seq_is_monotonic_across_tables_and_runs(target: Target) -> None:
 @local_only
 def test_watermark_upserts_inserts_and_updates_without_deletes(target: Target) -> None:
     def sync(i: int, minute: int, status: str) -> dict:
-        return {"start": f"2026-11-0{i}T00:0{minute}:00.000Z", "end": f"2026-11-0{i}T00:30:00.000Z",
-                "status": status, "duration": 1.5, "humanDuration": "1s", "count": 3.0, "sourceId": "src1",
-                "notices": []}
+        return {
+            "start": f"2026-11-0{i}T00:0{minute}:00.000Z",
+            "end": f"2026-11-0{i}T00:30:00.000Z",
+            "status": status,
+            "duration": 1.5,
+            "humanDuration": "1s",
+            "count": 3.0,
+            "sourceId": "src1",
+            "notices": [],
+        }
 
     def write(records: list[dict], run: str):
-        return target.write_snapshot(SYNCS, iter([SYNCS.to_batch(records, {"warehouseId": "wh1"}, {})]),
-                                     method=UpdateMethod.WATERMARK, run_id=run)
+        return target.write_snapshot(
+            SYNCS,
+            iter([SYNCS.to_batch(records, {"warehouseId": "wh1"}, {})]),
+            method=UpdateMethod.WATERMARK,
+            run_id=run,
+        )
 
     write([sync(1, 0, "SUCCESS"), sync(2, 0, "RUNNING")], "r1")
     result = write([sync(2, 0, "SUCCESS"), sync(3, 0, "RUNNING")], "r2")  # the newest only: no delete of day 1
     assert (result.inserted, result.updated, result.deleted) == (1, 1, 0)
-    assert rows(target, "SELECT status FROM warehouse_syncs ORDER BY start") == [("SUCCESS",), ("SUCCESS",),
-                                                                                 ("RUNNING",)]
-    assert sorted(rows(target, "SELECT header__change_oper FROM warehouse_syncs__ct WHERE header__run_id = 'r2'")) \
-        == [("I",), ("U",)]
+    assert rows(target, "SELECT status FROM warehouse_syncs ORDER BY start") == [
+        ("SUCCESS",),
+        ("SUCCESS",),
+        ("RUNNING",),
+    ]
+    assert sorted(rows(target, "SELECT header__change_oper FROM warehouse_syncs__ct WHERE header__run_id = 'r2'")) == [
+        ("I",),
+        ("U",),
+    ]
     wm = target.max_by("warehouse_syncs", ["warehouse_id"], "start")
-    assert wm == {("wh1",): datetime(2026, 11, 3, tzinfo=timezone.utc)}
+    assert wm == {("wh1",): datetime(2026, 11, 3, tzinfo=UTC)}
 
 
 def test_failed_snapshot_leaves_previous_table_intact(target: Target) -> None:
@@ -168,18 +211,26 @@ def test_full_load_replaces_without_change_table(target: Target) -> None:
 
 
 def event(i: int, day: int, hour: int = 12) -> dict:
-    return {"id": f"ev{i}", "timestamp": f"2026-11-{day:02d}T{hour:02d}:00:00.000Z", "type": "Source Modified",
-            "actor": "a", "resourceId": "r", "resourceType": "Source", "resourceName": "n"}
+    return {
+        "id": f"ev{i}",
+        "timestamp": f"2026-11-{day:02d}T{hour:02d}:00:00.000Z",
+        "type": "Source Modified",
+        "actor": "a",
+        "resourceId": "r",
+        "resourceType": "Source",
+        "resourceName": "n",
+    }
 
 
 def day(d: int) -> datetime:
-    return datetime(2026, 11, d, tzinfo=timezone.utc)
+    return datetime(2026, 11, d, tzinfo=UTC)
 
 
 def test_replace_window_is_idempotent_and_touches_only_its_window(target: Target) -> None:
     def load(evs: list[dict], a: int, b: int):
-        return target.replace_window(AUDIT, iter([AUDIT.to_batch(evs, {}, {})]), time_column="timestamp",
-                                     start=day(a), end=day(b), run_id="r")
+        return target.replace_window(
+            AUDIT, iter([AUDIT.to_batch(evs, {}, {})]), time_column="timestamp", start=day(a), end=day(b), run_id="r"
+        )
 
     load([event(1, 1), event(2, 1)], 1, 2)
     load([event(3, 2), event(4, 2, hour=23)], 2, 3)
@@ -194,12 +245,21 @@ def test_replace_window_is_idempotent_and_touches_only_its_window(target: Target
 
 @local_only
 def test_time_fields_land_typed(target: Target) -> None:
-    fn = {"id": "fn1", "resourceType": "SOURCE", "createdAt": "2023-03-20T10:00:00.000Z", "createdBy": "u",
-          "displayName": "f", "description": "", "logoUrl": "", "catalogId": "c"}
+    fn = {
+        "id": "fn1",
+        "resourceType": "SOURCE",
+        "createdAt": "2023-03-20T10:00:00.000Z",
+        "createdBy": "u",
+        "displayName": "f",
+        "description": "",
+        "logoUrl": "",
+        "catalogId": "c",
+    }
     snapshot(target, [fn, {**fn, "id": "fn2", "createdAt": "2023-03-21T12:30:00+02:00"}], table=FUNCTIONS)
     assert rows(target, "SELECT id, created_at, typeof(created_at) FROM functions ORDER BY id") == [
-        ("fn1", datetime(2023, 3, 20, 10, tzinfo=timezone.utc), "TIMESTAMP WITH TIME ZONE"),
-        ("fn2", datetime(2023, 3, 21, 10, 30, tzinfo=timezone.utc), "TIMESTAMP WITH TIME ZONE")]
+        ("fn1", datetime(2023, 3, 20, 10, tzinfo=UTC), "TIMESTAMP WITH TIME ZONE"),
+        ("fn2", datetime(2023, 3, 21, 10, 30, tzinfo=UTC), "TIMESTAMP WITH TIME ZONE"),
+    ]
     assert rows(target, "SELECT typeof(created_at) FROM functions__ct LIMIT 1") == [("TIMESTAMP WITH TIME ZONE",)]
 
 
@@ -208,9 +268,10 @@ def test_unparseable_time_fails_the_page_or_counts_as_null() -> None:
     with pytest.raises(RecordShapeError, match=r"field 'createdAt' \(column created_at, TIMESTAMPTZ\).*last tuesday"):
         FUNCTIONS.shaper().batch([fn], {}, {})
     lenient = FUNCTIONS.shaper(strict=False)
-    batch = lenient.batch([fn, {"id": "fn2", "createdAt": "2023-01-01T00:00:00Z"}, {"id": "fn3", "createdAt": ""}],
-                          {}, {})
-    assert batch.column("created_at").to_pylist() == [None, datetime(2023, 1, 1, tzinfo=timezone.utc), None]
+    batch = lenient.batch(
+        [fn, {"id": "fn2", "createdAt": "2023-01-01T00:00:00Z"}, {"id": "fn3", "createdAt": ""}], {}, {}
+    )
+    assert batch.column("created_at").to_pylist() == [None, datetime(2023, 1, 1, tzinfo=UTC), None]
     assert lenient.invalid_values == {"createdAt": 1}
 
 
@@ -222,8 +283,9 @@ def test_new_api_field_is_kept_and_reported(target: Target) -> None:
     assert shaper.undocumented == set()
     later = SOURCES.shaper()
     rec = {**source(1), "brandNewField": {"x": 1}}
-    result = target.write_snapshot(SOURCES, iter([later.batch([rec], {}, {})]),
-                                   method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r2")
+    result = target.write_snapshot(
+        SOURCES, iter([later.batch([rec], {}, {})]), method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r2"
+    )
     assert later.undocumented == {"brandNewField"}
     assert result.updated == 1  # the row changed: it gained a field
     assert rows(target, "SELECT _extra->>'$.brandNewField.x' FROM sources") == [("1",)]
@@ -237,22 +299,34 @@ def _with_column(table: TableDef, column: Column) -> TableDef:
 def test_declared_column_added_mid_life_evolves_the_table(target: Target) -> None:
     snapshot(target, [source(1)], "r1")
     grown = _with_column(SOURCES, Column("region", "VARCHAR", "record", "region"))
-    result = target.write_snapshot(grown, iter([grown.to_batch([{**source(1), "region": "eu"}, source(2)], {}, {})]),
-                                   method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r2")
+    result = target.write_snapshot(
+        grown,
+        iter([grown.to_batch([{**source(1), "region": "eu"}, source(2)], {}, {})]),
+        method=UpdateMethod.RELOAD_AND_COMPARE,
+        run_id="r2",
+    )
     assert (result.inserted, result.updated) == (1, 1)
     assert rows(target, "SELECT id, region FROM sources ORDER BY id") == [("src1", "eu"), ("src2", None)]
     assert rows(target, "SELECT id, region FROM sources__ct WHERE header__run_id = 'r2' ORDER BY id") == [
-        ("src1", "eu"), ("src2", None)]
+        ("src1", "eu"),
+        ("src2", None),
+    ]
 
 
 @local_only
 def test_type_conflict_fails_clearly_and_leaves_the_table(target: Target) -> None:
     snapshot(target, [source(1)], "r1")
-    changed = dataclasses.replace(SOURCES, columns=tuple(
-        dataclasses.replace(c, type="BIGINT") if c.name == "enabled" else c for c in SOURCES.columns))
+    changed = dataclasses.replace(
+        SOURCES,
+        columns=tuple(dataclasses.replace(c, type="BIGINT") if c.name == "enabled" else c for c in SOURCES.columns),
+    )
     with pytest.raises(StorageError, match=r"column enabled of segment.sources .*BIGINT"):
-        target.write_snapshot(changed, iter([changed.to_batch([{**source(1), "enabled": 1}], {}, {})]),
-                              method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r2")
+        target.write_snapshot(
+            changed,
+            iter([changed.to_batch([{**source(1), "enabled": 1}], {}, {})]),
+            method=UpdateMethod.RELOAD_AND_COMPARE,
+            run_id="r2",
+        )
     assert rows(target, "SELECT id, enabled FROM sources") == [("src1", True)]
     assert rows(target, "SELECT count(*) FROM sources__ct")[0][0] == 1
 
@@ -274,8 +348,13 @@ def test_missing_primary_key_is_a_clear_error() -> None:
 @local_only
 def test_zero_row_stream_still_gets_its_columns(target: Target) -> None:
     snapshot(target, [])
-    cols = [r[0] for r in rows(target, "SELECT column_name FROM information_schema.columns "
-                                       "WHERE table_name = 'sources' ORDER BY ordinal_position")]
+    cols = [
+        r[0]
+        for r in rows(
+            target,
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'sources' ORDER BY ordinal_position",
+        )
+    ]
     assert cols == SOURCES.column_names
 
 
@@ -284,7 +363,7 @@ def test_parent_keys_filter_and_missing_parent(target: Target) -> None:
     with pytest.raises(StorageError, match="materialize the parent asset"):
         target.parent_keys("sources", ["id"])
     snapshot(target, [source(1), source(2), source(12)])
-    from segment_assets.streams import RowFilter
+    from segment_assets.api.streams import RowFilter
 
     assert target.parent_keys("sources", ["id"], RowFilter("id", startswith="src1")) == [("src1",), ("src12",)]
     assert target.check_primary_key(SOURCES).passed
@@ -310,7 +389,8 @@ def test_delete_missing_writes_d_rows_in_one_step(target: Target) -> None:
     assert (result.deleted, result.rows, result.change_rows) == (1, 2, 1)
     assert rows(target, "SELECT id FROM sources ORDER BY id") == [("src1",), ("src3",)]
     assert rows(target, "SELECT header__change_oper, id, name FROM sources__ct WHERE header__run_id = 'r2'") == [
-        ("D", "src2", "Source 2")]
+        ("D", "src2", "Source 2")
+    ]
     again = target.delete_missing(SOURCES, "_seen", run_id="r3")
     assert (again.deleted, again.change_rows) == (0, 0)
     with pytest.raises(StorageError, match="key table .*_nope does not exist"):
@@ -341,7 +421,8 @@ def test_duckdb_varchar_time_columns_of_older_files_become_timestamptz(tmp_path:
     result = snapshot(t, [fn, {"id": "fn2", "createdAt": "2024-01-01T00:00:00Z"}], table=FUNCTIONS)
     assert (result.inserted, result.updated) == (1, 0)  # the converted text equals the typed value: no update
     assert t.query("SELECT any_value(typeof(created_at)), min(created_at) FROM functions") == [
-        ("TIMESTAMP WITH TIME ZONE", datetime(2023, 3, 20, 10, tzinfo=timezone.utc))]
+        ("TIMESTAMP WITH TIME ZONE", datetime(2023, 3, 20, 10, tzinfo=UTC))
+    ]
 
 
 def test_duckdb_varchar_time_column_with_text_fails_with_the_fix(tmp_path: Path) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from segment_assets import spec
-from segment_assets.streams import EXCLUDED, STREAMS, Paging, UpdateMethod, materialized_streams
-from segment_assets.tables import EXTRA_COLUMN, table_def
+from segment_assets.api import spec
+from segment_assets.api.streams import EXCLUDED, STREAMS, Paging, UpdateMethod, materialized_streams
+from segment_assets.api.tables import EXTRA_COLUMN, table_def
 
 
 def test_every_get_operation_is_declared_or_excluded_with_a_reason() -> None:
@@ -39,7 +39,9 @@ def test_declaration_is_consistent(stream) -> None:  # type: ignore[no-untyped-d
     sources = set(stream.parent.params if stream.parent else ()) | set(stream.fan_out) | set(stream.query)
     if stream.windowing:
         w = stream.windowing
-        sources |= {p for p in (w.start_param, w.end_param, w.period_param) if p} | ({"granularity"} if w.granularity else set())
+        sources |= {p for p in (w.start_param, w.end_param, w.period_param) if p} | (
+            {"granularity"} if w.granularity else set()
+        )
     missing = (set(op.path_params) | set(op.required_query)) - sources
     assert not missing, f"{stream.name}: no value for {missing}"
     if stream.parent:
@@ -47,7 +49,8 @@ def test_declaration_is_consistent(stream) -> None:  # type: ignore[no-untyped-d
         assert parent.materialized and not parent.windowing
         assert set(stream.parent.params.values()) <= set(table_def(parent.name).column_names)
     has_pagination = "pagination" in spec.properties(op.data_schema) or any(
-        k.endswith("Pagination") for k in spec.properties(op.data_schema))
+        k.endswith("Pagination") for k in spec.properties(op.data_schema)
+    )
     assert (stream.paging in (Paging.NONE, Paging.SINGLE)) == (not has_pagination or stream.paging is Paging.SINGLE)
     if stream.windowing:
         assert stream.update_method is UpdateMethod.INCREMENTAL

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import threading
 
-from segment_assets.streams import STREAMS, StreamSpec
-from segment_assets.sync import StreamOutcome, run_streams
+from segment_assets.api.streams import STREAMS, StreamSpec
+from segment_assets.engine.runner import StreamOutcome, run_streams
 
 PARENT = STREAMS["sources"]
 CHILDREN = [s for s in STREAMS.values() if s.parent and s.parent.stream == PARENT.name][:2]

@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import duckdb
 import pytest
 import yaml
 
-from segment_assets.connections import connection_from_env
+from segment_assets.orchestration.connections import connection_from_env
 from segment_assets_tests.services import PROJECT_ROOT, DagsterDev, chromium_page, dagster_dev, wait_until
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(2400)]
@@ -34,8 +34,11 @@ SCHEMA = CONNECTION  # each workspace's tables in a schema of its own, in one Du
 LOCATION, REPOSITORY = "segment_assets", "__repository__"
 CONFIG_JOB = f"segment_{CONNECTION}_config"
 AUDIT_SENSOR = f"segment_{CONNECTION}_audit_trail_sensor"
-GROUPS = tuple(f"{c}__{g}" for c in (CONNECTION, OTHER)
-               for g in ("sources", "destinations", "warehouses", "protocols", "iam", "audit", "usage", "delivery"))
+GROUPS = tuple(
+    f"{c}__{g}"
+    for c in (CONNECTION, OTHER)
+    for g in ("sources", "destinations", "warehouses", "protocols", "iam", "audit", "usage", "delivery")
+)
 PARENT, CHILD = "sources", "source_connected_destinations"
 DAILY = "audit_events"
 
@@ -81,15 +84,31 @@ def duckdb_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def dev(ui_sim: Any, other_sim: Any, duckdb_file: Path, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[DagsterDev]:
+def dev(
+    ui_sim: Any, other_sim: Any, duckdb_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DagsterDev]:
     connections = tmp_path_factory.mktemp("ui-config") / "connections.yaml"
-    connections.write_text(yaml.safe_dump({"connections": [
-        {"name": name, "token_env": f"SEGMENT_{name.upper()}_TOKEN", "api_url": sim.url,
-         "duckdb_path": str(duckdb_file), "pace_requests": False}
-        for name, sim in ((CONNECTION, ui_sim), (OTHER, other_sim))]}))
-    env = {"SEGMENT_CONNECTIONS": str(connections), f"SEGMENT_{CONNECTION.upper()}_TOKEN": ui_sim.token,
-           f"SEGMENT_{OTHER.upper()}_TOKEN": other_sim.token}
+    connections.write_text(
+        yaml.safe_dump(
+            {
+                "connections": [
+                    {
+                        "name": name,
+                        "token_env": f"SEGMENT_{name.upper()}_TOKEN",
+                        "api_url": sim.url,
+                        "duckdb_path": str(duckdb_file),
+                        "pace_requests": False,
+                    }
+                    for name, sim in ((CONNECTION, ui_sim), (OTHER, other_sim))
+                ]
+            }
+        )
+    )
+    env = {
+        "SEGMENT_CONNECTIONS": str(connections),
+        f"SEGMENT_{CONNECTION.upper()}_TOKEN": ui_sim.token,
+        f"SEGMENT_{OTHER.upper()}_TOKEN": other_sim.token,
+    }
     with dagster_dev(tmp_path_factory.mktemp("ui-home"), env) as running:
         TIMINGS["webserver_ready_seconds"] = round(running.started_seconds, 1)
         print(f"\n[ui] dagster dev ready (code location loaded, daemons healthy) in {running.started_seconds:.1f}s")
@@ -158,12 +177,19 @@ def run_info(dev: DagsterDev, run_id: str) -> dict[str, Any]:
 
 def wait_for_run(dev: DagsterDev, run_id: str, label: str, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
     """Wait until the run ends; it must succeed (else the step errors are the message). Records its timing."""
-    run = wait_until(lambda: (r := run_info(dev, run_id))["status"] in TERMINAL and r,
-                     what=f"run {run_id} ({label}) to finish", timeout=timeout, interval=2.0)
+    run = wait_until(
+        lambda: (r := run_info(dev, run_id))["status"] in TERMINAL and r,
+        what=f"run {run_id} ({label}) to finish",
+        timeout=timeout,
+        interval=2.0,
+    )
     if run["status"] != "SUCCESS":
         events = dev.graphql(_RUN_ERRORS, {"id": run_id})["logsForRun"]["events"]
-        errors = [f"{e.get('stepKey') or 'run'}: {(e.get('error') or {}).get('message') or e.get('message')}"
-                  for e in events if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")]
+        errors = [
+            f"{e.get('stepKey') or 'run'}: {(e.get('error') or {}).get('message') or e.get('message')}"
+            for e in events
+            if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")
+        ]
         raise AssertionError(f"run {run_id} ({label}) ended {run['status']}:\n" + "\n".join(errors))
     seconds = round(run["endTime"] - run["startTime"], 1)
     TIMINGS[label] = {"run_id": run_id, "seconds": seconds, "steps": len(run["stepStats"])}
@@ -225,8 +251,9 @@ def test_lineage_shows_the_segment_groups(page: Any, dev: DagsterDev) -> None:
     shot(page, "01-lineage-groups")
 
 
-def test_materialize_a_source_and_its_child_shows_rows_and_columns(page: Any, dev: DagsterDev, ui_sim: Any,
-                                                                   duckdb_file: Path) -> None:
+def test_materialize_a_source_and_its_child_shows_rows_and_columns(
+    page: Any, dev: DagsterDev, ui_sim: Any, duckdb_file: Path
+) -> None:
     selection = f'key:"{key_path(PARENT)}" or key:"{key_path(CHILD)}"'
     visit(page, dev, "/assets")
     search = page.get_by_role("textbox", name="Search and filter assets")
@@ -251,9 +278,14 @@ def test_materialize_a_source_and_its_child_shows_rows_and_columns(page: Any, de
     sources = ui_sim.items("listSources")
     stored = query_duckdb(duckdb_file, f"SELECT count(*) FROM {SCHEMA}.sources")[0][0]
     assert stored == len(sources)
-    columns = [r[0] for r in query_duckdb(
-        duckdb_file, f"SELECT column_name FROM information_schema.columns WHERE table_schema = '{SCHEMA}' "
-        "AND table_name = 'sources' ORDER BY ordinal_position")]
+    columns = [
+        r[0]
+        for r in query_duckdb(
+            duckdb_file,
+            f"SELECT column_name FROM information_schema.columns WHERE table_schema = '{SCHEMA}' "
+            "AND table_name = 'sources' ORDER BY ordinal_position",
+        )
+    ]
     visit(page, dev, f"/assets/{key_path(PARENT)}")
     row_count = page.get_by_text("Row count", exact=True).first
     row_count.wait_for(state="visible")
@@ -263,12 +295,14 @@ def test_materialize_a_source_and_its_child_shows_rows_and_columns(page: Any, de
         assert page.get_by_role("cell", name=column, exact=True).count() == 1, f"column {column} not shown"
     shot(page, "04-asset-sources-rows-and-columns")
     child_rows = query_duckdb(duckdb_file, f"SELECT count(*) FROM {SCHEMA}.source_connected_destinations")[0][0]
-    expected_child = sum(len(ui_sim.items("listConnectedDestinationsFromSource", {"sourceId": s["id"]})) for s in sources)
+    expected_child = sum(
+        len(ui_sim.items("listConnectedDestinationsFromSource", {"sourceId": s["id"]})) for s in sources
+    )
     assert child_rows == expected_child > 0
 
 
 def test_backfill_of_three_days_runs_as_one_run(page: Any, dev: DagsterDev, ui_sim: Any, duckdb_file: Path) -> None:
-    today = ui_sim.now().astimezone(timezone.utc).date()
+    today = ui_sim.now().astimezone(UTC).date()
     first, last = today - timedelta(days=3), today - timedelta(days=1)
     visit(page, dev, f"/assets/{key_path(DAILY)}")
     page.get_by_role("button", name="Materialize…").click()
@@ -291,33 +325,56 @@ def test_backfill_of_three_days_runs_as_one_run(page: Any, dev: DagsterDev, ui_s
         return dev.graphql(query, {"id": backfill_id})["partitionBackfillOrError"]
 
     started = time.monotonic()
-    wait_until(lambda: backfill()["runs"], what=f"the daemon to launch backfill {backfill_id}", timeout=120, interval=1.0)
+    wait_until(
+        lambda: backfill()["runs"], what=f"the daemon to launch backfill {backfill_id}", timeout=120, interval=1.0
+    )
     run_id = backfill()["runs"][0]["runId"]
     run = wait_for_run(dev, run_id, "backfill_3_days")
-    done = wait_until(lambda: (b := backfill())["status"] in BACKFILL_TERMINAL and b,
-                      what=f"backfill {backfill_id} to complete", timeout=120, interval=1.0)
+    done = wait_until(
+        lambda: (b := backfill())["status"] in BACKFILL_TERMINAL and b,
+        what=f"backfill {backfill_id} to complete",
+        timeout=120,
+        interval=1.0,
+    )
     TIMINGS["backfill_3_days"]["from_launch_seconds"] = round(time.monotonic() - started, 1)
     assert done["status"] == "COMPLETED_SUCCESS", done
     assert done["numPartitions"] == 3
     assert len(done["runs"]) == 1, "BackfillPolicy.single_run: three partitions, one run"
     tags = {t["key"]: t["value"] for t in run["tags"]}
-    assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (str(first), str(last))
+    assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (
+        str(first),
+        str(last),
+    )
 
     visit(page, dev, f"/runs/b/{backfill_id}")
     page.get_by_text("Succeeded", exact=True).first.wait_for(state="visible")
     shot(page, "06-backfill-succeeded")
 
-    start = datetime(first.year, first.month, first.day, tzinfo=timezone.utc)
-    end = datetime(last.year, last.month, last.day, tzinfo=timezone.utc) + timedelta(days=1)
-    served = {e["id"] for e in ui_sim.items("listAuditEvents", query={
-        "startTime": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "endTime": end.strftime("%Y-%m-%dT%H:%M:%S.000Z")})
-        if start <= datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) < end}
-    stored = {r[0] for r in query_duckdb(duckdb_file, f"SELECT id FROM {SCHEMA}.audit_events WHERE timestamp >= ? "
-                                         "AND timestamp < ?", [start, end])}
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    served = {
+        e["id"]
+        for e in ui_sim.items(
+            "listAuditEvents",
+            query={
+                "startTime": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "endTime": end.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            },
+        )
+        if start <= datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) < end
+    }
+    stored = {
+        r[0]
+        for r in query_duckdb(
+            duckdb_file, f"SELECT id FROM {SCHEMA}.audit_events WHERE timestamp >= ? AND timestamp < ?", [start, end]
+        )
+    }
     assert served and stored == served
 
 
-def test_audit_trail_sensor_runs_what_a_change_touched(page: Any, dev: DagsterDev, ui_sim: Any, duckdb_file: Path) -> None:
+def test_audit_trail_sensor_runs_what_a_change_touched(
+    page: Any, dev: DagsterDev, ui_sim: Any, duckdb_file: Path
+) -> None:
     source = ui_sim.items("listSources")[0]
     new_name = f"{source['name']} (renamed in the UI test)"
     # A change in the workspace: the simulator records it in its audit trail ("Source Modified").
@@ -352,8 +409,9 @@ def test_audit_trail_sensor_runs_what_a_change_touched(page: Any, dev: DagsterDe
     shot(page, "09-sensor-off")
 
 
-def test_materialize_all_config_assets_of_both_workspaces(page: Any, dev: DagsterDev, ui_sim: Any, other_sim: Any,
-                                                          duckdb_file: Path) -> None:
+def test_materialize_all_config_assets_of_both_workspaces(
+    page: Any, dev: DagsterDev, ui_sim: Any, other_sim: Any, duckdb_file: Path
+) -> None:
     # The config job is what the config schedule runs: the documented way to refresh everything.
     for n, (connection, sim) in enumerate(((CONNECTION, ui_sim), (OTHER, other_sim))):
         job = f"segment_{connection}_config"
@@ -372,8 +430,12 @@ def test_materialize_all_config_assets_of_both_workspaces(page: Any, dev: Dagste
         assert not failed and len(run["stepStats"]) == 1, (failed, len(run["stepStats"]))
         open_run_page(page, dev, run_id, f"{11 + 2 * n}-config-run-success-{connection}")
         assert_no_error_dialog(page)
-        tables = {r[0] for r in query_duckdb(duckdb_file, "SELECT table_name FROM information_schema.tables "
-                                             "WHERE table_schema = ?", [connection])}
+        tables = {
+            r[0]
+            for r in query_duckdb(
+                duckdb_file, "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [connection]
+            )
+        }
         assert {s.name for s in connection_from_env({}).streams() if not s.windowing} <= tables, "every config table"
         ids = {r[0] for r in query_duckdb(duckdb_file, f"SELECT id FROM {connection}.destinations")}
         assert ids == {d["id"] for d in sim.items("listDestinations")}, f"{connection} from its own API"

@@ -22,7 +22,7 @@ import argparse
 import os
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -36,8 +36,15 @@ from .spec import load_spec
 from .tls import server_context
 from .workspace import AUDIT_RESOURCE_TYPES, Workspace
 
-__all__ = ["AUDIT_RESOURCE_TYPES", "CHANGES", "FAULT_KINDS", "REALISTIC_GLOBAL_PER_MINUTE", "Simulator", "Workspace",
-           "main"]
+__all__ = [
+    "AUDIT_RESOURCE_TYPES",
+    "CHANGES",
+    "FAULT_KINDS",
+    "REALISTIC_GLOBAL_PER_MINUTE",
+    "Simulator",
+    "Workspace",
+    "main",
+]
 
 
 class Simulator:
@@ -50,21 +57,31 @@ class Simulator:
     PEM files to serve HTTPS with.
     """
 
-    def __init__(self, seed: int = 7, scale: float = 1.0, counts: dict[str, int] | None = None,
-                 latency_ms: float = 0, faults: str | dict[str, float] | None = None,
-                 disabled_features: tuple[str, ...] | list[str] = (), rate_limits: dict[str, int] | str | None = None,
-                 tokens: tuple[str, ...] | list[str] = ("sim-token",), now: datetime | None = None,
-                 live_interval: float | None = None, live_changes: int = 3,
-                 tls_cert: str | os.PathLike[str] | None = None, tls_key: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 7,
+        scale: float = 1.0,
+        counts: dict[str, int] | None = None,
+        latency_ms: float = 0,
+        faults: str | dict[str, float] | None = None,
+        disabled_features: tuple[str, ...] | list[str] = (),
+        rate_limits: dict[str, int] | str | None = None,
+        tokens: tuple[str, ...] | list[str] = ("sim-token",),
+        now: datetime | None = None,
+        live_interval: float | None = None,
+        live_changes: int = 3,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+    ) -> None:
         if not tokens:
             raise ValueError("at least one token is required")
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both a certificate and its key (tls_cert and tls_key), or neither")
         self.seed = seed
-        anchor = now if now is not None else datetime.now(timezone.utc).replace(microsecond=0)
+        anchor = now if now is not None else datetime.now(UTC).replace(microsecond=0)
         if anchor.tzinfo is None:
-            anchor = anchor.replace(tzinfo=timezone.utc)
-        self.anchor = anchor.astimezone(timezone.utc)
+            anchor = anchor.replace(tzinfo=UTC)
+        self.anchor = anchor.astimezone(UTC)
         self._mono0 = time.monotonic()
         self.spec = load_spec()
         self.workspace = Workspace(seed, scale, counts, self.anchor, self.now, self.spec)
@@ -72,8 +89,9 @@ class Simulator:
         self.faults = FaultPlan(seed, faults)
         self.limiter = RateLimiter(rate_limits, self.spec)
         self.stats = Stats()
-        self.api = Api(self.spec, self.workspace, self.tokens, self.faults, self.limiter,
-                       tuple(disabled_features), self.stats)
+        self.api = Api(
+            self.spec, self.workspace, self.tokens, self.faults, self.limiter, tuple(disabled_features), self.stats
+        )
         self.live = LiveChanges(self.workspace)
         self.api.controls["mutate"] = lambda body: self.mutate(body.get("change"))
         self.live_loop = LiveLoop(self.live, live_interval, live_changes) if live_interval is not None else None
@@ -112,14 +130,20 @@ class Simulator:
         def ready() -> None:
             self.url = self._url()
             if announce:
-                print(f"Segment API simulator on {self.url} (seed={self.seed}, "
-                      f"{len(self.spec.operations)} GET operations); Ctrl-C stops", flush=True)
+                print(
+                    f"Segment API simulator on {self.url} (seed={self.seed}, "
+                    f"{len(self.spec.operations)} GET operations); Ctrl-C stops",
+                    flush=True,
+                )
             if self.live_loop is not None:
                 if announce:
                     self.live_loop.on_change = _print_change
-                    print(f"live workspace: {self.live_loop.per_tick} changes every "
-                          f"{self.live_loop.interval:g} s", flush=True)
+                    print(
+                        f"live workspace: {self.live_loop.per_tick} changes every {self.live_loop.interval:g} s",
+                        flush=True,
+                    )
                 self.live_loop.start()
+
         try:
             self._server.serve_forever(host, port, ready)
         except KeyboardInterrupt:
@@ -128,7 +152,7 @@ class Simulator:
             if self.live_loop is not None:
                 self.live_loop.stop()
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         self.start()
         return self
 
@@ -137,8 +161,9 @@ class Simulator:
 
     # ---- inspection and control --------------------------------------------------------------
 
-    def items(self, operation_id: str, path_params: dict[str, str] | None = None,
-              query: dict[str, Any] | None = None) -> list[Any]:
+    def items(
+        self, operation_id: str, path_params: dict[str, str] | None = None, query: dict[str, Any] | None = None
+    ) -> list[Any]:
         """Every item the endpoint serves for these params, as paging over HTTP returns them.
 
         Lists: the items in order. Single-object gets: ``[object]`` when `data` holds one
@@ -195,40 +220,69 @@ def _parse_counts(values: list[str]) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="segment-assets simulate",
-                                     description="Serve a seeded Segment Public API (GET operations) on localhost.")
+    parser = argparse.ArgumentParser(
+        prog="segment-assets simulate", description="Serve a seeded Segment Public API (GET operations) on localhost."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--count", action="append", default=[], metavar="KIND=N",
-                        help="override a collection's base size (per parent for child kinds), repeatable")
+    parser.add_argument(
+        "--count",
+        action="append",
+        default=[],
+        metavar="KIND=N",
+        help="override a collection's base size (per parent for child kinds), repeatable",
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--faults", default=None, metavar="SPEC", help='e.g. "429:0.05,500:0.1,timeout:0.02"')
-    parser.add_argument("--disable-features", default="", metavar="A,B",
-                        help='feature gates to switch off, e.g. "Protocols,Audit Trail"')
+    parser.add_argument(
+        "--disable-features",
+        default="",
+        metavar="A,B",
+        help='feature gates to switch off, e.g. "Protocols,Audit Trail"',
+    )
     parser.add_argument("--rate-limits", choices=("none", "realistic"), default="none")
     parser.add_argument("--token", action="append", default=[], help="accepted bearer token, repeatable")
-    parser.add_argument("--live", action="store_true",
-                        help="a live workspace: change a few configuration objects (with audit events) every interval")
-    parser.add_argument("--live-interval", type=float, default=None, metavar="SECONDS",
-                        help="seconds between live changes (default 60); implies --live")
-    parser.add_argument("--live-changes", type=int, default=3, metavar="N",
-                        help="changes per live interval (default 3)")
-    parser.add_argument("--tls-cert", default=None, metavar="PEM",
-                        help="serve HTTPS with this certificate (python -m segment_assets.simulator.tls DIR makes one)")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="a live workspace: change a few configuration objects (with audit events) every interval",
+    )
+    parser.add_argument(
+        "--live-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between live changes (default 60); implies --live",
+    )
+    parser.add_argument(
+        "--live-changes", type=int, default=3, metavar="N", help="changes per live interval (default 3)"
+    )
+    parser.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="PEM",
+        help="serve HTTPS with this certificate (python -m segment_assets.simulator.tls DIR makes one)",
+    )
     parser.add_argument("--tls-key", default=None, metavar="PEM", help="the private key of --tls-cert")
     args = parser.parse_args(argv)
     live = args.live or args.live_interval is not None
     try:
-        sim = Simulator(seed=args.seed, scale=args.scale, counts=_parse_counts(args.count),
-                        latency_ms=args.latency_ms, faults=args.faults,
-                        disabled_features=tuple(f.strip() for f in args.disable_features.split(",") if f.strip()),
-                        rate_limits=None if args.rate_limits == "none" else "realistic",
-                        tokens=tuple(args.token) or ("sim-token",),
-                        live_interval=(60.0 if args.live_interval is None else args.live_interval) if live else None,
-                        live_changes=args.live_changes,
-                        tls_cert=args.tls_cert, tls_key=args.tls_key)
+        sim = Simulator(
+            seed=args.seed,
+            scale=args.scale,
+            counts=_parse_counts(args.count),
+            latency_ms=args.latency_ms,
+            faults=args.faults,
+            disabled_features=tuple(f.strip() for f in args.disable_features.split(",") if f.strip()),
+            rate_limits=None if args.rate_limits == "none" else "realistic",
+            tokens=tuple(args.token) or ("sim-token",),
+            live_interval=(60.0 if args.live_interval is None else args.live_interval) if live else None,
+            live_changes=args.live_changes,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
     except (ValueError, argparse.ArgumentTypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -12,9 +12,10 @@ import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
@@ -47,8 +48,8 @@ class Response:
     body: bytes
     content_type: str = ERROR_MEDIA_TYPE
     headers: list[tuple[str, str]] = field(default_factory=list)
-    hold_seconds: float = 0.0       # "timeout" fault: wait this long before answering
-    cut_at: int | None = None       # "reset" fault: send this many body bytes, then drop the connection
+    hold_seconds: float = 0.0  # "timeout" fault: wait this long before answering
+    cut_at: int | None = None  # "reset" fault: send this many body bytes, then drop the connection
 
 
 class Stats:
@@ -76,8 +77,13 @@ class Stats:
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
-            return {"total": self.total, "by_operation": dict(self.by_operation), "by_status": dict(self.by_status),
-                    "rate_limited": self.rate_limited, "last_accept": dict(self.last_accept)}
+            return {
+                "total": self.total,
+                "by_operation": dict(self.by_operation),
+                "by_status": dict(self.by_status),
+                "rate_limited": self.rate_limited,
+                "last_accept": dict(self.last_accept),
+            }
 
     def __getitem__(self, key: str) -> Any:
         return self.as_dict()[key]
@@ -92,7 +98,7 @@ def parse_query(text: str) -> dict[str, Any]:
         if not m:
             continue
         name = m.group(0)
-        parts = [p.group(1) if p.group(1) is not None else p.group(2) for p in _KEY_PART.finditer(raw_key[m.end():])]
+        parts = [p.group(1) if p.group(1) is not None else p.group(2) for p in _KEY_PART.finditer(raw_key[m.end() :])]
         if not parts:
             if name in out:
                 prev = out[name]
@@ -165,8 +171,16 @@ def _slice(items: Any, a: int, b: int) -> list[Any]:
 
 
 class Api:
-    def __init__(self, spec: ApiSpec, workspace: Workspace, tokens: tuple[str, ...], faults: FaultPlan,
-                 limiter: RateLimiter, disabled_features: tuple[str, ...] = (), stats: Stats | None = None) -> None:
+    def __init__(
+        self,
+        spec: ApiSpec,
+        workspace: Workspace,
+        tokens: tuple[str, ...],
+        faults: FaultPlan,
+        limiter: RateLimiter,
+        disabled_features: tuple[str, ...] = (),
+        stats: Stats | None = None,
+    ) -> None:
         self.spec = spec
         self.ws = workspace
         self.tokens = frozenset(tokens)
@@ -210,8 +224,9 @@ class Api:
             data[op.list_key] = page  # type: ignore[index]
         return data
 
-    def items(self, operation_id: str, path_params: dict[str, str] | None = None,
-              query: dict[str, Any] | None = None) -> list[Any]:
+    def items(
+        self, operation_id: str, path_params: dict[str, str] | None = None, query: dict[str, Any] | None = None
+    ) -> list[Any]:
         """Every item the operation serves for these params, unpaginated (see Simulator.items)."""
         op = self.spec.operations[operation_id]
         path = dict(path_params or {})
@@ -236,8 +251,15 @@ class Api:
             if isinstance(value, str) and value and value not in allowed:
                 raise invalid(f'"{name}" must be one of {", ".join(allowed)}', name)
 
-    def _page(self, op: Operation, items: Any, pagination: Any, state: str | None,
-              limits: tuple[int, int] | None = None, fld: str = "pagination.count") -> tuple[list[Any], dict[str, Any]]:
+    def _page(
+        self,
+        op: Operation,
+        items: Any,
+        pagination: Any,
+        state: str | None,
+        limits: tuple[int, int] | None = None,
+        fld: str = "pagination.count",
+    ) -> tuple[list[Any], dict[str, Any]]:
         if pagination is not None and not isinstance(pagination, dict):
             raise invalid("pagination must be an object with count and cursor", "pagination")
         pagination = pagination or {}
@@ -268,7 +290,7 @@ class Api:
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes = b"") -> Response:
         parts = urlsplit(target)
         if parts.path.startswith(CONTROL_PREFIX):
-            return self._control(method, parts.path[len(CONTROL_PREFIX):], headers, body)
+            return self._control(method, parts.path[len(CONTROL_PREFIX) :], headers, body)
         accept = headers.get("accept")
         matched = self.spec.match(parts.path or "/")
         op_id = matched[0].operation_id if matched else "unknown"
@@ -282,8 +304,9 @@ class Api:
         self.stats.record(op_id, response.status, accept)
         return response
 
-    def _handle(self, method: str, query_text: str, headers: dict[str, str],
-                matched: tuple[Operation, dict[str, str]] | None) -> Response:
+    def _handle(
+        self, method: str, query_text: str, headers: dict[str, str], matched: tuple[Operation, dict[str, str]] | None
+    ) -> Response:
         if matched is None:
             raise not_found("Resource")
         op, path = matched
@@ -293,17 +316,29 @@ class Api:
         fault = self.faults.next_fault(op.operation_id)
         if fault is not None and fault.kind in STATUS_FAULTS:
             raise self._status_fault(fault)
-        if op.feature_gate and op.feature_gate.lower() in self.disabled or (
-                op.operation_id == "listAuditEvents" and "audit trail" in self.disabled):
-            raise ApiError(403, f"Workspace needs to have the {op.feature_gate or 'Audit Trail'} feature enabled",
-                           type_="forbidden")
+        if (
+            op.feature_gate
+            and op.feature_gate.lower() in self.disabled
+            or (op.operation_id == "listAuditEvents" and "audit trail" in self.disabled)
+        ):
+            raise ApiError(
+                403,
+                f"Workspace needs to have the {op.feature_gate or 'Audit Trail'} feature enabled",
+                type_="forbidden",
+            )
         verdict = self.limiter.check(token, op.operation_id)
         if not verdict.allowed:
-            raise ApiError(429, "Too many requests", headers=dict(verdict.headers()), data={
-                "remainingPoints": 0, "msBeforeNext": verdict.ms_before_next, "consumedPoints": verdict.consumed})
+            raise ApiError(
+                429,
+                "Too many requests",
+                headers=dict(verdict.headers()),
+                data={"remainingPoints": 0, "msBeforeNext": verdict.ms_before_next, "consumedPoints": verdict.consumed},
+            )
         query = parse_query(query_text)
         if op.operation_id == "listAuditEvents":
-            cursor = (query.get("pagination") or {}).get("cursor") if isinstance(query.get("pagination"), dict) else None
+            cursor = (
+                (query.get("pagination") or {}).get("cursor") if isinstance(query.get("pagination"), dict) else None
+            )
             if cursor:
                 query["__cursor_state"] = decode_cursor(cursor)[1]
         data = self.data(op, path, query)
@@ -368,13 +403,24 @@ class Api:
     def _status_fault(self, fault: Fault) -> ApiError:
         if fault.kind == "429":
             ms = int(fault.params.get("ms_before_next", 200))
-            return ApiError(429, "Too many requests", data={"remainingPoints": 0, "msBeforeNext": ms,
-                                                            "consumedPoints": 1},
-                            headers={"X-RateLimit-Consumed": "1", "X-RateLimit-Remaining": "0",
-                                     "X-RateLimit-Reset": formatdate(time.time() + ms / 1000, usegmt=True)})
+            return ApiError(
+                429,
+                "Too many requests",
+                data={"remainingPoints": 0, "msBeforeNext": ms, "consumedPoints": 1},
+                headers={
+                    "X-RateLimit-Consumed": "1",
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": formatdate(time.time() + ms / 1000, usegmt=True),
+                },
+            )
         status = int(fault.kind)
-        messages = {401: "Invalid token", 403: "Forbidden", 500: "Internal server error",
-                    502: "Bad gateway", 503: "Service unavailable"}
+        messages = {
+            401: "Invalid token",
+            403: "Forbidden",
+            500: "Internal server error",
+            502: "Bad gateway",
+            503: "Service unavailable",
+        }
         return ApiError(status, messages.get(status, "Injected fault"))
 
     def _body_fault(self, fault: Fault, op: Operation, data: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:

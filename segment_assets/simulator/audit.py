@@ -8,7 +8,7 @@ range by binary search and nothing is stored.
 from __future__ import annotations
 
 import bisect
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .generator import BASE62, digest, mix, segment_id
@@ -19,10 +19,17 @@ if TYPE_CHECKING:
 SPAN_MS = 90 * 86400 * 1000
 # Weights of resource kinds in seeded events: config churn is mostly sources and destinations.
 BASE_EVENT_KINDS = (
-    ("sources", "Source", 6), ("destinations", "Destination", 8), ("warehouses", "Warehouse", 1),
-    ("tracking_plans", "Tracking Plan", 3), ("functions", "Function", 2), ("users", "User", 2),
-    ("user_groups", "User Group", 1), ("labels", "Label", 1), ("spaces", "Space", 1),
-    ("audiences", "Audience", 2), ("transformations", "Transformation", 1),
+    ("sources", "Source", 6),
+    ("destinations", "Destination", 8),
+    ("warehouses", "Warehouse", 1),
+    ("tracking_plans", "Tracking Plan", 3),
+    ("functions", "Function", 2),
+    ("users", "User", 2),
+    ("user_groups", "User Group", 1),
+    ("labels", "Label", 1),
+    ("spaces", "Space", 1),
+    ("audiences", "Audience", 2),
+    ("transformations", "Transformation", 1),
 )
 ACTIONS = ("Modified", "Modified", "Modified", "Modified", "Created", "Created", "Deleted")
 
@@ -46,12 +53,12 @@ def iso_ms(ms: int) -> str:
     if prefix is None:
         if len(_MINUTES) > 100_000:
             _MINUTES.clear()
-        prefix = _MINUTES[minute] = datetime.fromtimestamp(minute * 60, timezone.utc).strftime("%Y-%m-%dT%H:%M:")
+        prefix = _MINUTES[minute] = datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%dT%H:%M:")
     return f"{prefix}{rest // 1000:02d}.{rest % 1000:03d}Z"
 
 
 class AuditTrail:
-    def __init__(self, ws: "Workspace", n: int) -> None:
+    def __init__(self, ws: Workspace, n: int) -> None:
         self.ws = ws
         self.n = n
         self.t0_ms = int(ws.anchor.timestamp() * 1000)
@@ -123,9 +130,15 @@ class AuditTrail:
         with self.ws.lock:
             self._seq += 1
             ms = int(when.timestamp() * 1000)
-            event = {"id": segment_id(self.ws.seed, "audit-change", self._seq), "timestamp": iso_ms(ms),
-                     "type": f"{resource_type} {action}", "actor": "public-api-token",
-                     "resourceId": ident, "resourceType": resource_type, "resourceName": name}
+            event = {
+                "id": segment_id(self.ws.seed, "audit-change", self._seq),
+                "timestamp": iso_ms(ms),
+                "type": f"{resource_type} {action}",
+                "actor": "public-api-token",
+                "resourceId": ident,
+                "resourceType": resource_type,
+                "resourceName": name,
+            }
             bisect.insort(self._extra, (ms, self._seq, event), key=lambda e: (e[0], e[1]))
             self._filter_cache.clear()
             return dict(event)
@@ -143,12 +156,17 @@ class AuditTrail:
         """The newest event time: the default endTime, so unchanged data gives identical cursors."""
         with self.ws.lock:
             ms = max(self.t0_ms, self._extra[-1][0] if self._extra else self.t0_ms)
-        return datetime.fromtimestamp(ms / 1000, timezone.utc)
+        return datetime.fromtimestamp(ms / 1000, UTC)
 
     # ---- queries -----------------------------------------------------------------------------
 
-    def query(self, start: datetime | None = None, end: datetime | None = None,
-              resource_id: str | None = None, resource_type: str | None = None) -> "AuditView":
+    def query(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        resource_id: str | None = None,
+        resource_type: str | None = None,
+    ) -> AuditView:
         """Events with start <= timestamp < end (newest first), optionally for one resource."""
         self._ensure_pool()
         start_ms = int(start.timestamp() * 1000) if start else None
@@ -165,15 +183,20 @@ class AuditTrail:
                 self._filter_cache[key] = cached
             base = cached
         with self.ws.lock:
-            extra = [(ms, e) for ms, _, e in reversed(self._extra)
-                     if (start_ms is None or ms >= start_ms) and (end_ms is None or ms < end_ms)
-                     and self._matches(e, resource_id, resource_type)]
+            extra = [
+                (ms, e)
+                for ms, _, e in reversed(self._extra)
+                if (start_ms is None or ms >= start_ms)
+                and (end_ms is None or ms < end_ms)
+                and self._matches(e, resource_id, resource_type)
+            ]
         return AuditView(self, base, extra)
 
     @staticmethod
     def _matches(event: dict[str, Any], resource_id: str | None, resource_type: str | None) -> bool:
         return (resource_id is None or event["resourceId"] == resource_id) and (
-            resource_type is None or event["resourceType"].lower() == resource_type.lower())
+            resource_type is None or event["resourceType"].lower() == resource_type.lower()
+        )
 
 
 class AuditView:
@@ -213,4 +236,3 @@ class AuditView:
                 out.append(self.trail.event(self.base[k - e]))
             k += 1
         return out
-

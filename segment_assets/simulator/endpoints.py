@@ -8,9 +8,10 @@ handler returns a ``Listing`` of all matching items and the server slices it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from . import metrics
 from .errors import ApiError, invalid, not_found
@@ -21,9 +22,9 @@ from .workspace import Row, Workspace, sample_values
 
 @dataclass
 class Listing:
-    items: Any                                    # list, or an object with __len__ and slice(a, b)
+    items: Any  # list, or an object with __len__ and slice(a, b)
     extra: dict[str, Any] = field(default_factory=dict)  # other `data` fields (echoes, totals)
-    state: str | None = None                      # carried inside cursors (audit-events endTime)
+    state: str | None = None  # carried inside cursors (audit-events endTime)
 
 
 Handler = Callable[[Workspace, dict[str, str], dict[str, Any]], "Listing | dict[str, Any]"]
@@ -55,8 +56,9 @@ def projector(schema: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return lambda obj: {k: obj[k] for k in keys if k in obj}
 
 
-def _parent_key(ws: Workspace, kind: str, path: dict[str, str], query: dict[str, Any],
-                params: tuple[str, ...]) -> tuple[str, ...]:
+def _parent_key(
+    ws: Workspace, kind: str, path: dict[str, str], query: dict[str, Any], params: tuple[str, ...]
+) -> tuple[str, ...]:
     """The parent key from path/query params, after checking every ancestor exists."""
     pkey = tuple(_param(path, query, p) for p in params)
     spec = ws.kind(kind)
@@ -68,19 +70,28 @@ def _parent_key(ws: Workspace, kind: str, path: dict[str, str], query: dict[str,
     return pkey
 
 
-def listing(kind: str, parent: tuple[str, ...] = (), *, where: dict[str, str] | None = None,
-            project: Callable[[dict[str, Any]], Any] | None = None, search: str | None = None,
-            sort: dict[str, str] | None = None, default_sort: tuple[str, str] | None = None,
-            requires: tuple[str, str] | None = None) -> Handler:
+def listing(
+    kind: str,
+    parent: tuple[str, ...] = (),
+    *,
+    where: dict[str, str] | None = None,
+    project: Callable[[dict[str, Any]], Any] | None = None,
+    search: str | None = None,
+    sort: dict[str, str] | None = None,
+    default_sort: tuple[str, str] | None = None,
+    requires: tuple[str, str] | None = None,
+) -> Handler:
     """All rows of ``kind`` under the parent named by ``parent`` params, optionally filtered
     on ``where`` (item field -> param), searched, sorted and projected."""
+
     def handle(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> Listing:
         if requires:
             if ws.get_row(requires[0], _param(path, query, requires[1])) is None:
                 raise not_found(requires[0].rstrip("s").title())
         with ws.lock:
-            rows: Sequence[Row] = ws.children(kind, None, _parent_key(ws, kind, path, query, parent)) if parent \
-                else ws.rows(kind)
+            rows: Sequence[Row] = (
+                ws.children(kind, None, _parent_key(ws, kind, path, query, parent)) if parent else ws.rows(kind)
+            )
             objs = [r.obj for r in rows]
         if where:
             for fld, param in where.items():
@@ -94,11 +105,19 @@ def listing(kind: str, parent: tuple[str, ...] = (), *, where: dict[str, str] | 
             direction = query.get("sortDir") or default_sort[1]
             objs = sorted(objs, key=lambda o: str(o.get(sort.get(by, by), "")), reverse=direction == "desc")
         return Listing([project(o) for o in objs] if project else objs)
+
     return handle
 
 
-def getting(kind: str, id_param: str, parent: tuple[str, ...] = (), *, match: dict[str, str] | None = None,
-            project: Callable[[dict[str, Any]], Any] | None = None, key: str | None = None) -> Handler:
+def getting(
+    kind: str,
+    id_param: str,
+    parent: tuple[str, ...] = (),
+    *,
+    match: dict[str, str] | None = None,
+    project: Callable[[dict[str, Any]], Any] | None = None,
+    key: str | None = None,
+) -> Handler:
     """One row by id (scoped by ``parent`` params, or checked with ``match`` field -> param)."""
     data_key = key
 
@@ -111,33 +130,52 @@ def getting(kind: str, id_param: str, parent: tuple[str, ...] = (), *, match: di
         if row is None or any(row.obj.get(f) != _param(path, query, p) for f, p in (match or {}).items()):
             raise not_found(kind.replace("_", " ").rstrip("s").title())
         return {data_key: project(row.obj) if project else row.obj}  # type: ignore[dict-item]
+
     return handle
 
 
-def linked(link_kind: str, parent: tuple[str, ...], target: str, fld: str,
-           project: Callable[[dict[str, Any]], Any] | None = None) -> Handler:
+def linked(
+    link_kind: str,
+    parent: tuple[str, ...],
+    target: str,
+    fld: str,
+    project: Callable[[dict[str, Any]], Any] | None = None,
+) -> Handler:
     """Target rows named by link rows (e.g. a tracking plan's sources)."""
+
     def handle(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> Listing:
         with ws.lock:
             links = ws.children(link_kind, None, _parent_key(ws, link_kind, path, query, parent))
             rows = [ws.get_row(target, link.obj[fld]) for link in links]
         objs = [r.obj for r in rows if r is not None]
         return Listing([project(o) for o in objs] if project else objs)
+
     return handle
 
 
-def linked_back(link_kind: str, fld: str, param: str, owner: str, requires: str,
-                project: Callable[[dict[str, Any]], Any] | None = None) -> Handler:
+def linked_back(
+    link_kind: str,
+    fld: str,
+    param: str,
+    owner: str,
+    requires: str,
+    project: Callable[[dict[str, Any]], Any] | None = None,
+) -> Handler:
     """Owner rows of the link rows that point at ``param`` (e.g. the groups of a user)."""
+
     def handle(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> Listing:
         ident = _param(path, query, param)
         with ws.lock:
             if ws.get_row(requires, ident) is None:
                 raise not_found(requires.rstrip("s").title())
-            owners = [ws.get_row(owner, link.pkey[-1], link.pkey[:-1]) for link in ws.rows(link_kind)
-                      if link.obj.get(fld) == ident]
+            owners = [
+                ws.get_row(owner, link.pkey[-1], link.pkey[:-1])
+                for link in ws.rows(link_kind)
+                if link.obj.get(fld) == ident
+            ]
         objs = [r.obj for r in owners if r is not None]
         return Listing([project(o) for o in objs] if project else objs)
+
     return handle
 
 
@@ -209,13 +247,23 @@ def _schema_settings(ws: Workspace, path: dict[str, str], query: dict[str, Any])
     source = _require(ws, "sources", path["sourceId"])
     rng = rng_for(ws.seed, "schema-settings", source.ident)
     settings = {
-        "track": {"allowUnplannedEvents": rng.random() < 0.7, "allowUnplannedEventProperties": True,
-                  "allowEventOnViolations": True, "allowPropertiesOnViolations": True,
-                  "commonEventOnViolations": rng.choice(("ALLOW", "BLOCK", "OMIT_PROPERTIES"))},
-        "identify": {"allowUnplannedTraits": True, "allowTraitsOnViolations": True,
-                     "commonEventOnViolations": rng.choice(("ALLOW", "BLOCK", "OMIT_TRAITS"))},
-        "group": {"allowUnplannedTraits": True, "allowTraitsOnViolations": rng.random() < 0.5,
-                  "commonEventOnViolations": "ALLOW"},
+        "track": {
+            "allowUnplannedEvents": rng.random() < 0.7,
+            "allowUnplannedEventProperties": True,
+            "allowEventOnViolations": True,
+            "allowPropertiesOnViolations": True,
+            "commonEventOnViolations": rng.choice(("ALLOW", "BLOCK", "OMIT_PROPERTIES")),
+        },
+        "identify": {
+            "allowUnplannedTraits": True,
+            "allowTraitsOnViolations": True,
+            "commonEventOnViolations": rng.choice(("ALLOW", "BLOCK", "OMIT_TRAITS")),
+        },
+        "group": {
+            "allowUnplannedTraits": True,
+            "allowTraitsOnViolations": rng.random() < 0.5,
+            "commonEventOnViolations": "ALLOW",
+        },
         "forwardingViolationsTo": "",
         "forwardingBlockedEventsTo": "",
     }
@@ -235,11 +283,27 @@ def _regulation(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> d
     entry = row.obj
     source_id = row.pkey[0] if row.pkey else ""
     destinations = [d.obj for d in ws.rows("destinations") if d.obj["sourceId"] == source_id]
-    regulation = {"id": entry["id"], "workspaceId": ws.workspace_id, "overallStatus": entry["status"],
-                  "createdAt": entry["createdAt"],
-                  "streamStatus": [{"id": row.pkey[0] if row.pkey else entry["id"], "destinationStatus": [
-                      {"name": d.get("name", ""), "id": d["id"], "status": entry["status"], "errString": "",
-                       "finishedAt": entry.get("finishedAt", "")} for d in destinations]}]}
+    regulation = {
+        "id": entry["id"],
+        "workspaceId": ws.workspace_id,
+        "overallStatus": entry["status"],
+        "createdAt": entry["createdAt"],
+        "streamStatus": [
+            {
+                "id": row.pkey[0] if row.pkey else entry["id"],
+                "destinationStatus": [
+                    {
+                        "name": d.get("name", ""),
+                        "id": d["id"],
+                        "status": entry["status"],
+                        "errString": "",
+                        "finishedAt": entry.get("finishedAt", ""),
+                    }
+                    for d in destinations
+                ],
+            }
+        ],
+    }
     if "finishedAt" in entry:
         regulation["finishedAt"] = entry["finishedAt"]
     return {"regulation": regulation}
@@ -257,6 +321,7 @@ def _regulations(parent: tuple[str, ...]) -> Handler:
         if types:
             items = [o for o in items if o["regulationType"] in types]
         return Listing(items)
+
     return handle
 
 
@@ -287,6 +352,7 @@ def _audiences(one: bool) -> Handler:
             if not include:
                 return row.obj
             return {**row.obj, "schedules": [s.obj for s in ws.children("audience_schedules", row)]}
+
         if one:
             row = ws.get_row("audiences", path["id"], pkey)
             if row is None:
@@ -295,10 +361,13 @@ def _audiences(one: bool) -> Handler:
         rows = ws.children("audiences", None, pkey)
         search = query.get("search") if isinstance(query.get("search"), dict) else None
         if search and search.get("query"):
-            fld = {"NAME": "name", "KEY": "key", "DEFINITION": "definition"}.get(str(search.get("type")).upper(), "name")
+            fld = {"NAME": "name", "KEY": "key", "DEFINITION": "definition"}.get(
+                str(search.get("type")).upper(), "name"
+            )
             needle = str(search["query"]).lower()
             rows = [r for r in rows if needle in str(r.obj.get(fld, "")).lower()]
         return Listing([out(r) for r in rows])
+
     return handle
 
 
@@ -315,8 +384,11 @@ def _audience_consumers(ws: Workspace, path: dict[str, str], query: dict[str, An
             continue
         summary = _audience_summary(r.obj)
         if "options" in summary:
-            summary["options"] = {k: v for k, v in summary["options"].items()
-                                  if k in ("includeHistoricalData", "filterByExternalIds", "backfillEventDataDays")}
+            summary["options"] = {
+                k: v
+                for k, v in summary["options"].items()
+                if k in ("includeHistoricalData", "filterByExternalIds", "backfillEventDataDays")
+            }
         items.append(summary)
     return Listing(items)
 
@@ -330,8 +402,9 @@ def _supported_destinations(ws: Workspace, path: dict[str, str], query: dict[str
     chosen = [r.obj for k, r in enumerate(catalog) if (k + n) % 4 == 0]
     if query.get("slug"):
         chosen = [m for m in chosen if m["slug"] == query["slug"]]
-    items = [{"id": m["id"], "name": m["name"], "slug": m["slug"], "audienceType": path["audienceType"]}
-             for m in chosen]
+    items = [
+        {"id": m["id"], "name": m["name"], "slug": m["slug"], "audienceType": path["audienceType"]} for m in chosen
+    ]
     return Listing(items)
 
 
@@ -343,6 +416,7 @@ def _selective_syncs_space(ws: Workspace, path: dict[str, str], query: dict[str,
 
 def _with_samples(base: Handler, *path_names: str) -> Handler:
     """listPropertiesFromEvent/Entity and listTraits add `samples` on includeSampleValues=true."""
+
     def handle(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> Listing:
         result = base(ws, path, query)
         if str(query.get("includeSampleValues", "")).lower() != "true":
@@ -352,6 +426,7 @@ def _with_samples(base: Handler, *path_names: str) -> Handler:
         prefix = [path[p] for p in path_names if p != "trait"]
         items = [{**o, "samples": sample_values(*prefix, o[name_key], n=n)} for o in result.items]  # type: ignore[union-attr]
         return Listing(items)
+
     return handle
 
 
@@ -365,6 +440,7 @@ def _sample_values(kind: str, params: tuple[str, ...], name_param: str) -> Handl
             if wanted not in ("PROPERTY", "CONTEXT"):
                 raise invalid("propertyType must be PROPERTY or CONTEXT", "propertyType")
         return Listing(sample_values(*pkey, path[name_param]))
+
     return handle
 
 
@@ -382,9 +458,13 @@ def _advanced_schedule(ws: Workspace, path: dict[str, str], query: dict[str, Any
     warehouse = _require(ws, "warehouses", path["warehouseId"])
     h = digest(ws.seed, "advanced-sync", warehouse.ident)
     enabled = h % 3 != 0
-    return {"enabled": enabled, "schedule": {
-        "timezone": ("UTC", "America/Los_Angeles", "Europe/Berlin")[h % 3],
-        "times": [{"hourOfDay": hour, "enabled": enabled and mix(h, hour) % 4 != 0} for hour in range(24)]}}
+    return {
+        "enabled": enabled,
+        "schedule": {
+            "timezone": ("UTC", "America/Los_Angeles", "Europe/Berlin")[h % 3],
+            "times": [{"hourOfDay": hour, "enabled": enabled and mix(h, hour) % 4 != 0} for hour in range(24)],
+        },
+    }
 
 
 def _connection_state(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> dict[str, Any]:
@@ -411,9 +491,11 @@ def _delivery(metric: str, destination_side: bool) -> Handler:
         destination = None
         if destination_side:
             destination = _require(ws, "destinations", _param(path, query, "destinationConfigId")).obj
-        dataset, extra = metrics.delivery_overview(ws, metric, {**query, "sourceId": source.ident}, as_list,
-                                                   destination)
+        dataset, extra = metrics.delivery_overview(
+            ws, metric, {**query, "sourceId": source.ident}, as_list, destination
+        )
         return Listing(dataset, extra)
+
     return handle
 
 
@@ -426,6 +508,7 @@ def _delivery_summary(ws: Workspace, path: dict[str, str], query: dict[str, Any]
 def _usage(what: str, per_source: bool) -> Handler:
     def handle(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> Listing:
         return Listing(metrics.usage(ws, what, per_source, query))
+
     return handle
 
 
@@ -453,8 +536,9 @@ ENDPOINTS: dict[str, Handler] = {
     # sources
     "listSources": listing("sources"),
     "getSource": _get_source,
-    "listConnectedDestinationsFromSource": listing("destinations", where={"sourceId": "sourceId"},
-                                                   requires=("sources", "sourceId")),
+    "listConnectedDestinationsFromSource": listing(
+        "destinations", where={"sourceId": "sourceId"}, requires=("sources", "sourceId")
+    ),
     "listConnectedWarehousesFromSource": _connected_warehouses,
     "listSchemaSettingsInSource": _schema_settings,
     "getLatestFromLivePlugins": _live_plugin,
@@ -464,8 +548,9 @@ ENDPOINTS: dict[str, Handler] = {
     "listFiltersFromDestination": listing("destination_filters", ("destinationId",)),
     "getFilterInDestination": getting("destination_filters", "filterId", ("destinationId",), key="filter"),
     "listSubscriptionsFromDestination": listing("destination_subscriptions", ("destinationId",)),
-    "getSubscriptionFromDestination": getting("destination_subscriptions", "id", ("destinationId",),
-                                              key="subscription"),
+    "getSubscriptionFromDestination": getting(
+        "destination_subscriptions", "id", ("destinationId",), key="subscription"
+    ),
     "listDeliveryMetricsSummaryFromDestination": _delivery_summary,
     # warehouses
     "listWarehouses": listing("warehouses"),
@@ -486,8 +571,9 @@ ENDPOINTS: dict[str, Handler] = {
     # IAM
     "listUsers": listing("users"),
     "getUser": getting("users", "userId", key="user"),
-    "listUserGroupsFromUser": linked_back("group_memberships", "userId", "userId", "user_groups", "users",
-                                          _minimal_group),
+    "listUserGroupsFromUser": linked_back(
+        "group_memberships", "userId", "userId", "user_groups", "users", _minimal_group
+    ),
     "listInvites": listing("invites", project=_email),
     "listUserGroups": _user_groups,
     "getUserGroup": _user_group,
@@ -515,8 +601,9 @@ ENDPOINTS: dict[str, Handler] = {
     "listReverseEtlModels": listing("reverse_etl_models"),
     "getReverseEtlModel": getting("reverse_etl_models", "modelId", key="reverseEtlModel"),
     "listReverseETLSyncStatusesFromModelAndSubscriptionId": _retl_syncs,
-    "getReverseETLSyncStatus": getting("reverse_etl_syncs", "syncId", match={"modelId": "modelId"},
-                                       key="reverseETLSyncStatus"),
+    "getReverseETLSyncStatus": getting(
+        "reverse_etl_syncs", "syncId", match={"modelId": "modelId"}, key="reverseETLSyncStatus"
+    ),
     # spaces, audiences, activations
     "listSpaces": listing("spaces"),
     "getSpace": getting("spaces", "spaceId", key="space"),
@@ -524,8 +611,9 @@ ENDPOINTS: dict[str, Handler] = {
     "getAudience": _audiences(one=True),
     "getAudiencePreview": _audience_preview,
     "listAudienceSchedulesFromSpaceAndAudience": listing("audience_schedules", ("spaceId", "id")),
-    "getAudienceScheduleFromSpaceAndAudience": getting("audience_schedules", "scheduleId", ("spaceId", "id"),
-                                                       key="audienceSchedule"),
+    "getAudienceScheduleFromSpaceAndAudience": getting(
+        "audience_schedules", "scheduleId", ("spaceId", "id"), key="audienceSchedule"
+    ),
     "listAudienceConsumersFromSpaceAndAudience": _audience_consumers,
     "listActivationsFromAudience": listing("activations", ("spaceId", "audienceId")),
     "getActivationFromAudience": getting("activations", "id", ("spaceId", "audienceId"), key="activation"),
@@ -538,21 +626,40 @@ ENDPOINTS: dict[str, Handler] = {
     "listFiltersForSpace": listing("space_filters", ("integrationId",)),
     "getFilterById": getting("space_filters", "id", key="filter"),
     # space schema
-    "listEvents": listing("space_events", ("spaceId",), search="name", sort=_event_sort,
-                          default_sort=("lastSeenAt", "desc")),
+    "listEvents": listing(
+        "space_events", ("spaceId",), search="name", sort=_event_sort, default_sort=("lastSeenAt", "desc")
+    ),
     "listPropertiesFromEvent": _with_samples(
-        listing("event_properties", ("spaceId", "eventName"), search="name", sort=_event_sort,
-                default_sort=("lastSeenAt", "desc")), "spaceId", "eventName"),
+        listing(
+            "event_properties",
+            ("spaceId", "eventName"),
+            search="name",
+            sort=_event_sort,
+            default_sort=("lastSeenAt", "desc"),
+        ),
+        "spaceId",
+        "eventName",
+    ),
     "listSampleValuesFromEventProperty": _sample_values("event_properties", ("spaceId", "eventName"), "propertyName"),
     "listTraits": _with_samples(
-        listing("traits", ("spaceId",), search="trait", sort={"lastSeenAt": "lastSeenAt", "trait": "trait"},
-                default_sort=("trait", "asc")), "spaceId", "trait"),
+        listing(
+            "traits",
+            ("spaceId",),
+            search="trait",
+            sort={"lastSeenAt": "lastSeenAt", "trait": "trait"},
+            default_sort=("trait", "asc"),
+        ),
+        "spaceId",
+        "trait",
+    ),
     "listSampleValuesFromTrait": _sample_values("traits", ("spaceId",), "traitKey"),
     "listEntityPaths": listing("entity_paths", ("spaceId",), search="entityName"),
-    "listPropertiesFromEntity": _with_samples(listing("entity_properties", ("spaceId", "entitySlug")),
-                                              "spaceId", "entitySlug"),
-    "listSampleValuesFromEntityProperty": _sample_values("entity_properties", ("spaceId", "entitySlug"),
-                                                         "propertyName"),
+    "listPropertiesFromEntity": _with_samples(
+        listing("entity_properties", ("spaceId", "entitySlug")), "spaceId", "entitySlug"
+    ),
+    "listSampleValuesFromEntityProperty": _sample_values(
+        "entity_properties", ("spaceId", "entitySlug"), "propertyName"
+    ),
     # time series and usage
     "getEventsVolumeFromWorkspace": _events_volume,
     "getIngressSuccessMetricsFromDeliveryOverview": _delivery("successfully-received", False),
@@ -573,21 +680,41 @@ ENDPOINTS: dict[str, Handler] = {
 # Path segment before a "{param}" -> the kind whose id fills it; a kind whose parent was
 # picked just before is taken among that parent's children.
 SEGMENT_KINDS: dict[str, tuple[str, ...]] = {
-    "spaces": ("spaces",), "audiences": ("audiences",), "activations": ("activations",),
-    "schedules": ("audience_schedules",), "computed-traits": ("computed_traits",),
-    "entities": ("entity_paths",), "events": ("space_events",), "traits": ("traits",),
-    "properties": ("event_properties", "entity_properties"), "profiles-warehouses": ("profiles_warehouses",),
-    "sources": ("sources",), "connected-sources": ("warehouse_connections",), "warehouses": ("warehouses",),
-    "destinations": ("destinations",), "destination": ("destinations",),
-    "filters": ("space_filters", "destination_filters"), "subscriptions": ("destination_subscriptions",),
-    "tracking-plans": ("tracking_plans",), "transformations": ("transformations",), "functions": ("functions",),
-    "versions": ("function_versions",), "insert-function-instances": ("insert_function_instances",),
-    "groups": ("user_groups",), "users": ("users",), "credentials": ("credentials",),
-    "regulations": ("regulations",), "reverse-etl-models": ("reverse_etl_models",),
-    "subscriptionId": ("destination_subscriptions",), "syncs": ("reverse_etl_syncs",),
+    "spaces": ("spaces",),
+    "audiences": ("audiences",),
+    "activations": ("activations",),
+    "schedules": ("audience_schedules",),
+    "computed-traits": ("computed_traits",),
+    "entities": ("entity_paths",),
+    "events": ("space_events",),
+    "traits": ("traits",),
+    "properties": ("event_properties", "entity_properties"),
+    "profiles-warehouses": ("profiles_warehouses",),
+    "sources": ("sources",),
+    "connected-sources": ("warehouse_connections",),
+    "warehouses": ("warehouses",),
+    "destinations": ("destinations",),
+    "destination": ("destinations",),
+    "filters": ("space_filters", "destination_filters"),
+    "subscriptions": ("destination_subscriptions",),
+    "tracking-plans": ("tracking_plans",),
+    "transformations": ("transformations",),
+    "functions": ("functions",),
+    "versions": ("function_versions",),
+    "insert-function-instances": ("insert_function_instances",),
+    "groups": ("user_groups",),
+    "users": ("users",),
+    "credentials": ("credentials",),
+    "regulations": ("regulations",),
+    "reverse-etl-models": ("reverse_etl_models",),
+    "subscriptionId": ("destination_subscriptions",),
+    "syncs": ("reverse_etl_syncs",),
 }
-CATALOG_KINDS = {"sourceMetadataId": "source_metadata", "destinationMetadataId": "destination_metadata",
-                 "warehouseMetadataId": "warehouse_metadata"}
+CATALOG_KINDS = {
+    "sourceMetadataId": "source_metadata",
+    "destinationMetadataId": "destination_metadata",
+    "warehouseMetadataId": "warehouse_metadata",
+}
 
 
 def example_request(ws: Workspace, operation_id: str) -> tuple[dict[str, str], dict[str, Any]]:
@@ -646,14 +773,19 @@ def _example_query(ws: Workspace, op: Any, path: dict[str, str], context: Row | 
         elif name == "resourceType":
             query[name] = "SOURCE"
         elif name == "functionId":
-            query[name] = next(r.ident for r in ws.rows("functions") if r.obj["resourceType"].startswith("INSERT_")
-                               and ws.children("insert_function_instances", r))
+            query[name] = next(
+                r.ident
+                for r in ws.rows("functions")
+                if r.obj["resourceType"].startswith("INSERT_") and ws.children("insert_function_instances", r)
+            )
         elif name == "integrationId":
             query[name] = ws.rows("spaces")[0].ident
         elif name == "sourceId":
             query[name] = path.get("sourceId") or (
                 ws.get_row("destinations", path["destinationId"]).obj["sourceId"]  # type: ignore[union-attr]
-                if "destinationId" in path else source.ident)
+                if "destinationId" in path
+                else source.ident
+            )
         elif name == "destinationConfigId":
             query[name] = next(r.ident for r in ws.rows("destinations") if r.obj["sourceId"] == source.ident)
         elif name == "granularity":

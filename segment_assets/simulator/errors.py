@@ -6,15 +6,27 @@ from typing import Any
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, field: str | None = None, type_: str | None = None,
-                 data: Any = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        field: str | None = None,
+        type_: str | None = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
         self.type = type_ or {
-            400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-            422: "input-validation", 429: "RequestError",
+            400: "bad-request",
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not-found",
+            422: "input-validation",
+            429: "RequestError",
         }.get(status, "server-error")
         self.data = data
         self.headers = headers or {}

@@ -10,8 +10,19 @@ from typing import Any
 from .generator import digest
 
 FAULT_KINDS = (
-    "429", "500", "502", "503", "401", "403", "timeout", "reset", "malformed", "truncated",
-    "repeat_cursor", "missing_field", "type_change",
+    "429",
+    "500",
+    "502",
+    "503",
+    "401",
+    "403",
+    "timeout",
+    "reset",
+    "malformed",
+    "truncated",
+    "repeat_cursor",
+    "missing_field",
+    "type_change",
 )
 STATUS_FAULTS = frozenset({"429", "500", "502", "503", "401", "403"})
 BODY_FAULTS = frozenset({"repeat_cursor", "missing_field", "type_change"})

@@ -7,7 +7,7 @@ blake2b (for strings) or splitmix64 (for integers).
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .spec import ApiSpec
@@ -75,7 +75,7 @@ def rng_for(*parts: object) -> SplitMix:
 
 def iso(ts: datetime) -> str:
     """ISO-8601 with milliseconds and Z, the format Segment uses."""
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
 def parse_time(value: str) -> datetime:
@@ -84,25 +84,103 @@ def parse_time(value: str) -> datetime:
         text = text[:-1] + "+00:00"
     ts = datetime.fromisoformat(text)
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    return ts.astimezone(timezone.utc)
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC)
 
 
 WORDS = (
-    "alpha", "amber", "atlas", "beacon", "cedar", "comet", "delta", "ember", "falcon", "harbor",
-    "iris", "juniper", "kepler", "lumen", "maple", "nova", "onyx", "orbit", "pine", "quartz",
-    "raven", "sierra", "summit", "tango", "tundra", "umbra", "vega", "willow", "zephyr", "zenith",
+    "alpha",
+    "amber",
+    "atlas",
+    "beacon",
+    "cedar",
+    "comet",
+    "delta",
+    "ember",
+    "falcon",
+    "harbor",
+    "iris",
+    "juniper",
+    "kepler",
+    "lumen",
+    "maple",
+    "nova",
+    "onyx",
+    "orbit",
+    "pine",
+    "quartz",
+    "raven",
+    "sierra",
+    "summit",
+    "tango",
+    "tundra",
+    "umbra",
+    "vega",
+    "willow",
+    "zephyr",
+    "zenith",
 )
 EVENT_NAMES = (
-    "Order Completed", "Product Viewed", "Product Added", "Checkout Started", "Signed Up",
-    "Signed In", "Page Viewed", "Cart Viewed", "Coupon Applied", "Subscription Started",
-    "Video Played", "Search Performed", "Item Shared", "Payment Failed", "Trial Ended",
+    "Order Completed",
+    "Product Viewed",
+    "Product Added",
+    "Checkout Started",
+    "Signed Up",
+    "Signed In",
+    "Page Viewed",
+    "Cart Viewed",
+    "Coupon Applied",
+    "Subscription Started",
+    "Video Played",
+    "Search Performed",
+    "Item Shared",
+    "Payment Failed",
+    "Trial Ended",
 )
-FIRST_NAMES = ("Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Frances", "Edsger",
-               "Radia", "Tim", "Hedy", "John", "Katherine", "Donald", "Sophie", "Guido", "Anita", "Bjarne")
-LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Torvalds", "Hamilton", "Thompson", "Liskov", "Ritchie", "Allen",
-              "Dijkstra", "Perlman", "Berners-Lee", "Lamarr", "McCarthy", "Johnson", "Knuth", "Wilson", "Rossum",
-              "Borg", "Stroustrup")
+FIRST_NAMES = (
+    "Ada",
+    "Grace",
+    "Alan",
+    "Linus",
+    "Margaret",
+    "Ken",
+    "Barbara",
+    "Dennis",
+    "Frances",
+    "Edsger",
+    "Radia",
+    "Tim",
+    "Hedy",
+    "John",
+    "Katherine",
+    "Donald",
+    "Sophie",
+    "Guido",
+    "Anita",
+    "Bjarne",
+)
+LAST_NAMES = (
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Torvalds",
+    "Hamilton",
+    "Thompson",
+    "Liskov",
+    "Ritchie",
+    "Allen",
+    "Dijkstra",
+    "Perlman",
+    "Berners-Lee",
+    "Lamarr",
+    "McCarthy",
+    "Johnson",
+    "Knuth",
+    "Wilson",
+    "Rossum",
+    "Borg",
+    "Stroustrup",
+)
 
 
 def words(rng: SplitMix, n: int = 2) -> str:
@@ -159,7 +237,9 @@ class SchemaGenerator:
         if not props:
             extra = schema.get("additionalProperties")
             if isinstance(extra, dict) and depth < 5:
-                return {f"{rng.choice(WORDS)}_{i}": self.generate(extra, rng, depth + 1) for i in range(rng.randint(1, 2))}
+                return {
+                    f"{rng.choice(WORDS)}_{i}": self.generate(extra, rng, depth + 1) for i in range(rng.randint(1, 2))
+                }
             return free_form(rng)
         required = set(schema.get("required", ()))
         out: dict[str, Any] = {}
@@ -174,7 +254,11 @@ class SchemaGenerator:
 
     def string(self, name: str, rng: SplitMix) -> str:
         low = name.lower()
-        if low.endswith("at") and low not in ("format",) or low in ("timestamp", "time", "start", "end", "nextexecution"):
+        if (
+            low.endswith("at")
+            and low not in ("format",)
+            or low in ("timestamp", "time", "start", "end", "nextexecution")
+        ):
             return iso(self.anchor - timedelta(seconds=rng.randint(3600, 90 * 86400)))
         if low == "email" or low.endswith("email"):
             return f"{rng.choice(FIRST_NAMES).lower()}.{rng.randint(1, 999)}@example.com"
@@ -202,5 +286,3 @@ def free_form(rng: SplitMix) -> dict[str, Any]:
         "region": rng.choice(("us-west-2", "eu-west-1", "us-east-1")),
         "sendAnonymousData": rng.random() < 0.5,
     }
-
-

@@ -15,15 +15,22 @@ from __future__ import annotations
 import sys
 import threading
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .generator import EVENT_NAMES, SplitMix, iso, rng_for, words
 from .workspace import Row, Workspace
 
 # Applied in turn when no change is named; create_label comes before delete_label so that
 # the live mode deletes the labels it created rather than the seeded ones.
-CHANGES = ("rename_source", "toggle_destination", "create_label", "update_destination_filter",
-           "add_tracking_plan_rule", "delete_label")
+CHANGES = (
+    "rename_source",
+    "toggle_destination",
+    "create_label",
+    "update_destination_filter",
+    "add_tracking_plan_rule",
+    "delete_label",
+)
 LABEL_KEYS = ("environment", "team", "region", "product")
 
 Applied = tuple[str, str, str, dict[str, Any]]  # (kind, ident, action, object after the change)
@@ -48,10 +55,19 @@ class LiveChanges:
             name = change or CHANGES[n % len(CHANGES)]
             kind, ident, action, obj = getattr(self, f"_{name}")(rng_for(self.ws.seed, "live", n), n)
             event = dict(self.ws.last_audit_event or {})
-        return {"change": name, "kind": kind, "id": ident, "action": action, "object": obj,
-                "auditEventId": event.get("id"), "type": event.get("type"),
-                "resourceType": event.get("resourceType"), "resourceId": event.get("resourceId"),
-                "resourceName": event.get("resourceName"), "timestamp": event.get("timestamp")}
+        return {
+            "change": name,
+            "kind": kind,
+            "id": ident,
+            "action": action,
+            "object": obj,
+            "auditEventId": event.get("id"),
+            "type": event.get("type"),
+            "resourceType": event.get("resourceType"),
+            "resourceId": event.get("resourceId"),
+            "resourceName": event.get("resourceName"),
+            "timestamp": event.get("timestamp"),
+        }
 
     # ---- the changes -------------------------------------------------------------------------
 
@@ -98,8 +114,14 @@ class LiveChanges:
         if row is None:
             return self._create_label(rng, n)
         event = EVENT_NAMES[rng.randrange(len(EVENT_NAMES))]
-        obj = self.ws.update("destination_filters", row.ident, enabled=not row.obj.get("enabled", True),
-                             title=f"Drop {event}", updatedAt=iso(self.ws.now()), **{"if": f"event = '{event}'"})
+        obj = self.ws.update(
+            "destination_filters",
+            row.ident,
+            enabled=not row.obj.get("enabled", True),
+            title=f"Drop {event}",
+            updatedAt=iso(self.ws.now()),
+            **{"if": f"event = '{event}'"},
+        )
         return "destination_filters", row.ident, "Modified", obj
 
     def _add_tracking_plan_rule(self, rng: SplitMix, n: int) -> Applied:
@@ -107,8 +129,15 @@ class LiveChanges:
         if plan is None:
             return self._create_label(rng, n)
         now = iso(self.ws.now())
-        obj = self.ws.create("rules", trackingPlanId=plan.ident, type="TRACK", key=f"{words(rng).title()} {n}",
-                             createdAt=now, updatedAt=now, version=1)
+        obj = self.ws.create(
+            "rules",
+            trackingPlanId=plan.ident,
+            type="TRACK",
+            key=f"{words(rng).title()} {n}",
+            createdAt=now,
+            updatedAt=now,
+            version=1,
+        )
         ident = f"TRACK:{obj['key']}"
         if "deprecatedAt" in obj:  # the seeded generator deprecates every 11th rule; a new one is not
             row = self.ws.get_row("rules", ident, plan.pkey + (plan.ident,))
@@ -120,8 +149,13 @@ class LiveChanges:
 class LiveLoop:
     """A daemon thread applying ``per_tick`` changes every ``interval`` seconds until stopped."""
 
-    def __init__(self, changes: LiveChanges, interval: float, per_tick: int = 3,
-                 on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        changes: LiveChanges,
+        interval: float,
+        per_tick: int = 3,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         if interval <= 0:
             raise ValueError(f"the live interval must be a positive number of seconds, got {interval}")
         if per_tick < 1:

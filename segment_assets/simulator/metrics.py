@@ -8,9 +8,10 @@ buckets and any window equals the union of its days.
 from __future__ import annotations
 
 import calendar
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .errors import invalid
 from .generator import EVENT_NAMES, digest, iso, mix, parse_time
@@ -29,10 +30,14 @@ DISCARD_REASONS = {
     "failed-delivery": ("RATE_LIMITED", "BAD_REQUEST", "TIMEOUT"),
 }
 METRIC_FACTOR = {  # per mille of received events
-    "successfully-received": 1000, "failed-on-ingest": 8, "filtered-at-source": 40,
-    "filtered-at-destination": 30, "failed-delivery": 15, "successful-delivery": 900,
+    "successfully-received": 1000,
+    "failed-on-ingest": 8,
+    "filtered-at-source": 40,
+    "filtered-at-destination": 30,
+    "failed-delivery": 15,
+    "successful-delivery": 900,
 }
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _split(total: int, n: int, key: int) -> list[int]:
@@ -99,7 +104,7 @@ class Stream:
         self.magnitude = 2_000 + self.key % 50_000  # events per day
 
 
-def streams(ws: "Workspace", source_ids: Iterable[str] | None = None) -> list[Stream]:
+def streams(ws: Workspace, source_ids: Iterable[str] | None = None) -> list[Stream]:
     wanted = set(source_ids) if source_ids is not None else None
     out = []
     for row in ws.rows("sources"):
@@ -128,12 +133,18 @@ def _granularity(value: Any, default: str | None = None) -> str:
     return g
 
 
-def _group(items: list[tuple[tuple[Any, ...], int, int]], times: list[datetime], anchor: datetime,
-           granularity: str, dims: list[str], labels: dict[str, Any]) -> list[dict[str, Any]]:
+def _group(
+    items: list[tuple[tuple[Any, ...], int, int]],
+    times: list[datetime],
+    anchor: datetime,
+    granularity: str,
+    dims: list[str],
+    labels: dict[str, Any],
+) -> list[dict[str, Any]]:
     """Sum streams into one entry per distinct group-by key, each with a full series."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     meta: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for (dim_values, key, magnitude) in items:
+    for dim_values, key, magnitude in items:
         gkey = tuple(v for d, v in zip(labels["order"], dim_values) if d in dims and not isinstance(v, dict))
         counts = groups.setdefault(gkey, [0] * len(times))
         if gkey not in meta:
@@ -149,7 +160,7 @@ def _group(items: list[tuple[tuple[Any, ...], int, int]], times: list[datetime],
     return out
 
 
-def events_volume(ws: "Workspace", query: dict[str, Any], as_list: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def events_volume(ws: Workspace, query: dict[str, Any], as_list: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     granularity = _granularity(query.get("granularity"))
     start, end = parse_window(query)
     times = buckets(start, end, granularity)
@@ -160,9 +171,11 @@ def events_volume(ws: "Workspace", query: dict[str, Any], as_list: Any) -> tuple
     filters = {name: set(as_list(query.get(name))) for name in ("sourceId", "eventName", "eventType", "appVersion")}
     items = []
     for s in streams(ws, filters["sourceId"] or None):
-        if (filters["eventName"] and s.event_name not in filters["eventName"]) or (
-                filters["eventType"] and s.event_type not in filters["eventType"]) or (
-                filters["appVersion"] and s.app_version not in filters["appVersion"]):
+        if (
+            (filters["eventName"] and s.event_name not in filters["eventName"])
+            or (filters["eventType"] and s.event_type not in filters["eventType"])
+            or (filters["appVersion"] and s.app_version not in filters["appVersion"])
+        ):
             continue
         source = {"id": s.source["id"], "name": s.source.get("name", ""), "slug": s.source["slug"]}
         items.append(((source["id"], s.event_name, s.event_type, source), s.key, s.magnitude))
@@ -173,8 +186,12 @@ def events_volume(ws: "Workspace", query: dict[str, Any], as_list: Any) -> tuple
     result = _group(items, times, ws.anchor, granularity, dims, {"order": order})
     for entry in result:
         entry.pop("sourceKey", None)
-    echo: dict[str, Any] = {"workspaceId": ws.workspace_id, "granularity": granularity,
-                            "startTime": iso(start), "endTime": iso(end)}
+    echo: dict[str, Any] = {
+        "workspaceId": ws.workspace_id,
+        "granularity": granularity,
+        "startTime": iso(start),
+        "endTime": iso(end),
+    }
     for name in ("groupBy", "sourceId", "eventName", "eventType", "appVersion"):
         if as_list(query.get(name)):
             echo[name] = as_list(query.get(name))
@@ -188,8 +205,9 @@ DELIVERY_LIMITS = {  # granularity: (max range, max lookback)
 }
 
 
-def delivery_overview(ws: "Workspace", metric: str, query: dict[str, Any], as_list: Any,
-                      destination: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def delivery_overview(
+    ws: Workspace, metric: str, query: dict[str, Any], as_list: Any, destination: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     granularity = _granularity(query.get("granularity"))
     start, end = parse_window(query)
     max_range, lookback = DELIVERY_LIMITS[granularity]
@@ -208,8 +226,10 @@ def delivery_overview(ws: "Workspace", metric: str, query: dict[str, Any], as_li
     for s in streams(ws, [query["sourceId"]]):
         for reason in reasons:
             dims = (s.event_name, s.event_type, s.app_version, reason)
-            if any(filters.get(name) and value not in filters[name]
-                   for name, value in zip(("eventName", "eventType", "appVersion", "discardReason"), dims)):
+            if any(
+                filters.get(name) and value not in filters[name]
+                for name, value in zip(("eventName", "eventType", "appVersion", "discardReason"), dims)
+            ):
                 continue
             key = digest(ws.seed, metric, dest_key, s.key, reason)
             magnitude = s.magnitude * METRIC_FACTOR[metric] // 1000 // len(reasons)
@@ -229,7 +249,7 @@ SUMMARY_LIMITS = {
 }
 
 
-def delivery_metrics_summary(ws: "Workspace", destination: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
+def delivery_metrics_summary(ws: Workspace, destination: dict[str, Any], query: dict[str, Any]) -> dict[str, Any]:
     granularity = _granularity(query.get("granularity"), "MINUTE")
     max_range, lookback, default_start = SUMMARY_LIMITS[granularity]
     now = ws.now()
@@ -246,14 +266,21 @@ def delivery_metrics_summary(ws: "Workspace", destination: dict[str, Any], query
         raise invalid(f"{granularity} granularity allows startTime at most {lookback} ago", "startTime")
     times = buckets(start, end, granularity)
     metrics = []
-    for metric, breakdown in (("successes", ("successes",)), ("failures", DISCARD_REASONS["failed-delivery"]),
-                              ("discarded", DISCARD_REASONS["filtered-at-destination"])):
+    for metric, breakdown in (
+        ("successes", ("successes",)),
+        ("failures", DISCARD_REASONS["failed-delivery"]),
+        ("discarded", DISCARD_REASONS["filtered-at-destination"]),
+    ):
         parts = []
         for reason in breakdown:
             key = digest(ws.seed, "summary", destination["id"], query["sourceId"], metric, reason)
             magnitude = 20_000 if metric == "successes" else 400
-            parts.append({"metricName": reason if metric != "successes" else "successes",
-                          "value": sum(bucket_count(key, magnitude, granularity, t, ws.anchor) for t in times)})
+            parts.append(
+                {
+                    "metricName": reason if metric != "successes" else "successes",
+                    "value": sum(bucket_count(key, magnitude, granularity, t, ws.anchor) for t in times),
+                }
+            )
         metrics.append({"metricName": metric, "total": sum(p["value"] for p in parts), "breakdown": parts})
     return {"sourceId": query["sourceId"], "destinationMetadataId": destination["metadata"]["id"], "metrics": metrics}
 
@@ -269,17 +296,17 @@ def parse_period(value: Any) -> date:
     return d.replace(day=1)
 
 
-def _usage_days(ws: "Workspace", period: date) -> list[date]:
+def _usage_days(ws: Workspace, period: date) -> list[date]:
     last = period.replace(day=calendar.monthrange(period.year, period.month)[1])
     today = ws.anchor.date()
     return [period + timedelta(days=k) for k in range((min(last, today) - period).days + 1)]
 
 
 def _midnight(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
-def usage(ws: "Workspace", what: str, per_source: bool, query: dict[str, Any]) -> list[dict[str, Any]]:
+def usage(ws: Workspace, what: str, per_source: bool, query: dict[str, Any]) -> list[dict[str, Any]]:
     period = parse_period(query.get("period"))
     days = _usage_days(ws, period)
     sources = [r.ident for r in ws.rows("sources")]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Callable
 
 from .spec import ApiSpec
 
@@ -26,9 +26,11 @@ class Verdict:
     ms_before_next: int = 0
 
     def headers(self) -> list[tuple[str, str]]:
-        return [("X-RateLimit-Consumed", str(self.consumed)),
-                ("X-RateLimit-Remaining", str(self.remaining)),
-                ("X-RateLimit-Reset", formatdate(self.reset_epoch, usegmt=True))]
+        return [
+            ("X-RateLimit-Consumed", str(self.consumed)),
+            ("X-RateLimit-Remaining", str(self.remaining)),
+            ("X-RateLimit-Reset", formatdate(self.reset_epoch, usegmt=True)),
+        ]
 
 
 class _Bucket:
@@ -47,11 +49,13 @@ class _Bucket:
 class RateLimiter:
     """``limits`` maps operationId or "*" to requests per minute; None means unlimited."""
 
-    def __init__(self, limits: dict[str, int] | str | None, spec: ApiSpec,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, limits: dict[str, int] | str | None, spec: ApiSpec, clock: Callable[[], float] = time.time
+    ) -> None:
         if limits == "realistic":
-            limits = {op.operation_id: op.rate_limit_per_minute
-                      for op in spec.operations.values() if op.rate_limit_per_minute}
+            limits = {
+                op.operation_id: op.rate_limit_per_minute for op in spec.operations.values() if op.rate_limit_per_minute
+            }
             limits["*"] = REALISTIC_GLOBAL_PER_MINUTE
         elif limits in ("none", None):
             limits = None
@@ -87,8 +91,9 @@ class RateLimiter:
             if empty:
                 wait = max((1.0 - b.tokens) * 60.0 / b.capacity for b in empty)
                 tightest = min(empty, key=lambda b: b.tokens)
-                return Verdict(False, tightest.capacity - int(tightest.tokens), 0, now + wait,
-                               max(1, math.ceil(wait * 1000)))
+                return Verdict(
+                    False, tightest.capacity - int(tightest.tokens), 0, now + wait, max(1, math.ceil(wait * 1000))
+                )
             for b in buckets:
                 b.tokens -= 1.0
             tightest = min(buckets, key=lambda b: b.tokens)

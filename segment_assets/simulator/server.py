@@ -10,14 +10,24 @@ import asyncio
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from email.utils import formatdate
-from typing import Callable
 
 from .api import Api, Response
 
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 422: "Unprocessable Entity", 429: "Too Many Requests",
-           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -80,8 +90,9 @@ class HttpServer:
     async def _serve(self, host: str, port: int, on_ready: Callable[[], None]) -> None:
         self.loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self._server = await asyncio.start_server(self._connection, host, port, limit=MAX_HEADER_BYTES,
-                                                  reuse_address=True, ssl=self.ssl_context)
+        self._server = await asyncio.start_server(
+            self._connection, host, port, limit=MAX_HEADER_BYTES, reuse_address=True, ssl=self.ssl_context
+        )
         sock = self._server.sockets[0]
         self.host, self.port = sock.getsockname()[:2]
         on_ready()
@@ -150,10 +161,12 @@ class HttpServer:
 
     async def _write(self, writer: asyncio.StreamWriter, method: str, response: Response, keep_alive: bool) -> bool:
         body = response.body
-        head = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Unknown')}",
-                f"Date: {self._date()}",
-                f"Content-Type: {response.content_type}",
-                f"Content-Length: {len(body)}"]
+        head = [
+            f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Unknown')}",
+            f"Date: {self._date()}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(body)}",
+        ]
         head.extend(f"{k}: {v}" for k, v in response.headers)
         if not keep_alive:
             head.append("Connection: close")

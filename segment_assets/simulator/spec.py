@@ -26,12 +26,12 @@ class Operation:
     required_query: tuple[str, ...]
     array_query: frozenset[str]
     query_enums: dict[str, tuple[str, ...]]
-    response_schema: str          # e.g. ListSourcesV1Output (the `data` object)
+    response_schema: str  # e.g. ListSourcesV1Output (the `data` object)
     data_properties: dict[str, dict[str, Any]]
     data_required: tuple[str, ...]
     pagination_input: str | None  # schema name of the `pagination` query param
     pagination_output: str | None  # schema name of data.pagination
-    list_key: str | None          # the array (or map) property of `data`, if any
+    list_key: str | None  # the array (or map) property of `data`, if any
     parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -41,7 +41,7 @@ class Operation:
 
 def ref_name(schema: dict[str, Any]) -> str | None:
     ref = schema.get("$ref")
-    return ref[len(SCHEMA_PREFIX):] if ref else None
+    return ref[len(SCHEMA_PREFIX) :] if ref else None
 
 
 class ApiSpec:
@@ -139,7 +139,9 @@ class ApiSpec:
         """The schema of one item of the operation's list (or of its single object)."""
         key = key or op.list_key
         if key is None:
-            objects = [k for k in op.data_required if "$ref" in op.data_properties[k] or "allOf" in op.data_properties[k]]
+            objects = [
+                k for k in op.data_required if "$ref" in op.data_properties[k] or "allOf" in op.data_properties[k]
+            ]
             if not objects:
                 return None
             key = objects[0]
@@ -154,5 +156,5 @@ class ApiSpec:
 
 @lru_cache(maxsize=1)
 def load_spec() -> ApiSpec:
-    text = resources.files("segment_assets").joinpath("openapi-v73-get.json").read_text(encoding="utf-8")
+    text = resources.files("segment_assets.api").joinpath("openapi-v73-get.json").read_text(encoding="utf-8")
     return ApiSpec(json.loads(text))

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from .audit import AuditTrail
 from .generator import (
@@ -51,47 +52,171 @@ from .generator import (
 from .spec import ApiSpec, load_spec
 
 SOURCE_CATALOG = (
-    "JavaScript", "iOS", "Android", "Node.js", "HTTP API", "Python", "Ruby", "Go", "Java", "PHP",
-    "React Native", "Flutter", "Kotlin", "Swift", "Salesforce", "Stripe", "Zendesk", "HubSpot",
-    "Intercom", "Twilio", "SendGrid", "Mailchimp", "Shopify", "Braze (Source)", "Iterable (Source)",
-    "Snowflake", "BigQuery", "Redshift", "Databricks", "Postgres", ".NET", "Clojure", "AMP",
-    "Xamarin", "Unity", "Roku", "Facebook Lead Ads", "Google Ads", "Marketo", "Zuora",
+    "JavaScript",
+    "iOS",
+    "Android",
+    "Node.js",
+    "HTTP API",
+    "Python",
+    "Ruby",
+    "Go",
+    "Java",
+    "PHP",
+    "React Native",
+    "Flutter",
+    "Kotlin",
+    "Swift",
+    "Salesforce",
+    "Stripe",
+    "Zendesk",
+    "HubSpot",
+    "Intercom",
+    "Twilio",
+    "SendGrid",
+    "Mailchimp",
+    "Shopify",
+    "Braze (Source)",
+    "Iterable (Source)",
+    "Snowflake",
+    "BigQuery",
+    "Redshift",
+    "Databricks",
+    "Postgres",
+    ".NET",
+    "Clojure",
+    "AMP",
+    "Xamarin",
+    "Unity",
+    "Roku",
+    "Facebook Lead Ads",
+    "Google Ads",
+    "Marketo",
+    "Zuora",
 )
 DESTINATION_CATALOG = (
-    "Amplitude", "Mixpanel", "Google Analytics 4", "Braze", "Iterable", "Customer.io", "Intercom",
-    "HubSpot", "Salesforce", "Facebook Conversions API", "Google Ads Conversions", "Snapchat Conversions",
-    "TikTok Conversions", "Webhooks", "Amazon S3", "Google Cloud Storage", "Kafka", "Amazon Kinesis",
-    "Slack", "Zendesk", "FullStory", "Hotjar", "Optimizely", "LaunchDarkly", "Heap", "Pendo",
-    "Klaviyo", "Mailchimp", "SendGrid Marketing Campaigns", "Twilio Engage", "LinkedIn Conversions API",
-    "Pinterest Conversions API", "Reddit Conversions API", "Bing Ads", "Criteo", "Appsflyer", "Adjust",
-    "Branch", "Airship", "OneSignal", "Vero", "Autopilot", "Marketo Static Lists", "Pardot",
-    "Responsys", "Eloqua", "Sprig", "Qualtrics", "Delighted", "Chameleon", "Userpilot", "Gainsight PX",
-    "Totango", "ChurnZero", "Vitally", "Planhat", "June", "PostHog", "Statsig", "Split",
+    "Amplitude",
+    "Mixpanel",
+    "Google Analytics 4",
+    "Braze",
+    "Iterable",
+    "Customer.io",
+    "Intercom",
+    "HubSpot",
+    "Salesforce",
+    "Facebook Conversions API",
+    "Google Ads Conversions",
+    "Snapchat Conversions",
+    "TikTok Conversions",
+    "Webhooks",
+    "Amazon S3",
+    "Google Cloud Storage",
+    "Kafka",
+    "Amazon Kinesis",
+    "Slack",
+    "Zendesk",
+    "FullStory",
+    "Hotjar",
+    "Optimizely",
+    "LaunchDarkly",
+    "Heap",
+    "Pendo",
+    "Klaviyo",
+    "Mailchimp",
+    "SendGrid Marketing Campaigns",
+    "Twilio Engage",
+    "LinkedIn Conversions API",
+    "Pinterest Conversions API",
+    "Reddit Conversions API",
+    "Bing Ads",
+    "Criteo",
+    "Appsflyer",
+    "Adjust",
+    "Branch",
+    "Airship",
+    "OneSignal",
+    "Vero",
+    "Autopilot",
+    "Marketo Static Lists",
+    "Pardot",
+    "Responsys",
+    "Eloqua",
+    "Sprig",
+    "Qualtrics",
+    "Delighted",
+    "Chameleon",
+    "Userpilot",
+    "Gainsight PX",
+    "Totango",
+    "ChurnZero",
+    "Vitally",
+    "Planhat",
+    "June",
+    "PostHog",
+    "Statsig",
+    "Split",
 )
 WAREHOUSE_CATALOG = (
-    "Snowflake", "BigQuery", "Redshift", "Postgres", "Databricks", "Azure Synapse Analytics",
-    "IBM Db2", "Segment Data Lakes",
+    "Snowflake",
+    "BigQuery",
+    "Redshift",
+    "Postgres",
+    "Databricks",
+    "Azure Synapse Analytics",
+    "IBM Db2",
+    "Segment Data Lakes",
 )
 ROLE_NAMES = (
-    "Workspace Owner", "Workspace Member", "Source Admin", "Source Read-only",
-    "Engage User", "Tracking Plan Admin", "Unify Read-only", "Entities Admin",
+    "Workspace Owner",
+    "Workspace Member",
+    "Source Admin",
+    "Source Read-only",
+    "Engage User",
+    "Tracking Plan Admin",
+    "Unify Read-only",
+    "Entities Admin",
 )
 FUNCTION_TYPES = ("SOURCE", "DESTINATION", "INSERT_SOURCE", "INSERT_DESTINATION", "INSERT_TRANSFORMATION")
 TRAIT_NAMES = (
-    "email", "first_name", "last_name", "plan", "company", "created_at", "country", "city",
-    "lifetime_value", "orders_count", "last_seen", "phone", "industry", "employees", "title",
+    "email",
+    "first_name",
+    "last_name",
+    "plan",
+    "company",
+    "created_at",
+    "country",
+    "city",
+    "lifetime_value",
+    "orders_count",
+    "last_seen",
+    "phone",
+    "industry",
+    "employees",
+    "title",
 )
 PROPERTY_NAMES = (
-    "order_id", "revenue", "currency", "product_id", "sku", "category", "price", "quantity",
-    "coupon", "url", "path", "referrer", "search_query", "plan_name", "context.app.version",
+    "order_id",
+    "revenue",
+    "currency",
+    "product_id",
+    "sku",
+    "category",
+    "price",
+    "quantity",
+    "coupon",
+    "url",
+    "path",
+    "referrer",
+    "search_query",
+    "plan_name",
+    "context.app.version",
 )
 COLLECTIONS = ("identifies", "tracks", "pages", "screens", "groups", "users", "accounts", "order_completed")
 
-UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Configuration objects (createdAt, updatedAt, deployedAt...) are dated back from this fixed
 # epoch rather than from the clock, so every start serves them byte-identical and a sync
 # sees no change that did not happen (see Workspace).
-CONFIG_EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
+CONFIG_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 WAREHOUSE_SYNC_PERIOD = timedelta(hours=12)
 RETL_SYNC_PERIOD = timedelta(hours=6)
 REGULATION_PERIOD = timedelta(days=40)  # two per source: both within the API's 90-day window
@@ -100,7 +225,7 @@ REGULATION_PERIOD = timedelta(days=40)  # two per source: both within the API's 
 @dataclass(slots=True)
 class Row:
     obj: dict[str, Any]
-    pkey: tuple[str, ...]   # ids of the ancestors, outermost first
+    pkey: tuple[str, ...]  # ids of the ancestors, outermost first
     ident: str
     kind: str
 
@@ -109,13 +234,13 @@ class Row:
 class Ctx:
     """What a finisher may use besides the generated object."""
 
-    ws: "Workspace"
+    ws: Workspace
     rng: Any
-    i: int                  # index among all rows of the kind
-    j: int                  # index among the rows of the same parent
+    i: int  # index among all rows of the kind
+    j: int  # index among the rows of the same parent
     parent: Row | None
-    p: int = 0              # index of the parent among its kind's rows
-    parent_count: int = 1   # rows of the parent kind
+    p: int = 0  # index of the parent among its kind's rows
+    parent_count: int = 1  # rows of the parent kind
 
 
 Finisher = Callable[[dict[str, Any], Ctx], "dict[str, Any] | None"]
@@ -124,16 +249,16 @@ Finisher = Callable[[dict[str, Any], Ctx], "dict[str, Any] | None"]
 @dataclass(frozen=True)
 class Kind:
     name: str
-    schema: str | None          # generated first, then finished; None: the finisher builds the whole row
-    base: int                   # rows at scale 1; per parent row for child kinds
+    schema: str | None  # generated first, then finished; None: the finisher builds the whole row
+    base: int  # rows at scale 1; per parent row for child kinds
     parent: str | None = None
-    parent_field: str | None = None   # create() keyword that names the parent id
+    parent_field: str | None = None  # create() keyword that names the parent id
     id_field: str | None = "id"
     resource_type: str | None = None  # audit-trail resourceType
     name_field: str = "name"
     finish: Finisher | None = None
     ident: Callable[[dict[str, Any]], str] | None = None
-    spread: bool = True         # vary the per-parent count around `base`
+    spread: bool = True  # vary the per-parent count around `base`
     # Whether `scale` multiplies `base`. Top-level kinds scale; child kinds keep their
     # per-parent size (else totals grow as scale**depth) except the long histories.
     scales: bool | None = None
@@ -148,7 +273,7 @@ class Kind:
         return str(obj[self.id_field])  # type: ignore[index]
 
 
-def _pick(ws: "Workspace", kind: str, n: int) -> Row:
+def _pick(ws: Workspace, kind: str, n: int) -> Row:
     rows = ws.rows(kind)
     return rows[n % len(rows)]
 
@@ -168,12 +293,17 @@ def _history_slot(c: Ctx, period: timedelta, *key: object) -> tuple[int, datetim
 def _catalog(names: Sequence[str], prefix: str) -> Finisher:
     def finish(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
         name = names[c.i] if c.i < len(names) else f"{words(c.rng).title()} {c.i}"
-        obj.update(id=segment_id(c.ws.seed, prefix, name), name=name, slug=slugify(name),
-                   description=f"{name} integration for Segment.")
+        obj.update(
+            id=segment_id(c.ws.seed, prefix, name),
+            name=name,
+            slug=slugify(name),
+            description=f"{name} integration for Segment.",
+        )
         if "status" in obj:
             obj["status"] = "PUBLIC" if c.rng.random() < 0.85 else "PUBLIC_BETA"
         obj["logos"] = {"default": f"https://cdn.segment.com/logos/{slugify(name)}.svg"}
         return obj
+
     return finish
 
 
@@ -192,8 +322,12 @@ def _source(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     name = f"{meta['name']} {words(c.rng, 1).title()} {c.i}"
     labels = [r.obj for r in c.ws.rows("labels")]
     obj.update(
-        id=segment_id(c.ws.seed, "source", c.i), name=name, slug=slugify(name), metadata=meta,
-        workspaceId=c.ws.workspace_id, enabled=c.rng.random() < 0.9,
+        id=segment_id(c.ws.seed, "source", c.i),
+        name=name,
+        slug=slugify(name),
+        metadata=meta,
+        workspaceId=c.ws.workspace_id,
+        enabled=c.rng.random() < 0.9,
         writeKeys=[segment_id(c.ws.seed, "write-key", c.i, length=32)],
         labels=[labels[(c.i + k) % len(labels)] for k in range(c.i % 3)] if labels else [],
     )
@@ -204,25 +338,44 @@ def _source(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 def _destination(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     meta = _pick(c.ws, "destination_metadata", c.rng.randrange(1 << 30)).obj
     source = _pick(c.ws, "sources", c.i).obj  # every source gets at least one destination
-    obj.update(id=segment_id(c.ws.seed, "destination", c.i), name=f"{meta['name']} ({source['name']})",
-               enabled=c.rng.random() < 0.85, metadata=meta, sourceId=source["id"], settings=free_form(c.rng))
+    obj.update(
+        id=segment_id(c.ws.seed, "destination", c.i),
+        name=f"{meta['name']} ({source['name']})",
+        enabled=c.rng.random() < 0.85,
+        metadata=meta,
+        sourceId=source["id"],
+        settings=free_form(c.rng),
+    )
     return obj
 
 
 def _warehouse(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     meta = _pick(c.ws, "warehouse_metadata", c.i).obj
-    obj.update(id=segment_id(c.ws.seed, "warehouse", c.i), metadata=meta, workspaceId=c.ws.workspace_id,
-               enabled=True, settings={"name": f"{meta['slug']}-{c.i}", "database": "segment_events",
-                                       "hostname": f"{meta['slug']}.example.net"})
+    obj.update(
+        id=segment_id(c.ws.seed, "warehouse", c.i),
+        metadata=meta,
+        workspaceId=c.ws.workspace_id,
+        enabled=True,
+        settings={
+            "name": f"{meta['slug']}-{c.i}",
+            "database": "segment_events",
+            "hostname": f"{meta['slug']}.example.net",
+        },
+    )
     return obj
 
 
 def _tracking_plan(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     name = f"{words(c.rng).title()} Tracking Plan"
     created = c.ws.epoch - timedelta(days=c.rng.randint(100, 700))
-    obj.update(id=f"tp_{segment_id(c.ws.seed, 'tracking-plan', c.i)}", name=name, slug=slugify(name),
-               type="LIVE" if c.i % 4 != 3 else "RULE_LIBRARY", createdAt=iso(created),
-               updatedAt=iso(created + timedelta(days=c.rng.randint(1, 90))))
+    obj.update(
+        id=f"tp_{segment_id(c.ws.seed, 'tracking-plan', c.i)}",
+        name=name,
+        slug=slugify(name),
+        type="LIVE" if c.i % 4 != 3 else "RULE_LIBRARY",
+        createdAt=iso(created),
+        updatedAt=iso(created + timedelta(days=c.rng.randint(1, 90))),
+    )
     return obj
 
 
@@ -233,11 +386,24 @@ def _rule(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     rtype = RULE_TYPES[c.j % len(RULE_TYPES)] if c.j >= 3 else "TRACK"
     key = f"{EVENT_NAMES[c.j % len(EVENT_NAMES)]}" + (f" {c.j // len(EVENT_NAMES)}" if c.j >= len(EVENT_NAMES) else "")
     created = c.ws.epoch - timedelta(days=c.rng.randint(30, 400))
-    obj.update(type=rtype, key=key if rtype in ("TRACK", "PAGE", "SCREEN") else f"{rtype.title()} {c.j}",
-               jsonSchema={"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
-                           "properties": {"properties": {"type": "object", "required": [PROPERTY_NAMES[c.j % 10]],
-                                                         "properties": {PROPERTY_NAMES[c.j % 10]: {"type": "string"}}}}},
-               version=1 + c.j % 3, createdAt=iso(created), updatedAt=iso(created + timedelta(days=c.rng.randint(0, 20))))
+    obj.update(
+        type=rtype,
+        key=key if rtype in ("TRACK", "PAGE", "SCREEN") else f"{rtype.title()} {c.j}",
+        jsonSchema={
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object",
+            "properties": {
+                "properties": {
+                    "type": "object",
+                    "required": [PROPERTY_NAMES[c.j % 10]],
+                    "properties": {PROPERTY_NAMES[c.j % 10]: {"type": "string"}},
+                }
+            },
+        },
+        version=1 + c.j % 3,
+        createdAt=iso(created),
+        updatedAt=iso(created + timedelta(days=c.rng.randint(0, 20))),
+    )
     if c.j % 11 == 10:
         obj["deprecatedAt"] = iso(created + timedelta(days=25))
     return obj
@@ -245,14 +411,19 @@ def _rule(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _permissions(c: Ctx) -> list[dict[str, Any]]:
     role = _pick(c.ws, "roles", c.i).obj
-    return [{"roleName": role["name"], "roleId": role["id"],
-             "resources": [{"id": c.ws.workspace_id, "type": "WORKSPACE"}]}]
+    return [
+        {"roleName": role["name"], "roleId": role["id"], "resources": [{"id": c.ws.workspace_id, "type": "WORKSPACE"}]}
+    ]
 
 
 def _user(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     first, last = FIRST_NAMES[c.i % len(FIRST_NAMES)], LAST_NAMES[(c.i * 7) % len(LAST_NAMES)]
-    obj.update(id=segment_id(c.ws.seed, "user", c.i), name=f"{first} {last}",
-               email=f"{first}.{slugify(last)}{c.i}@example.com".lower(), permissions=_permissions(c))
+    obj.update(
+        id=segment_id(c.ws.seed, "user", c.i),
+        name=f"{first} {last}",
+        email=f"{first}.{slugify(last)}{c.i}@example.com".lower(),
+        permissions=_permissions(c),
+    )
     return obj
 
 
@@ -263,15 +434,22 @@ def _role(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _user_group(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    obj.update(id=segment_id(c.ws.seed, "user-group", c.i), name=f"{words(c.rng, 1).title()} Team {c.i}",
-               memberCount=0, permissions=_permissions(c))
+    obj.update(
+        id=segment_id(c.ws.seed, "user-group", c.i),
+        name=f"{words(c.rng, 1).title()} Team {c.i}",
+        memberCount=0,
+        permissions=_permissions(c),
+    )
     return obj
 
 
 def _label(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     keys = ("environment", "team", "region", "product")
-    obj.update(key=keys[c.i % len(keys)], value=f"{WORDS[(c.i * 3) % len(WORDS)]}{c.i // len(keys) or ''}",
-               description=f"Label {c.i}")
+    obj.update(
+        key=keys[c.i % len(keys)],
+        value=f"{WORDS[(c.i * 3) % len(WORDS)]}{c.i // len(keys) or ''}",
+        description=f"Label {c.i}",
+    )
     return obj
 
 
@@ -282,24 +460,42 @@ def _invite(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _function(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     rtype = FUNCTION_TYPES[c.i % len(FUNCTION_TYPES)]
-    prefix = {"SOURCE": "sfnc", "DESTINATION": "dfn", "INSERT_SOURCE": "ifns",
-              "INSERT_DESTINATION": "ifnd", "INSERT_TRANSFORMATION": "ifnt"}[rtype]
+    prefix = {
+        "SOURCE": "sfnc",
+        "DESTINATION": "dfn",
+        "INSERT_SOURCE": "ifns",
+        "INSERT_DESTINATION": "ifnd",
+        "INSERT_TRANSFORMATION": "ifnt",
+    }[rtype]
     created = c.ws.epoch - timedelta(days=c.rng.randint(10, 300))
     name = f"{words(c.rng).title()} {rtype.replace('_', ' ').title()} Function"
-    obj.update(id=f"{prefix}_{segment_id(c.ws.seed, 'function', c.i)}", resourceType=rtype, displayName=name,
-               createdAt=iso(created), createdBy=_pick(c.ws, "users", c.i).ident,
-               deployedAt=iso(created + timedelta(days=1)), description=f"{name}.",
-               logoUrl=f"https://cdn.segment.com/functions/{c.i}.svg", catalogId=segment_id(c.ws.seed, "fn-catalog", c.i),
-               isLatestVersion=True, batchMaxCount=100)
+    obj.update(
+        id=f"{prefix}_{segment_id(c.ws.seed, 'function', c.i)}",
+        resourceType=rtype,
+        displayName=name,
+        createdAt=iso(created),
+        createdBy=_pick(c.ws, "users", c.i).ident,
+        deployedAt=iso(created + timedelta(days=1)),
+        description=f"{name}.",
+        logoUrl=f"https://cdn.segment.com/functions/{c.i}.svg",
+        catalogId=segment_id(c.ws.seed, "fn-catalog", c.i),
+        isLatestVersion=True,
+        batchMaxCount=100,
+    )
     obj["code"] = "async function onTrack(event, settings) {\n  return event\n}\n"
     return obj
 
 
 def _function_version(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     created = c.ws.epoch - timedelta(days=60 - c.j * 7, hours=c.i % 24)
-    obj.update(id=segment_id(c.ws.seed, "function-version", c.i), author=_pick(c.ws, "users", c.i).obj["email"],
-               isDeployed=c.j == 0, createdAt=iso(created), updatedAt=iso(created + timedelta(hours=2)),
-               deployedAt=iso(created + timedelta(hours=3)))
+    obj.update(
+        id=segment_id(c.ws.seed, "function-version", c.i),
+        author=_pick(c.ws, "users", c.i).obj["email"],
+        isDeployed=c.j == 0,
+        createdAt=iso(created),
+        updatedAt=iso(created + timedelta(hours=2)),
+        deployedAt=iso(created + timedelta(hours=3)),
+    )
     return obj
 
 
@@ -309,28 +505,47 @@ def _insert_instance(obj: dict[str, Any], c: Ctx) -> dict[str, Any] | None:
         return None
     target = _pick(c.ws, "sources" if fn["resourceType"] == "INSERT_SOURCE" else "destinations", c.i)
     created = c.ws.epoch - timedelta(days=c.rng.randint(1, 200))
-    obj.update(id=segment_id(c.ws.seed, "insert-instance", c.i), name=f"{fn['displayName']} #{c.j}",
-               integrationId=target.ident, classId=fn["id"], enabled=c.rng.random() < 0.8,
-               createdAt=iso(created), updatedAt=iso(created + timedelta(days=1)),
-               settings={"apiKey": "******"}, encryptedSettings={"secret": "******"})
+    obj.update(
+        id=segment_id(c.ws.seed, "insert-instance", c.i),
+        name=f"{fn['displayName']} #{c.j}",
+        integrationId=target.ident,
+        classId=fn["id"],
+        enabled=c.rng.random() < 0.8,
+        createdAt=iso(created),
+        updatedAt=iso(created + timedelta(days=1)),
+        settings={"apiKey": "******"},
+        encryptedSettings={"secret": "******"},
+    )
     return obj
 
 
 def _transformation(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     dest = _pick(c.ws, "destinations", c.i).obj
-    obj.update(id=segment_id(c.ws.seed, "transformation", c.i), name=f"Rename {EVENT_NAMES[c.i % 15]}",
-               sourceId=dest["sourceId"], destinationMetadataId=dest["metadata"]["id"],
-               enabled=c.rng.random() < 0.8, **{"if": f"event = '{EVENT_NAMES[c.i % 15]}'"})
+    obj.update(
+        id=segment_id(c.ws.seed, "transformation", c.i),
+        name=f"Rename {EVENT_NAMES[c.i % 15]}",
+        sourceId=dest["sourceId"],
+        destinationMetadataId=dest["metadata"]["id"],
+        enabled=c.rng.random() < 0.8,
+        **{"if": f"event = '{EVENT_NAMES[c.i % 15]}'"},
+    )
     return obj
 
 
 def _destination_filter(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     dest = c.parent.obj  # type: ignore[union-attr]
     created = c.ws.epoch - timedelta(days=c.rng.randint(1, 300))
-    obj.update(id=segment_id(c.ws.seed, "destination-filter", c.i), sourceId=dest["sourceId"],
-               destinationId=dest["id"], title=f"Drop {EVENT_NAMES[c.i % 15]}", enabled=c.rng.random() < 0.8,
-               createdAt=iso(created), updatedAt=iso(created + timedelta(days=c.rng.randint(0, 30))),
-               actions=[{"type": "DROP"}], **{"if": f"event = '{EVENT_NAMES[c.i % 15]}'"})
+    obj.update(
+        id=segment_id(c.ws.seed, "destination-filter", c.i),
+        sourceId=dest["sourceId"],
+        destinationId=dest["id"],
+        title=f"Drop {EVENT_NAMES[c.i % 15]}",
+        enabled=c.rng.random() < 0.8,
+        createdAt=iso(created),
+        updatedAt=iso(created + timedelta(days=c.rng.randint(0, 30))),
+        actions=[{"type": "DROP"}],
+        **{"if": f"event = '{EVENT_NAMES[c.i % 15]}'"},
+    )
     return obj
 
 
@@ -338,9 +553,16 @@ def _subscription(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     dest = c.parent.obj  # type: ignore[union-attr]
     actions = dest["metadata"].get("actions") or []
     action = actions[c.j % len(actions)] if actions else {"id": segment_id("action", c.i), "slug": "track-event"}
-    obj.update(id=segment_id(c.ws.seed, "subscription", c.i), name=f"{words(c.rng).title()} Mapping",
-               actionId=action["id"], actionSlug=action["slug"], destinationId=dest["id"],
-               enabled=c.rng.random() < 0.85, settings={"event": "{{event}}"}, trigger='type = "track"')
+    obj.update(
+        id=segment_id(c.ws.seed, "subscription", c.i),
+        name=f"{words(c.rng).title()} Mapping",
+        actionId=action["id"],
+        actionSlug=action["slug"],
+        destinationId=dest["id"],
+        enabled=c.rng.random() < 0.85,
+        settings={"event": "{{event}}"},
+        trigger='type = "track"',
+    )
     obj.pop("modelId", None)
     obj.pop("reverseETLSchedule", None)
     if c.i % 3 == 0:  # every third subscription is a reverse-ETL mapping
@@ -352,9 +574,15 @@ def _subscription(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _retl_model(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     table = f"{WORDS[c.i % len(WORDS)]}_customers"
-    obj.update(id=segment_id(c.ws.seed, "retl-model", c.i), sourceId=_pick(c.ws, "sources", c.i).ident,
-               name=f"{table.replace('_', ' ').title()} Model", description=f"Rows of {table}.",
-               enabled=True, query=f"SELECT id, email, plan FROM analytics.{table}", queryIdentifierColumn="id")
+    obj.update(
+        id=segment_id(c.ws.seed, "retl-model", c.i),
+        sourceId=_pick(c.ws, "sources", c.i).ident,
+        name=f"{table.replace('_', ' ').title()} Model",
+        description=f"Rows of {table}.",
+        enabled=True,
+        query=f"SELECT id, email, plan FROM analytics.{table}",
+        queryIdentifierColumn="id",
+    )
     return obj
 
 
@@ -369,9 +597,15 @@ def _retl_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any] | None:
     obj.clear()
     # Unique across subscriptions (getReverseETLSyncStatus finds a sync by id alone) and a
     # function of the slot, so the sync keeps its id on every start and every later day.
-    obj.update(syncId=str(slot * 1_000_000 + c.p), modelId=sub["modelId"],
-               sourceId=model.obj["sourceId"] if model else "", syncStatus=status, duration=f"{seconds}s",
-               startedAt=iso(started), finishedAt=iso(started + timedelta(seconds=seconds)))
+    obj.update(
+        syncId=str(slot * 1_000_000 + c.p),
+        modelId=sub["modelId"],
+        sourceId=model.obj["sourceId"] if model else "",
+        syncStatus=status,
+        duration=f"{seconds}s",
+        startedAt=iso(started),
+        finishedAt=iso(started + timedelta(seconds=seconds)),
+    )
     if status == "FAILED":
         obj.update(error="Destination rejected the batch", errorCode="DESTINATION_ERROR")
     return obj
@@ -379,9 +613,14 @@ def _retl_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any] | None:
 
 def _credential(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     created = c.ws.epoch - timedelta(days=c.rng.randint(10, 500))
-    obj.update(id=segment_id(c.ws.seed, "credential", c.i), workspaceId=c.ws.workspace_id,
-               name=f"{words(c.rng).title()} Credential", settings={"role": "arn:aws:iam::123456789012:role/segment"},
-               createdAt=iso(created), updatedAt=iso(created + timedelta(days=3)))
+    obj.update(
+        id=segment_id(c.ws.seed, "credential", c.i),
+        workspaceId=c.ws.workspace_id,
+        name=f"{words(c.rng).title()} Credential",
+        settings={"role": "arn:aws:iam::123456789012:role/segment"},
+        createdAt=iso(created),
+        updatedAt=iso(created + timedelta(days=3)),
+    )
     return obj
 
 
@@ -403,9 +642,14 @@ def _regulation(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     finished = created + timedelta(hours=30)
     if status == "FINISHED" and finished > c.ws.today:
         status = "RUNNING"
-    obj.update(id=segment_id(c.ws.seed, "regulation", source, k), subjectType="USER_ID",
-               subjects=[f"user-{(h >> 8) % 100_000}-{m}" for m in range(1 + (h >> 28) % 2)], status=status,
-               createdAt=iso(created), regulationType=REGULATION_TYPES[(h >> 32) % len(REGULATION_TYPES)])
+    obj.update(
+        id=segment_id(c.ws.seed, "regulation", source, k),
+        subjectType="USER_ID",
+        subjects=[f"user-{(h >> 8) % 100_000}-{m}" for m in range(1 + (h >> 28) % 2)],
+        status=status,
+        createdAt=iso(created),
+        regulationType=REGULATION_TYPES[(h >> 32) % len(REGULATION_TYPES)],
+    )
     if status == "FINISHED":
         obj["finishedAt"] = iso(finished)
     return obj
@@ -417,9 +661,15 @@ def _suppression(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _live_plugin(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     created = c.ws.epoch - timedelta(days=40 - c.j * 10, minutes=c.i)
-    obj.update(id=segment_id(c.ws.seed, "live-plugin", c.i), sourceId=c.parent.ident,  # type: ignore[union-attr]
-               createdAt=iso(created), createdBy=_pick(c.ws, "users", c.i).ident, version=c.j + 1,
-               downloadURL=f"https://cdn.segment.com/live-plugins/{c.i}.js", code="export default () => {}")
+    obj.update(
+        id=segment_id(c.ws.seed, "live-plugin", c.i),
+        sourceId=c.parent.ident,  # type: ignore[union-attr]
+        createdAt=iso(created),
+        createdBy=_pick(c.ws, "users", c.i).ident,
+        version=c.j + 1,
+        downloadURL=f"https://cdn.segment.com/live-plugins/{c.i}.js",
+        code="export default () => {}",
+    )
     return obj
 
 
@@ -431,17 +681,27 @@ def _space(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 def _stamped(c: Ctx, obj: dict[str, Any]) -> None:
     created = c.ws.epoch - timedelta(days=c.rng.randint(5, 400), minutes=c.i)
     user = _pick(c.ws, "users", c.i).ident
-    obj.update(createdAt=iso(created), updatedAt=iso(created + timedelta(days=c.rng.randint(0, 4))),
-               createdBy=user, updatedBy=user)
+    obj.update(
+        createdAt=iso(created),
+        updatedAt=iso(created + timedelta(days=c.rng.randint(0, 4))),
+        createdBy=user,
+        updatedBy=user,
+    )
 
 
 def _audience(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     name = f"{words(c.rng).title()} Audience"
-    obj.update(id=f"aud_{segment_id(c.ws.seed, 'audience', c.i)}", spaceId=c.parent.ident,  # type: ignore[union-attr]
-               name=name, key=slugify(name).replace("-", "_") + f"_{c.i}", enabled=True,
-               definition={"query": f"event('{EVENT_NAMES[c.i % 15]}').count() >= 1", "targetEntity": None},
-               audienceType=("USERS", "USERS", "ACCOUNTS")[c.i % 3], computeCadence={"type": "BATCH"},
-               options={"filterByExternalIds": ["email"], "includeHistoricalData": True, "backfillEventDataDays": 30})
+    obj.update(
+        id=f"aud_{segment_id(c.ws.seed, 'audience', c.i)}",
+        spaceId=c.parent.ident,  # type: ignore[union-attr]
+        name=name,
+        key=slugify(name).replace("-", "_") + f"_{c.i}",
+        enabled=True,
+        definition={"query": f"event('{EVENT_NAMES[c.i % 15]}').count() >= 1", "targetEntity": None},
+        audienceType=("USERS", "USERS", "ACCOUNTS")[c.i % 3],
+        computeCadence={"type": "BATCH"},
+        options={"filterByExternalIds": ["email"], "includeHistoricalData": True, "backfillEventDataDays": 30},
+    )
     obj.pop("schedules", None)
     _stamped(c, obj)
     return obj
@@ -449,31 +709,45 @@ def _audience(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _schedule(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     periodic = c.i % 2 == 0
-    return {"id": f"sch_{segment_id(c.ws.seed, 'schedule', c.i)}",
-            "strategy": "PERIODIC" if periodic else "SPECIFIC_DAYS",
-            "config": {"interval": "12h"} if periodic else {"days": [1, 3, 5], "hours": [9], "timezone": "UTC"},
-            "nextExecution": iso(c.ws.today + timedelta(days=1, hours=c.i % 12))}
+    return {
+        "id": f"sch_{segment_id(c.ws.seed, 'schedule', c.i)}",
+        "strategy": "PERIODIC" if periodic else "SPECIFIC_DAYS",
+        "config": {"interval": "12h"} if periodic else {"days": [1, 3, 5], "hours": [9], "timezone": "UTC"},
+        "nextExecution": iso(c.ws.today + timedelta(days=1, hours=c.i % 12)),
+    }
 
 
 def _activation(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     aud = c.parent.obj  # type: ignore[union-attr]
     conns = c.ws.children("audience_connections", c.parent)
-    obj.update(id=segment_id(c.ws.seed, "activation", c.i), enabled=True, workspaceId=c.ws.workspace_id,
-               spaceId=aud["spaceId"], audienceId=aud["id"],
-               connectionId=conns[c.j % len(conns)].ident if conns else segment_id("conn", c.i),
-               activationType=("Audience Entered", "Audience Exited", "Audience Membership Changed")[c.i % 3],
-               activationName=f"Sync {aud['name']} #{c.j}",
-               personalization={"profile": {"properties": ["email", "first_name"]}})
+    obj.update(
+        id=segment_id(c.ws.seed, "activation", c.i),
+        enabled=True,
+        workspaceId=c.ws.workspace_id,
+        spaceId=aud["spaceId"],
+        audienceId=aud["id"],
+        connectionId=conns[c.j % len(conns)].ident if conns else segment_id("conn", c.i),
+        activationType=("Audience Entered", "Audience Exited", "Audience Membership Changed")[c.i % 3],
+        activationName=f"Sync {aud['name']} #{c.j}",
+        personalization={"profile": {"properties": ["email", "first_name"]}},
+    )
     return obj
 
 
 def _audience_connection(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     dest = _pick(c.ws, "destinations", c.i).obj
     created = c.ws.epoch - timedelta(days=c.rng.randint(1, 200))
-    obj.update(id=segment_id(c.ws.seed, "audience-connection", c.i), name=dest.get("name", "Destination"),
-               sourceId=dest["sourceId"], enabled=True, createdAt=iso(created),
-               updatedAt=iso(created + timedelta(days=1)), settings={}, destinationId=dest["id"],
-               metadata={k: dest["metadata"][k] for k in ("id", "name", "slug")})
+    obj.update(
+        id=segment_id(c.ws.seed, "audience-connection", c.i),
+        name=dest.get("name", "Destination"),
+        sourceId=dest["sourceId"],
+        enabled=True,
+        createdAt=iso(created),
+        updatedAt=iso(created + timedelta(days=1)),
+        settings={},
+        destinationId=dest["id"],
+        metadata={k: dest["metadata"][k] for k in ("id", "name", "slug")},
+    )
     return obj
 
 
@@ -485,33 +759,55 @@ def _audience_consumer(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _computed_trait(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     name = f"{TRAIT_NAMES[c.i % len(TRAIT_NAMES)].replace('_', ' ').title()} Score"
-    obj.update(id=f"ctr_{segment_id(c.ws.seed, 'computed-trait', c.i)}", spaceId=c.parent.ident,  # type: ignore[union-attr]
-               name=name, key=slugify(name).replace("-", "_") + f"_{c.i}", enabled=True,
-               definition={"query": f"event('{EVENT_NAMES[c.i % 15]}').count()", "type": "USERS"})
+    obj.update(
+        id=f"ctr_{segment_id(c.ws.seed, 'computed-trait', c.i)}",
+        spaceId=c.parent.ident,  # type: ignore[union-attr]
+        name=name,
+        key=slugify(name).replace("-", "_") + f"_{c.i}",
+        enabled=True,
+        definition={"query": f"event('{EVENT_NAMES[c.i % 15]}').count()", "type": "USERS"},
+    )
     _stamped(c, obj)
     return obj
 
 
 def _profiles_warehouse(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     meta = _pick(c.ws, "warehouse_metadata", c.i).obj
-    obj.update(id=segment_id(c.ws.seed, "profiles-warehouse", c.i), spaceId=c.parent.ident,  # type: ignore[union-attr]
-               metadata=meta, workspaceId=c.ws.workspace_id, enabled=True,
-               settings={"database": "profiles"}, schemaName=f"profiles_{c.i}")
+    obj.update(
+        id=segment_id(c.ws.seed, "profiles-warehouse", c.i),
+        spaceId=c.parent.ident,  # type: ignore[union-attr]
+        metadata=meta,
+        workspaceId=c.ws.workspace_id,
+        enabled=True,
+        settings={"database": "profiles"},
+        schemaName=f"profiles_{c.i}",
+    )
     return obj
 
 
 def _space_selective_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    return {"collection": COLLECTIONS[c.j % len(COLLECTIONS)] + ("" if c.j < len(COLLECTIONS) else f"_{c.j}"),
-            "warehouseId": c.parent.ident, "enabled": c.j % 4 != 3,  # type: ignore[union-attr]
-            "properties": {"id": True, "email": c.j % 2 == 0}}
+    return {
+        "collection": COLLECTIONS[c.j % len(COLLECTIONS)] + ("" if c.j < len(COLLECTIONS) else f"_{c.j}"),
+        "warehouseId": c.parent.ident,
+        "enabled": c.j % 4 != 3,  # type: ignore[union-attr]
+        "properties": {"id": True, "email": c.j % 2 == 0},
+    }
 
 
 def _space_filter(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     created = c.ws.epoch - timedelta(days=c.rng.randint(1, 200))
-    obj.update(id=segment_id(c.ws.seed, "space-filter", c.i), workspaceId=c.ws.workspace_id,
-               integrationId=c.parent.ident, enabled=True, name=f"Block {EVENT_NAMES[c.i % 15]}",  # type: ignore[union-attr]
-               description="Drops noisy events.", drop=True, createdAt=iso(created),
-               updatedAt=iso(created + timedelta(days=2)), **{"if": f"event = '{EVENT_NAMES[c.i % 15]}'"})
+    obj.update(
+        id=segment_id(c.ws.seed, "space-filter", c.i),
+        workspaceId=c.ws.workspace_id,
+        integrationId=c.parent.ident,
+        enabled=True,
+        name=f"Block {EVENT_NAMES[c.i % 15]}",  # type: ignore[union-attr]
+        description="Drops noisy events.",
+        drop=True,
+        createdAt=iso(created),
+        updatedAt=iso(created + timedelta(days=2)),
+        **{"if": f"event = '{EVENT_NAMES[c.i % 15]}'"},
+    )
     return obj
 
 
@@ -526,8 +822,12 @@ def _space_event(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _event_property(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     name = PROPERTY_NAMES[c.j % len(PROPERTY_NAMES)] + ("" if c.j < len(PROPERTY_NAMES) else f"_{c.j}")
-    return {"name": name, "type": "CONTEXT" if name.startswith("context.") else "PROPERTY",
-            "eventName": c.parent.ident, "lastSeenAt": _seen(c)}  # type: ignore[union-attr]
+    return {
+        "name": name,
+        "type": "CONTEXT" if name.startswith("context.") else "PROPERTY",
+        "eventName": c.parent.ident,
+        "lastSeenAt": _seen(c),
+    }  # type: ignore[union-attr]
 
 
 def _trait(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
@@ -537,9 +837,15 @@ def _trait(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _entity_path(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     entity = ("accounts", "products", "subscriptions", "households", "stores")[c.j % 5] + ("" if c.j < 5 else f"_{c.j}")
-    return {"id": segment_id(c.ws.seed, "entity-path", c.i), "entityName": entity.title(), "pathName": f"profile.{entity}",
-            "entitySlug": entity, "relationshipSlugs": [entity], "childRelationshipSlugs": [],
-            "parentRelationshipSlugPath": "profile"}
+    return {
+        "id": segment_id(c.ws.seed, "entity-path", c.i),
+        "entityName": entity.title(),
+        "pathName": f"profile.{entity}",
+        "entitySlug": entity,
+        "relationshipSlugs": [entity],
+        "childRelationshipSlugs": [],
+        "parentRelationshipSlugPath": "profile",
+    }
 
 
 def _entity_property(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
@@ -553,23 +859,36 @@ def _warehouse_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     slot, start, h = _history_slot(c, WAREHOUSE_SYNC_PERIOD, "warehouse-sync", *conn.pkey, conn.ident)
     duration = 120 + (h >> 8) % 3000
     status = "failed" if (h >> 20) % 7 == 0 else "success"
-    return {"sourceId": conn.ident, "start": iso(start),
-            "end": iso(start + timedelta(seconds=duration)), "status": status, "duration": duration,
-            "humanDuration": f"{duration // 60}m{duration % 60}s", "count": (h >> 32) % 100_000,
-            "notices": [] if status == "success" else
-            [{"level": "error", "message": "Permission denied on schema", "createdAt": iso(start)}]}
+    return {
+        "sourceId": conn.ident,
+        "start": iso(start),
+        "end": iso(start + timedelta(seconds=duration)),
+        "status": status,
+        "duration": duration,
+        "humanDuration": f"{duration // 60}m{duration % 60}s",
+        "count": (h >> 32) % 100_000,
+        "notices": []
+        if status == "success"
+        else [{"level": "error", "message": "Permission denied on schema", "createdAt": iso(start)}],
+    }
 
 
 def _warehouse_selective_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    return {"sourceId": c.parent.ident, "warehouseId": c.parent.pkey[0],  # type: ignore[union-attr]
-            "collection": COLLECTIONS[c.j % len(COLLECTIONS)] + ("" if c.j < len(COLLECTIONS) else f"_{c.j}"),
-            "enabled": c.j % 3 != 2, "properties": {"context_ip": c.j % 2 == 0}}
+    return {
+        "sourceId": c.parent.ident,
+        "warehouseId": c.parent.pkey[0],  # type: ignore[union-attr]
+        "collection": COLLECTIONS[c.j % len(COLLECTIONS)] + ("" if c.j < len(COLLECTIONS) else f"_{c.j}"),
+        "enabled": c.j % 3 != 2,
+        "properties": {"context_ip": c.j % 2 == 0},
+    }
 
 
 def _connection(target: str, field: str) -> Finisher:
     """Link rows: the j-th link of the p-th parent points at target row (p + j * parents)."""
+
     def finish(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
         return {field: _pick(c.ws, target, c.p + c.j * c.parent_count).ident}
+
     return finish
 
 
@@ -584,93 +903,316 @@ def _tracking_plan_source(obj: dict[str, Any], c: Ctx) -> dict[str, Any] | None:
 
 KINDS: tuple[Kind, ...] = (
     # The catalog is Segment's, not the workspace's: it does not grow with `scale`.
-    Kind("source_metadata", "SourceMetadataV1", 40, finish=_catalog(SOURCE_CATALOG, "source-metadata"),
-         scales=False),
+    Kind("source_metadata", "SourceMetadataV1", 40, finish=_catalog(SOURCE_CATALOG, "source-metadata"), scales=False),
     Kind("destination_metadata", "DestinationMetadataV1", 60, finish=_destination_metadata, scales=False),
-    Kind("warehouse_metadata", "WarehouseMetadataV1", 8, finish=_catalog(WAREHOUSE_CATALOG, "warehouse-metadata"),
-         scales=False),
-    Kind("labels", None, 6, id_field=None, resource_type="Label", name_field="value", finish=_label,
-         ident=lambda o: f"{o['key']}:{o['value']}"),
+    Kind(
+        "warehouse_metadata",
+        "WarehouseMetadataV1",
+        8,
+        finish=_catalog(WAREHOUSE_CATALOG, "warehouse-metadata"),
+        scales=False,
+    ),
+    Kind(
+        "labels",
+        None,
+        6,
+        id_field=None,
+        resource_type="Label",
+        name_field="value",
+        finish=_label,
+        ident=lambda o: f"{o['key']}:{o['value']}",
+    ),
     Kind("roles", "RoleV1", 6, finish=_role),
     Kind("users", "UserV1", 20, resource_type="User", finish=_user),
     Kind("user_groups", "UserGroupV1", 4, resource_type="User Group", finish=_user_group),
-    Kind("group_memberships", None, 5, parent="user_groups", parent_field="userGroupId", id_field="userId",
-         finish=_connection("users", "userId"), spread=False),
+    Kind(
+        "group_memberships",
+        None,
+        5,
+        parent="user_groups",
+        parent_field="userGroupId",
+        id_field="userId",
+        finish=_connection("users", "userId"),
+        spread=False,
+    ),
     Kind("invites", None, 5, id_field="email", resource_type="Invite", name_field="email", finish=_invite),
-    Kind("group_invites", None, 2, parent="user_groups", parent_field="userGroupId", id_field="email",
-         name_field="email", finish=_invite, spread=False),
+    Kind(
+        "group_invites",
+        None,
+        2,
+        parent="user_groups",
+        parent_field="userGroupId",
+        id_field="email",
+        name_field="email",
+        finish=_invite,
+        spread=False,
+    ),
     Kind("sources", "SourceV1", 10, resource_type="Source", finish=_source),
     Kind("destinations", "DestinationV1", 15, resource_type="Destination", finish=_destination),
     Kind("warehouses", "WarehouseV1", 3, resource_type="Warehouse", finish=_warehouse, name_field="id"),
-    Kind("warehouse_connections", None, 4, parent="warehouses", parent_field="warehouseId", id_field="sourceId",
-         finish=_connection("sources", "sourceId"), spread=False),
-    Kind("warehouse_syncs", None, 5, parent="warehouse_connections", parent_field="sourceId", id_field="start",
-         finish=_warehouse_sync),
-    Kind("warehouse_selective_syncs", None, 3, parent="warehouse_connections", parent_field="sourceId",
-         id_field="collection", finish=_warehouse_selective_sync),
+    Kind(
+        "warehouse_connections",
+        None,
+        4,
+        parent="warehouses",
+        parent_field="warehouseId",
+        id_field="sourceId",
+        finish=_connection("sources", "sourceId"),
+        spread=False,
+    ),
+    Kind(
+        "warehouse_syncs",
+        None,
+        5,
+        parent="warehouse_connections",
+        parent_field="sourceId",
+        id_field="start",
+        finish=_warehouse_sync,
+    ),
+    Kind(
+        "warehouse_selective_syncs",
+        None,
+        3,
+        parent="warehouse_connections",
+        parent_field="sourceId",
+        id_field="collection",
+        finish=_warehouse_selective_sync,
+    ),
     Kind("tracking_plans", "TrackingPlanV1", 3, resource_type="Tracking Plan", finish=_tracking_plan),
-    Kind("rules", None, 20, parent="tracking_plans", parent_field="trackingPlanId", id_field=None,
-         name_field="key", finish=_rule, ident=lambda o: f"{o['type']}:{o.get('key')}", scales=True),
-    Kind("tracking_plan_sources", None, 4, parent="tracking_plans", parent_field="trackingPlanId",
-         id_field="sourceId", finish=_tracking_plan_source, spread=False),
+    Kind(
+        "rules",
+        None,
+        20,
+        parent="tracking_plans",
+        parent_field="trackingPlanId",
+        id_field=None,
+        name_field="key",
+        finish=_rule,
+        ident=lambda o: f"{o['type']}:{o.get('key')}",
+        scales=True,
+    ),
+    Kind(
+        "tracking_plan_sources",
+        None,
+        4,
+        parent="tracking_plans",
+        parent_field="trackingPlanId",
+        id_field="sourceId",
+        finish=_tracking_plan_source,
+        spread=False,
+    ),
     Kind("transformations", "TransformationV1", 4, resource_type="Transformation", finish=_transformation),
-    Kind("destination_filters", "DestinationFilterV1", 2, parent="destinations", parent_field="destinationId",
-         resource_type="Destination Filter", name_field="title", finish=_destination_filter),
+    Kind(
+        "destination_filters",
+        "DestinationFilterV1",
+        2,
+        parent="destinations",
+        parent_field="destinationId",
+        resource_type="Destination Filter",
+        name_field="title",
+        finish=_destination_filter,
+    ),
     Kind("reverse_etl_models", "ReverseEtlModel", 3, resource_type="Reverse ETL Model", finish=_retl_model),
-    Kind("destination_subscriptions", "DestinationSubscription", 2, parent="destinations",
-         parent_field="destinationId", resource_type="Destination Subscription", finish=_subscription, spread=False),
-    Kind("reverse_etl_syncs", None, 15, parent="destination_subscriptions", parent_field="subscriptionId",
-         id_field="syncId", finish=_retl_sync, spread=False),
+    Kind(
+        "destination_subscriptions",
+        "DestinationSubscription",
+        2,
+        parent="destinations",
+        parent_field="destinationId",
+        resource_type="Destination Subscription",
+        finish=_subscription,
+        spread=False,
+    ),
+    Kind(
+        "reverse_etl_syncs",
+        None,
+        15,
+        parent="destination_subscriptions",
+        parent_field="subscriptionId",
+        id_field="syncId",
+        finish=_retl_sync,
+        spread=False,
+    ),
     Kind("functions", "FunctionV1", 25, resource_type="Function", name_field="displayName", finish=_function),
     Kind("function_versions", "Version", 3, parent="functions", parent_field="functionId", finish=_function_version),
-    Kind("insert_function_instances", "InsertFunctionInstanceAlpha", 2, parent="functions", parent_field="functionId",
-         resource_type="Insert Function Instance", finish=_insert_instance, spread=False),
+    Kind(
+        "insert_function_instances",
+        "InsertFunctionInstanceAlpha",
+        2,
+        parent="functions",
+        parent_field="functionId",
+        resource_type="Insert Function Instance",
+        finish=_insert_instance,
+        spread=False,
+    ),
     Kind("credentials", "CredentialV1", 3, resource_type="Credential", finish=_credential),
-    Kind("credential_sources", None, 2, parent="credentials", parent_field="credentialId", id_field="sourceId",
-         finish=_connection("sources", "sourceId"), spread=False),
-    Kind("credential_warehouses", None, 1, parent="credentials", parent_field="credentialId", id_field="warehouseId",
-         finish=_connection("warehouses", "warehouseId"), spread=False),
-    Kind("regulations", None, 2, parent="sources", parent_field="sourceId",
-         resource_type="Regulation", name_field="regulationType", finish=_regulation, spread=False),
-    Kind("suppressions", None, 5, id_field=None, finish=_suppression,
-         ident=lambda o: o["subjectIds"][0]),
-    Kind("live_plugins", "LivePluginsAlpha", 2, parent="sources", parent_field="sourceId", finish=_live_plugin,
-         spread=False),
+    Kind(
+        "credential_sources",
+        None,
+        2,
+        parent="credentials",
+        parent_field="credentialId",
+        id_field="sourceId",
+        finish=_connection("sources", "sourceId"),
+        spread=False,
+    ),
+    Kind(
+        "credential_warehouses",
+        None,
+        1,
+        parent="credentials",
+        parent_field="credentialId",
+        id_field="warehouseId",
+        finish=_connection("warehouses", "warehouseId"),
+        spread=False,
+    ),
+    Kind(
+        "regulations",
+        None,
+        2,
+        parent="sources",
+        parent_field="sourceId",
+        resource_type="Regulation",
+        name_field="regulationType",
+        finish=_regulation,
+        spread=False,
+    ),
+    Kind("suppressions", None, 5, id_field=None, finish=_suppression, ident=lambda o: o["subjectIds"][0]),
+    Kind(
+        "live_plugins",
+        "LivePluginsAlpha",
+        2,
+        parent="sources",
+        parent_field="sourceId",
+        finish=_live_plugin,
+        spread=False,
+    ),
     Kind("spaces", None, 2, resource_type="Space", finish=_space),
-    Kind("audiences", "AudienceSummaryWithAudienceTypeAndLookback", 4, parent="spaces", parent_field="spaceId",
-         resource_type="Audience", finish=_audience),
-    Kind("audience_schedules", None, 1, parent="audiences", parent_field="audienceId",
-         finish=_schedule, spread=False),
-    Kind("audience_connections", "SimpleDestination", 2, parent="audiences", parent_field="audienceId",
-         finish=_audience_connection),
-    Kind("activations", "ActivationOutput", 2, parent="audiences", parent_field="audienceId",
-         name_field="activationName", finish=_activation),
-    Kind("audience_consumers", None, 1, parent="audiences", parent_field="audienceId", id_field="audienceId",
-         finish=_audience_consumer, spread=False),
-    Kind("computed_traits", "ComputedTraitSummary", 3, parent="spaces", parent_field="spaceId",
-         resource_type="Computed Trait", finish=_computed_trait),
-    Kind("profiles_warehouses", "ProfilesWarehouseAlpha", 1, parent="spaces", parent_field="spaceId",
-         resource_type="Profiles Warehouse", name_field="schemaName", finish=_profiles_warehouse, spread=False),
-    Kind("space_selective_syncs", None, 3, parent="profiles_warehouses", parent_field="warehouseId",
-         id_field="collection", finish=_space_selective_sync),
-    Kind("space_filters", "Filter", 3, parent="spaces", parent_field="spaceId", resource_type="Space Filter",
-         finish=_space_filter),
+    Kind(
+        "audiences",
+        "AudienceSummaryWithAudienceTypeAndLookback",
+        4,
+        parent="spaces",
+        parent_field="spaceId",
+        resource_type="Audience",
+        finish=_audience,
+    ),
+    Kind("audience_schedules", None, 1, parent="audiences", parent_field="audienceId", finish=_schedule, spread=False),
+    Kind(
+        "audience_connections",
+        "SimpleDestination",
+        2,
+        parent="audiences",
+        parent_field="audienceId",
+        finish=_audience_connection,
+    ),
+    Kind(
+        "activations",
+        "ActivationOutput",
+        2,
+        parent="audiences",
+        parent_field="audienceId",
+        name_field="activationName",
+        finish=_activation,
+    ),
+    Kind(
+        "audience_consumers",
+        None,
+        1,
+        parent="audiences",
+        parent_field="audienceId",
+        id_field="audienceId",
+        finish=_audience_consumer,
+        spread=False,
+    ),
+    Kind(
+        "computed_traits",
+        "ComputedTraitSummary",
+        3,
+        parent="spaces",
+        parent_field="spaceId",
+        resource_type="Computed Trait",
+        finish=_computed_trait,
+    ),
+    Kind(
+        "profiles_warehouses",
+        "ProfilesWarehouseAlpha",
+        1,
+        parent="spaces",
+        parent_field="spaceId",
+        resource_type="Profiles Warehouse",
+        name_field="schemaName",
+        finish=_profiles_warehouse,
+        spread=False,
+    ),
+    Kind(
+        "space_selective_syncs",
+        None,
+        3,
+        parent="profiles_warehouses",
+        parent_field="warehouseId",
+        id_field="collection",
+        finish=_space_selective_sync,
+    ),
+    Kind(
+        "space_filters",
+        "Filter",
+        3,
+        parent="spaces",
+        parent_field="spaceId",
+        resource_type="Space Filter",
+        finish=_space_filter,
+    ),
     Kind("space_events", None, 8, parent="spaces", parent_field="spaceId", id_field="name", finish=_space_event),
-    Kind("event_properties", None, 4, parent="space_events", parent_field="eventName", id_field="name",
-         finish=_event_property),
-    Kind("traits", None, 6, parent="spaces", parent_field="spaceId", id_field="trait", name_field="trait",
-         finish=_trait),
-    Kind("entity_paths", None, 3, parent="spaces", parent_field="spaceId", id_field="entitySlug",
-         name_field="entityName", finish=_entity_path),
-    Kind("entity_properties", None, 4, parent="entity_paths", parent_field="entitySlug", id_field="name",
-         finish=_entity_property),
+    Kind(
+        "event_properties",
+        None,
+        4,
+        parent="space_events",
+        parent_field="eventName",
+        id_field="name",
+        finish=_event_property,
+    ),
+    Kind(
+        "traits", None, 6, parent="spaces", parent_field="spaceId", id_field="trait", name_field="trait", finish=_trait
+    ),
+    Kind(
+        "entity_paths",
+        None,
+        3,
+        parent="spaces",
+        parent_field="spaceId",
+        id_field="entitySlug",
+        name_field="entityName",
+        finish=_entity_path,
+    ),
+    Kind(
+        "entity_properties",
+        None,
+        4,
+        parent="entity_paths",
+        parent_field="entitySlug",
+        id_field="name",
+        finish=_entity_property,
+    ),
 )
 
 # resourceType strings of the audit trail -> kind. Kinds without a resource type log their
 # changes as "<ancestor type> Modified" (e.g. a new rule modifies its Tracking Plan).
 AUDIT_RESOURCE_TYPES: dict[str, str] = {k.resource_type: k.name for k in KINDS if k.resource_type}
-AUDIT_KINDS_FOR_BASE_EVENTS = ("sources", "destinations", "warehouses", "tracking_plans", "functions", "users",
-                               "user_groups", "labels", "spaces", "audiences", "transformations")
+AUDIT_KINDS_FOR_BASE_EVENTS = (
+    "sources",
+    "destinations",
+    "warehouses",
+    "tracking_plans",
+    "functions",
+    "users",
+    "user_groups",
+    "labels",
+    "spaces",
+    "audiences",
+    "transformations",
+)
 
 
 class Workspace:
@@ -678,18 +1220,24 @@ class Workspace:
 
     AUDIT_RESOURCE_TYPES = AUDIT_RESOURCE_TYPES
 
-    def __init__(self, seed: int = 7, scale: float = 1.0, counts: dict[str, int] | None = None,
-                 anchor: datetime | None = None, clock: Callable[[], datetime] | None = None,
-                 spec: ApiSpec | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 7,
+        scale: float = 1.0,
+        counts: dict[str, int] | None = None,
+        anchor: datetime | None = None,
+        clock: Callable[[], datetime] | None = None,
+        spec: ApiSpec | None = None,
+    ) -> None:
         self.seed = seed
         self.scale = scale
         self.counts = dict(counts or {})
-        self.anchor = (anchor or datetime.now(timezone.utc)).astimezone(timezone.utc)
+        self.anchor = (anchor or datetime.now(UTC)).astimezone(UTC)
         # Three clocks, see the module docstring: `anchor` for time-based data, `today` for
         # recent histories, `epoch` for configuration objects.
         self.today = self.anchor.replace(hour=0, minute=0, second=0, microsecond=0)
         self.epoch = min(CONFIG_EPOCH, self.today)
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self.spec = spec or load_spec()
         self.generator = SchemaGenerator(self.spec, self.epoch)
         self.kinds_by_name: dict[str, Kind] = {k.name: k for k in KINDS}
@@ -835,8 +1383,15 @@ class Workspace:
             self._created[kind] = n + 1
             base = len(self.rows(kind))
             parents = self.rows(spec.parent) if spec.parent else [None]
-            ctx = Ctx(self, rng_for(self.seed, kind, "created", n), base + n, len(self.children(kind, parent)), parent,
-                      next((k for k, r in enumerate(parents) if r is parent), 0), len(parents))
+            ctx = Ctx(
+                self,
+                rng_for(self.seed, kind, "created", n),
+                base + n,
+                len(self.children(kind, parent)),
+                parent,
+                next((k for k, r in enumerate(parents) if r is parent), 0),
+                len(parents),
+            )
             obj = self._generate(spec, ctx) or {}
             if spec.id_field == "id" and "id" in obj:
                 obj["id"] = segment_id(self.seed, kind, "created", n)
@@ -907,8 +1462,9 @@ class Workspace:
             kind, target, pkey, action = self.kind(kind.parent), parent, parent.pkey, "Modified"
         if kind.resource_type is None:
             return
-        self.last_audit_event = self.audit.append(kind.resource_type, action, target.ident,
-                                                  str(target.obj.get(kind.name_field, target.ident)), self.now())
+        self.last_audit_event = self.audit.append(
+            kind.resource_type, action, target.ident, str(target.obj.get(kind.name_field, target.ident)), self.now()
+        )
 
     def add_audit_events(self, n: int, at: datetime | None = None) -> list[dict[str, Any]]:
         """Append ``n`` synthetic audit events at ``at`` (default: the simulator clock)."""

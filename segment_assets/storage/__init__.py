@@ -12,5 +12,15 @@ from segment_assets.storage.base import (
 from segment_assets.storage.changes import q
 from segment_assets.storage.duckdb_target import DEFAULT_MEMORY_LIMIT, DuckDBTarget
 
-__all__ = ["CHANGE_SUFFIX", "DEFAULT_MEMORY_LIMIT", "DEFAULT_SCHEMA", "HEADER_COLUMNS", "DuckDBTarget", "KeyCheck",
-           "StorageError", "Target", "WriteResult", "q"]
+__all__ = [
+    "CHANGE_SUFFIX",
+    "DEFAULT_MEMORY_LIMIT",
+    "DEFAULT_SCHEMA",
+    "HEADER_COLUMNS",
+    "DuckDBTarget",
+    "KeyCheck",
+    "StorageError",
+    "Target",
+    "WriteResult",
+    "q",
+]

@@ -16,8 +16,8 @@ from typing import ClassVar
 
 import pyarrow as pa
 
-from segment_assets.streams import RowFilter, UpdateMethod
-from segment_assets.tables import TableDef
+from segment_assets.api.streams import RowFilter, UpdateMethod
+from segment_assets.api.tables import TableDef
 
 DEFAULT_SCHEMA = "segment"
 CHANGE_SUFFIX = "__ct"
@@ -95,13 +95,22 @@ class Target(ABC):
     # -- writes --------------------------------------------------------------------------
 
     @abstractmethod
-    def write_snapshot(self, table: TableDef, batches: Iterable[pa.RecordBatch], *, method: UpdateMethod,
-                       run_id: str) -> WriteResult:
+    def write_snapshot(
+        self, table: TableDef, batches: Iterable[pa.RecordBatch], *, method: UpdateMethod, run_id: str
+    ) -> WriteResult:
         """Apply a full read (or, for WATERMARK, the newest rows) as `method` says, in one commit."""
 
     @abstractmethod
-    def replace_window(self, table: TableDef, batches: Iterable[pa.RecordBatch], *, time_column: str,
-                       start: datetime, end: datetime, run_id: str) -> WriteResult:
+    def replace_window(
+        self,
+        table: TableDef,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        time_column: str,
+        start: datetime,
+        end: datetime,
+        run_id: str,
+    ) -> WriteResult:
         """Replace exactly the rows of [start, end) with the fresh ones, in one commit."""
 
     @abstractmethod
@@ -114,8 +123,9 @@ class Target(ABC):
     def table_exists(self, name: str) -> bool: ...
 
     @abstractmethod
-    def parent_keys(self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
-                    ) -> list[tuple[object, ...]]:
+    def parent_keys(
+        self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
+    ) -> list[tuple[object, ...]]:
         """Distinct non-null values of `columns` in `table` (a parent's ids), sorted."""
 
     @abstractmethod

@@ -9,13 +9,13 @@ that changes nothing is not an update (Qlik writes no change row for it either).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 
+from segment_assets.api.streams import RowFilter
+from segment_assets.api.tables import TableDef
 from segment_assets.storage.base import SEQ_COUNTER_DIGITS, StorageError
-from segment_assets.streams import RowFilter
-from segment_assets.tables import TableDef
 
 # Inserts and updates sort before deletes of the same key, so a replay in change_seq order works.
 OPS_ORDER = "CASE WHEN op = 'D' THEN 1 ELSE 0 END"
@@ -61,7 +61,7 @@ def change_rows_sql(table: TableDef, changes: str) -> str:
 def next_seq_prefix(last: str | None, now: datetime | None = None) -> str:
     """`YYYYMMDDHHmmSShh` of now, bumped past the last one used, so change_seq stays monotonic
     across every change table of a target even if the clock steps back."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     prefix = now.strftime("%Y%m%d%H%M%S") + f"{now.microsecond // 10000:02d}"
     if last and last >= prefix:
         prefix = str(int(last) + 1)
@@ -106,5 +106,6 @@ def parent_keys_sql(relation: str, columns: Sequence[str], row_filter: RowFilter
 def max_by_sql(relation: str, group: Sequence[str], column: str) -> str:
     """max(column) per group key (the last column of each row)."""
     cols = ", ".join(q(c) for c in group)
-    return (f"SELECT {cols + ', ' if cols else ''}max({q(column)}) FROM {relation}"
-            + (f" GROUP BY {cols}" if cols else ""))
+    return f"SELECT {cols + ', ' if cols else ''}max({q(column)}) FROM {relation}" + (
+        f" GROUP BY {cols}" if cols else ""
+    )

@@ -15,13 +15,15 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
 import duckdb
 import pyarrow as pa
 
+from segment_assets.api.streams import RowFilter, UpdateMethod
+from segment_assets.api.tables import ARROW_TYPES, TableDef
 from segment_assets.storage.base import (
     CHANGE_SUFFIX,
     DEFAULT_SCHEMA,
@@ -44,8 +46,6 @@ from segment_assets.storage.changes import (
     q,
 )
 from segment_assets.storage.staging import staged
-from segment_assets.streams import RowFilter, UpdateMethod
-from segment_assets.tables import ARROW_TYPES, TableDef
 
 # DuckDB spills to disk past this, so a sync's footprint stays flat whatever the row count
 # (one writer thread: the writes are short and a second thread mostly adds buffers).
@@ -126,8 +126,15 @@ assert set(_SQL_TYPES.values()) <= set(ARROW_TYPES)
 class DuckDBTarget(Target):
     kind: ClassVar[str] = "duckdb"
 
-    def __init__(self, path: str | os.PathLike[str], *, schema: str = DEFAULT_SCHEMA, lock_timeout: float = 900.0,
-                 memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = 1) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        lock_timeout: float = 900.0,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        threads: int = 1,
+    ) -> None:
         self.path = str(Path(path).expanduser().absolute())
         self.schema = schema
         self.lock_timeout = lock_timeout
@@ -243,8 +250,10 @@ class DuckDBTarget(Target):
         table = self._qualified(name)
         if old == "VARCHAR" and new == "TIMESTAMPTZ":
             try:
-                con.execute(f"ALTER TABLE {table} ALTER COLUMN {q(col)} SET DATA TYPE TIMESTAMPTZ "
-                            f"USING CAST(NULLIF({q(col)}, '') AS TIMESTAMPTZ)")
+                con.execute(
+                    f"ALTER TABLE {table} ALTER COLUMN {q(col)} SET DATA TYPE TIMESTAMPTZ "
+                    f"USING CAST(NULLIF({q(col)}, '') AS TIMESTAMPTZ)"
+                )
                 return
             except duckdb.Error as exc:
                 raise StorageError(
@@ -269,7 +278,7 @@ class DuckDBTarget(Target):
 
     # -- staging ---------------------------------------------------------------------------
 
-    def _staged(self, table: TableDef, batches: Iterable[pa.RecordBatch]):  # noqa: ANN202
+    def _staged(self, table: TableDef, batches: Iterable[pa.RecordBatch]):
         return staged(table.name, table.arrow_schema(), batches, Path(self.path).parent / ".staging")
 
     def _load_stage(self, con: duckdb.DuckDBPyConnection, table: TableDef, path: str) -> None:
@@ -287,8 +296,9 @@ class DuckDBTarget(Target):
 
     # -- writes ----------------------------------------------------------------------------
 
-    def write_snapshot(self, table: TableDef, batches: Iterable[pa.RecordBatch], *, method: UpdateMethod,
-                       run_id: str) -> WriteResult:
+    def write_snapshot(
+        self, table: TableDef, batches: Iterable[pa.RecordBatch], *, method: UpdateMethod, run_id: str
+    ) -> WriteResult:
         started = time.monotonic()
         with self._staged(table, batches) as (path, staged_rows):
             with self.connect() as con:
@@ -298,8 +308,9 @@ class DuckDBTarget(Target):
                 with self._transaction(con):
                     if compare:
                         # A watermark read sees only the newest rows: absent rows are not deletes.
-                        result = self._apply_compare(con, table, run_id,
-                                                     deletes=method is UpdateMethod.RELOAD_AND_COMPARE)
+                        result = self._apply_compare(
+                            con, table, run_id, deletes=method is UpdateMethod.RELOAD_AND_COMPARE
+                        )
                     else:
                         con.execute(f"DELETE FROM {self._qualified(table.name)}")
                         self._insert_from(con, table, "_stage")
@@ -310,14 +321,22 @@ class DuckDBTarget(Target):
         result.seconds = time.monotonic() - started
         return result
 
-    def _insert_from(self, con: duckdb.DuckDBPyConnection, table: TableDef, source: str, where: str = "",
-                     params: Sequence[object] | None = None) -> None:
+    def _insert_from(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: TableDef,
+        source: str,
+        where: str = "",
+        params: Sequence[object] | None = None,
+    ) -> None:
         cols = ", ".join(q(c) for c in table.column_names)
-        con.execute(f"INSERT INTO {self._qualified(table.name)} ({cols}) SELECT {cols} FROM {source} {where}",
-                    params or [])
+        con.execute(
+            f"INSERT INTO {self._qualified(table.name)} ({cols}) SELECT {cols} FROM {source} {where}", params or []
+        )
 
-    def _apply_compare(self, con: duckdb.DuckDBPyConnection, table: TableDef, run_id: str,
-                       deletes: bool = True) -> WriteResult:
+    def _apply_compare(
+        self, con: duckdb.DuckDBPyConnection, table: TableDef, run_id: str, deletes: bool = True
+    ) -> WriteResult:
         cur = self._qualified(table.name)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _changes AS {changes_sql(table, cur, '_stage', deletes=deletes)}")
         counts = dict(con.execute("SELECT op, count(*) FROM _changes GROUP BY op").fetchall())
@@ -331,15 +350,17 @@ class DuckDBTarget(Target):
         self._write_change_rows(con, table, run_id, result)
         return result
 
-    def _write_change_rows(self, con: duckdb.DuckDBPyConnection, table: TableDef, run_id: str,
-                           result: WriteResult) -> None:
+    def _write_change_rows(
+        self, con: duckdb.DuckDBPyConnection, table: TableDef, run_id: str, result: WriteResult
+    ) -> None:
         """`_changes` (op + columns) into the change table, with the next change_seq prefix."""
         total = result.inserted + result.updated + result.deleted
         prefix = self._next_seq_prefix(con)
         ct = self._qualified(table.name + CHANGE_SUFFIX)
         cols = ", ".join(q(c) for c in [*table.column_names, *(h for h, _ in HEADER_COLUMNS)])
-        con.execute(f"INSERT INTO {ct} ({cols}) {change_rows_sql(table, '_changes')}",
-                    [prefix, datetime.now(timezone.utc), run_id])
+        con.execute(
+            f"INSERT INTO {ct} ({cols}) {change_rows_sql(table, '_changes')}", [prefix, datetime.now(UTC), run_id]
+        )
         result.change_rows = total
         # change_rows_sql numbers the rows 1..total after the prefix.
         result.change_seq_first = prefix + "1".zfill(SEQ_COUNTER_DIGITS)
@@ -355,7 +376,9 @@ class DuckDBTarget(Target):
         with _ENSURED_GUARD:
             if known in _ENSURED:
                 return
-        con.execute(f"CREATE TABLE IF NOT EXISTS {self._qualified(STATE_TABLE)} (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {self._qualified(STATE_TABLE)} (key VARCHAR PRIMARY KEY, value VARCHAR)"
+        )
         with _ENSURED_GUARD:
             _ENSURED[known] = frozenset()
 
@@ -388,8 +411,9 @@ class DuckDBTarget(Target):
                 cols = ", ".join(q(c) for c in table.column_names)
                 con.execute(f"INSERT INTO {self._qualified(name)} ({cols}) SELECT {cols} FROM _append")
             rows = con.execute(f"SELECT count(*) FROM {self._qualified(name)}").fetchall()[0][0]
-        return WriteResult(rows=rows, staged=table.num_rows, inserted=table.num_rows,
-                           seconds=time.monotonic() - started)
+        return WriteResult(
+            rows=rows, staged=table.num_rows, inserted=table.num_rows, seconds=time.monotonic() - started
+        )
 
     def drop_table(self, name: str) -> bool:
         with self.connect() as con:
@@ -404,15 +428,19 @@ class DuckDBTarget(Target):
         started = time.monotonic()
         with self.connect() as con:
             if not self._existing_columns(con, keys_table):
-                raise StorageError(f"delete_missing on {self.table_name(table.name)}: the key table "
-                                   f"{self.table_name(keys_table)} does not exist; nothing was deleted")
+                raise StorageError(
+                    f"delete_missing on {self.table_name(table.name)}: the key table "
+                    f"{self.table_name(keys_table)} does not exist; nothing was deleted"
+                )
             self._ensure_all(con, table, True)
             cur, keys = self._qualified(table.name), self._qualified(keys_table)
             join = " AND ".join(f"c.{q(k)} = k.{q(k)}" for k in table.primary_key)
             cols = ", ".join(f"c.{q(c)}" for c in table.column_names)
             with self._transaction(con):
-                con.execute(f"CREATE OR REPLACE TEMP TABLE _changes AS SELECT 'D' AS op, {cols} FROM {cur} c "
-                            f"ANTI JOIN {keys} k ON {join}")
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE _changes AS SELECT 'D' AS op, {cols} FROM {cur} c "
+                    f"ANTI JOIN {keys} k ON {join}"
+                )
                 deleted = con.execute("SELECT count(*) FROM _changes").fetchone()[0]
                 result = WriteResult(deleted=deleted)
                 if deleted:
@@ -424,8 +452,16 @@ class DuckDBTarget(Target):
         result.seconds = time.monotonic() - started
         return result
 
-    def replace_window(self, table: TableDef, batches: Iterable[pa.RecordBatch], *, time_column: str,
-                       start: datetime, end: datetime, run_id: str) -> WriteResult:
+    def replace_window(
+        self,
+        table: TableDef,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        time_column: str,
+        start: datetime,
+        end: datetime,
+        run_id: str,
+    ) -> WriteResult:
         """Idempotent load of one time window: its rows are deleted and the fresh ones inserted."""
         started = time.monotonic()
         within = f"{q(time_column)} >= ? AND {q(time_column)} < ?"
@@ -435,13 +471,20 @@ class DuckDBTarget(Target):
                 self._load_stage(con, table, path)
                 inside = con.execute(f"SELECT count(*) FROM _stage WHERE {within}", [start, end]).fetchone()[0]
                 with self._transaction(con):
-                    deleted = con.execute(f"DELETE FROM {self._qualified(table.name)} WHERE {within}",
-                                          [start, end]).fetchone()[0]
+                    deleted = con.execute(
+                        f"DELETE FROM {self._qualified(table.name)} WHERE {within}", [start, end]
+                    ).fetchone()[0]
                     # Rows the API put outside the requested window belong to other partitions.
                     self._insert_from(con, table, "_stage", f"WHERE {within}", [start, end])
                 check = self._key_check(con, table)
-        return WriteResult(rows=check.rows, staged=staged_rows, inserted=inside, deleted=deleted,
-                           seconds=time.monotonic() - started, key_check=check)
+        return WriteResult(
+            rows=check.rows,
+            staged=staged_rows,
+            inserted=inside,
+            deleted=deleted,
+            seconds=time.monotonic() - started,
+            key_check=check,
+        )
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -449,8 +492,9 @@ class DuckDBTarget(Target):
         with self.connect() as con:
             return bool(self._existing_columns(con, name))
 
-    def parent_keys(self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
-                    ) -> list[tuple[object, ...]]:
+    def parent_keys(
+        self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
+    ) -> list[tuple[object, ...]]:
         with self.connect() as con:
             if not self._existing_columns(con, table):
                 raise missing_parent_error(self, table)
@@ -490,7 +534,9 @@ class DuckDBTarget(Target):
         with self.connect() as con:
             rows = con.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? "
-                "AND table_name <> ? ORDER BY table_name", [self._catalog, self.schema, STATE_TABLE]).fetchall()
+                "AND table_name <> ? ORDER BY table_name",
+                [self._catalog, self.schema, STATE_TABLE],
+            ).fetchall()
         return [r[0] for r in rows]
 
     def query(self, sql: str, params: Sequence[object] | None = None) -> list[tuple[object, ...]]:

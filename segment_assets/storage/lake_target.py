@@ -64,7 +64,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from hashlib import sha1
 from pathlib import Path
 from typing import Any, ClassVar
@@ -80,6 +80,8 @@ from deltalake.schema import Field as DeltaField
 from deltalake.schema import PrimitiveType
 from deltalake.transaction import Transaction
 
+from segment_assets.api.streams import RowFilter, UpdateMethod, Window
+from segment_assets.api.tables import ARROW_TYPES, TableDef
 from segment_assets.storage.base import (
     CHANGE_SUFFIX,
     DEFAULT_SCHEMA,
@@ -103,21 +105,34 @@ from segment_assets.storage.changes import (
 )
 from segment_assets.storage.duckdb_target import DEFAULT_MEMORY_LIMIT
 from segment_assets.storage.staging import staged
-from segment_assets.streams import RowFilter, UpdateMethod, Window
-from segment_assets.tables import ARROW_TYPES, TableDef
 
 PARTITION_COLUMN = "_partition"
 PARTITION_FORMATS = {Window.DAILY: "%Y-%m-%d", Window.MONTHLY: "%Y-%m"}
 COMMIT_KEY = "segment_assets"  # commit-info key holding a change commit's prefix, time and run id
 APP_ID_PREFIX = "segment_assets:"
 SEQ_KEY = "change_seq_prefix"
-AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
-                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ALLOW_HTTP", "AWS_PROFILE")
+AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ALLOW_HTTP",
+    "AWS_PROFILE",
+)
 CLAIM_ATTEMPTS = 60
 REPAIR_LOOKBACK = 50  # current-table commits searched for change rows not yet in the change table
 HEADER_ARROW = {"VARCHAR": pa.string(), "TIMESTAMPTZ": pa.timestamp("us", tz="UTC")}
-_DELTA_PRIMITIVES = {pa.string(): "string", pa.int64(): "long", pa.float64(): "double", pa.bool_(): "boolean",
-                     pa.timestamp("us", tz="UTC"): "timestamp", pa.int32(): "integer", pa.date32(): "date"}
+_DELTA_PRIMITIVES = {
+    pa.string(): "string",
+    pa.int64(): "long",
+    pa.float64(): "double",
+    pa.bool_(): "boolean",
+    pa.timestamp("us", tz="UTC"): "timestamp",
+    pa.int32(): "integer",
+    pa.date32(): "date",
+}
 
 _STATE_LOCKS: dict[str, threading.Lock] = {}
 _STATE_LOCKS_GUARD = threading.Lock()
@@ -152,9 +167,16 @@ def _sql_name(t: pa.DataType) -> str:
 class LakeTarget(Target):
     kind: ClassVar[str] = "delta"
 
-    def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, storage_options: dict[str, str] | None = None,
-                 stage_dir: str | os.PathLike[str] | None = None, memory_limit: str = DEFAULT_MEMORY_LIMIT,
-                 threads: int = 1) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        storage_options: dict[str, str] | None = None,
+        stage_dir: str | os.PathLike[str] | None = None,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        threads: int = 1,
+    ) -> None:
         url = str(url).rstrip("/")
         parsed = urlparse(url)
         if parsed.scheme in ("", "file"):
@@ -211,9 +233,14 @@ class LakeTarget(Target):
     def _duck(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A private in-memory DuckDB for one operation, spilling to the staging folder."""
         self.stage_dir.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": self.threads,
-                                     "temp_directory": str(self.stage_dir / "duckdb.tmp"),
-                                     "preserve_insertion_order": False})
+        con = duckdb.connect(
+            config={
+                "memory_limit": self.memory_limit,
+                "threads": self.threads,
+                "temp_directory": str(self.stage_dir / "duckdb.tmp"),
+                "preserve_insertion_order": False,
+            }
+        )
         try:
             con.execute("SET TimeZone = 'UTC'")
             yield con
@@ -235,8 +262,13 @@ class LakeTarget(Target):
         dt = self._table(name)
         if dt is None:
             try:
-                return DeltaTable.create(self._uri(name), schema, partition_by=partition_by, mode="ignore",
-                                         storage_options=self.storage_options)
+                return DeltaTable.create(
+                    self._uri(name),
+                    schema,
+                    partition_by=partition_by,
+                    mode="ignore",
+                    storage_options=self.storage_options,
+                )
             except (CommitFailedError, DeltaError):
                 dt = self._table(name)  # another writer created it at the same moment
                 if dt is None:
@@ -272,32 +304,35 @@ class LakeTarget(Target):
 
     # -- staging --------------------------------------------------------------------------
 
-    def _staged(self, table: TableDef, batches: Iterable[pa.RecordBatch]):  # noqa: ANN202
+    def _staged(self, table: TableDef, batches: Iterable[pa.RecordBatch]):
         return staged(table.name, table.arrow_schema(), batches, self.stage_dir)
 
     def _load_stage(self, con: duckdb.DuckDBPyConnection, table: TableDef, path: str) -> None:
         load_stage(con, table, path)
 
-    def _register_current(self, con: duckdb.DuckDBPyConnection, alias: str, dt: DeltaTable,
-                          table: TableDef) -> None:
+    def _register_current(self, con: duckdb.DuckDBPyConnection, alias: str, dt: DeltaTable, table: TableDef) -> None:
         cols = ", ".join(q(c) for c in table.column_names)
         con.register(f"{alias}_ds", dt.to_pyarrow_dataset())
         con.execute(f"CREATE OR REPLACE TEMP VIEW {alias} AS SELECT {cols} FROM {alias}_ds")
 
-    def _reader(self, con: duckdb.DuckDBPyConnection, sql: str, schema: pa.Schema,
-                params: Sequence[object] | None = None) -> pa.RecordBatchReader:
+    def _reader(
+        self, con: duckdb.DuckDBPyConnection, sql: str, schema: pa.Schema, params: Sequence[object] | None = None
+    ) -> pa.RecordBatchReader:
         """Rows of `sql` streamed as Arrow in `schema` (DuckDB's JSON/timestamp types cast back)."""
         cols = ", ".join(q(f.name) for f in schema)
-        reader = con.sql(f"SELECT {cols} FROM ({sql})", params=list(params) if params else None
-                         ).to_arrow_reader(64 * 1024)
+        reader = con.sql(f"SELECT {cols} FROM ({sql})", params=list(params) if params else None).to_arrow_reader(
+            64 * 1024
+        )
         return pa.RecordBatchReader.from_batches(
-            schema, (pa.Table.from_batches([b]).cast(schema).combine_chunks().to_batches()[0]
-                     for b in reader if b.num_rows))
+            schema,
+            (pa.Table.from_batches([b]).cast(schema).combine_chunks().to_batches()[0] for b in reader if b.num_rows),
+        )
 
     # -- writes ---------------------------------------------------------------------------
 
-    def write_snapshot(self, table: TableDef, batches: Iterable[pa.RecordBatch], *, method: UpdateMethod,
-                       run_id: str) -> WriteResult:
+    def write_snapshot(
+        self, table: TableDef, batches: Iterable[pa.RecordBatch], *, method: UpdateMethod, run_id: str
+    ) -> WriteResult:
         started = time.monotonic()
         with self._staged(table, batches) as (path, staged_rows):
             compare = method.keeps_changes
@@ -312,10 +347,14 @@ class LakeTarget(Target):
                     con.execute(f"CREATE TEMP TABLE _changes AS {sql}")
                     result = self._apply_changes(con, table, dt, run_id)
                 else:
-                    write_deltalake(self._uri(table.name), self._reader(con, "SELECT * FROM _stage",
-                                                                        table.arrow_schema()),
-                                    mode="overwrite", schema_mode="merge", storage_options=self.storage_options,
-                                    commit_properties=self._commit_info({"run_id": run_id}))
+                    write_deltalake(
+                        self._uri(table.name),
+                        self._reader(con, "SELECT * FROM _stage", table.arrow_schema()),
+                        mode="overwrite",
+                        schema_mode="merge",
+                        storage_options=self.storage_options,
+                        commit_properties=self._commit_info({"run_id": run_id}),
+                    )
                     result = WriteResult()
             result.key_check = self.check_primary_key(table)
             result.rows = result.key_check.rows
@@ -326,11 +365,11 @@ class LakeTarget(Target):
 
     @staticmethod
     def _commit_info(info: dict[str, Any], app: Transaction | None = None) -> CommitProperties:
-        return CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(info)},
-                                app_transactions=[app] if app else None)
+        return CommitProperties(custom_metadata={COMMIT_KEY: json.dumps(info)}, app_transactions=[app] if app else None)
 
-    def _apply_changes(self, con: duckdb.DuckDBPyConnection, table: TableDef, dt: DeltaTable,
-                       run_id: str) -> WriteResult:
+    def _apply_changes(
+        self, con: duckdb.DuckDBPyConnection, table: TableDef, dt: DeltaTable, run_id: str
+    ) -> WriteResult:
         """`_changes` (op + columns) onto the current table in one commit, then into the change table."""
         counts = dict(con.execute("SELECT op, count(*) FROM _changes GROUP BY op").fetchall())
         result = WriteResult(inserted=counts.get("I", 0), updated=counts.get("U", 0), deleted=counts.get("D", 0))
@@ -338,26 +377,34 @@ class LakeTarget(Target):
         if not total:
             return result
         prefix = self._claim_seq_prefix()
-        info = {"prefix": prefix, "timestamp": datetime.now(timezone.utc).isoformat(), "run_id": run_id,
-                "changes": total}
+        info = {"prefix": prefix, "timestamp": datetime.now(UTC).isoformat(), "run_id": run_id, "changes": total}
         commit = self._commit_info(info)
         schema = table.arrow_schema()
         try:
             if total == result.inserted:
                 # Only new keys: a blind append, no file of the table is rewritten.
-                write_deltalake(dt, self._reader(con, "SELECT * FROM _changes", schema), mode="append",
-                                schema_mode="merge", commit_properties=commit)
+                write_deltalake(
+                    dt,
+                    self._reader(con, "SELECT * FROM _changes", schema),
+                    mode="append",
+                    schema_mode="merge",
+                    commit_properties=commit,
+                )
             else:
                 source = self._reader(con, "SELECT * FROM _changes", schema.insert(0, pa.field("op", pa.string())))
                 on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in table.primary_key)
-                (dt.merge(source, predicate=on, source_alias="s", target_alias="t", commit_properties=commit)
-                 .when_matched_delete(predicate="s.op = 'D'")
-                 .when_matched_update_all(predicate="s.op = 'U'", except_cols=["op"])
-                 .when_not_matched_insert_all(predicate="s.op = 'I'", except_cols=["op"])
-                 .execute())
+                (
+                    dt.merge(source, predicate=on, source_alias="s", target_alias="t", commit_properties=commit)
+                    .when_matched_delete(predicate="s.op = 'D'")
+                    .when_matched_update_all(predicate="s.op = 'U'", except_cols=["op"])
+                    .when_not_matched_insert_all(predicate="s.op = 'I'", except_cols=["op"])
+                    .execute()
+                )
         except CommitFailedError as exc:
-            raise StorageError(f"{self.table_name(table.name)}: another writer committed to the table while this "
-                               f"run was writing ({exc}); nothing was written, run the stream again") from exc
+            raise StorageError(
+                f"{self.table_name(table.name)}: another writer committed to the table while this "
+                f"run was writing ({exc}); nothing was written, run the stream again"
+            ) from exc
         version = self._change_commit_version(table, prefix)
         self._append_change_rows(con, table, "_changes", info, version)
         result.change_rows = total
@@ -370,20 +417,33 @@ class LakeTarget(Target):
         for entry in self._require(table.name).history(limit=5):
             if COMMIT_KEY in entry and json.loads(entry[COMMIT_KEY]).get("prefix") == prefix:
                 return int(entry["version"])
-        raise StorageError(f"{self.table_name(table.name)}: the change commit just written ({prefix}) is not among "
-                           "its last commits: another writer is writing this table")
+        raise StorageError(
+            f"{self.table_name(table.name)}: the change commit just written ({prefix}) is not among "
+            "its last commits: another writer is writing this table"
+        )
 
-    def _append_change_rows(self, con: duckdb.DuckDBPyConnection, table: TableDef, changes: str,
-                            info: dict[str, Any], version: int) -> None:
+    def _append_change_rows(
+        self, con: duckdb.DuckDBPyConnection, table: TableDef, changes: str, info: dict[str, Any], version: int
+    ) -> None:
         """The change rows of one current-table commit (`version`), marked with an app transaction."""
         ct = table.name + CHANGE_SUFFIX
         self._ensure(ct, self._arrow_schema(table, changes=True))
         schema = self._arrow_schema(table, changes=True)
-        rows = self._reader(con, change_rows_sql(table, changes), schema,
-                            [info["prefix"], datetime.fromisoformat(info["timestamp"]), info["run_id"]])
+        rows = self._reader(
+            con,
+            change_rows_sql(table, changes),
+            schema,
+            [info["prefix"], datetime.fromisoformat(info["timestamp"]), info["run_id"]],
+        )
         app = Transaction(APP_ID_PREFIX + table.name, version)
-        write_deltalake(self._uri(ct), rows, mode="append", schema_mode="merge", storage_options=self.storage_options,
-                        commit_properties=self._commit_info({"source_version": version, **info}, app))
+        write_deltalake(
+            self._uri(ct),
+            rows,
+            mode="append",
+            schema_mode="merge",
+            storage_options=self.storage_options,
+            commit_properties=self._commit_info({"source_version": version, **info}, app),
+        )
 
     def _repair_changes(self, table: TableDef) -> int:
         """Append the change rows of current-table commits whose change-table commit never happened
@@ -406,8 +466,10 @@ class LakeTarget(Target):
         for version, info in sorted(pending, key=lambda p: p[0]):
             before, after = self._table(table.name, version - 1), self._table(table.name, version)
             if before is None or after is None:
-                raise StorageError(f"{self.table_name(table.name)}: version {version} lacks its change rows and "
-                                   f"cannot be read back to recompute them (vacuumed?)")
+                raise StorageError(
+                    f"{self.table_name(table.name)}: version {version} lacks its change rows and "
+                    f"cannot be read back to recompute them (vacuumed?)"
+                )
             with self._duck() as con:
                 self._register_current(con, "_before", before, table)
                 self._register_current(con, "_after", after, table)
@@ -419,18 +481,28 @@ class LakeTarget(Target):
         """Bring the change table of `table` up to its current table (done by every write too)."""
         return self._repair_changes(table)
 
-    def replace_window(self, table: TableDef, batches: Iterable[pa.RecordBatch], *, time_column: str,
-                       start: datetime, end: datetime, run_id: str) -> WriteResult:
+    def replace_window(
+        self,
+        table: TableDef,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        time_column: str,
+        start: datetime,
+        end: datetime,
+        run_id: str,
+    ) -> WriteResult:
         """Idempotent load of one time window: a predicate overwrite of exactly [start, end)."""
         started = time.monotonic()
         window = table.stream.windowing
         fmt = PARTITION_FORMATS[window.partition] if window else "%Y-%m-%d"
-        start, end = start.astimezone(timezone.utc), end.astimezone(timezone.utc)
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
         tc = q(time_column)
         within = f"{tc} >= ? AND {tc} < ?"
         first, last = start.strftime(fmt), (end - timedelta(microseconds=1)).strftime(fmt)
-        predicate = (f"{PARTITION_COLUMN} >= '{first}' AND {PARTITION_COLUMN} <= '{last}' AND "
-                     f"{tc} >= '{start.isoformat()}' AND {tc} < '{end.isoformat()}'")
+        predicate = (
+            f"{PARTITION_COLUMN} >= '{first}' AND {PARTITION_COLUMN} <= '{last}' AND "
+            f"{tc} >= '{start.isoformat()}' AND {tc} < '{end.isoformat()}'"
+        )
         with self._staged(table, batches) as (path, staged_rows):
             dt = self._ensure_all(table, False)
             with self._duck() as con:
@@ -440,15 +512,32 @@ class LakeTarget(Target):
                 inside = con.execute(f"SELECT count(*) FROM _stage WHERE {within}", [start, end]).fetchall()[0][0]
                 # Rows the API put outside the requested window belong to other partitions.
                 rows = self._reader(
-                    con, f"SELECT *, strftime({tc}, '{fmt}') AS {PARTITION_COLUMN} FROM _stage WHERE {within}",
-                    self._arrow_schema(table), [start, end])
-                write_deltalake(dt, rows, mode="overwrite", predicate=predicate, schema_mode="merge",
-                                commit_properties=self._commit_info({"run_id": run_id, "window": [
-                                    start.isoformat(), end.isoformat()]}))
+                    con,
+                    f"SELECT *, strftime({tc}, '{fmt}') AS {PARTITION_COLUMN} FROM _stage WHERE {within}",
+                    self._arrow_schema(table),
+                    [start, end],
+                )
+                write_deltalake(
+                    dt,
+                    rows,
+                    mode="overwrite",
+                    predicate=predicate,
+                    schema_mode="merge",
+                    commit_properties=self._commit_info(
+                        {"run_id": run_id, "window": [start.isoformat(), end.isoformat()]}
+                    ),
+                )
             check = self.check_primary_key(table)
             version = self._require(table.name).version()
-        return WriteResult(rows=check.rows, staged=staged_rows, inserted=inside, deleted=deleted, version=version,
-                           seconds=time.monotonic() - started, key_check=check)
+        return WriteResult(
+            rows=check.rows,
+            staged=staged_rows,
+            inserted=inside,
+            deleted=deleted,
+            version=version,
+            seconds=time.monotonic() - started,
+            key_check=check,
+        )
 
     # -- change_seq prefix and state ------------------------------------------------------
 
@@ -456,8 +545,13 @@ class LakeTarget(Target):
         dt = self._table(STATE_TABLE)
         if dt is not None:
             return dt
-        seed = pa.table({"key": [SEQ_KEY], "value": pa.array([None], pa.string()),
-                         "updated_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("us", tz="UTC"))})
+        seed = pa.table(
+            {
+                "key": [SEQ_KEY],
+                "value": pa.array([None], pa.string()),
+                "updated_at": pa.array([datetime.now(UTC)], pa.timestamp("us", tz="UTC")),
+            }
+        )
         try:
             # Created with the prefix row in its first commit: every claim is then an update of that
             # row, which Delta's conflict check serialises (concurrent inserts would not conflict).
@@ -479,24 +573,33 @@ class LakeTarget(Target):
                 dt = self._state_table()
                 old = self._read_state(dt, key)
                 new = compute(old)
-                row = pa.table({"key": [key], "value": [new],
-                                "updated_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("us", tz="UTC"))})
+                row = pa.table(
+                    {
+                        "key": [key],
+                        "value": [new],
+                        "updated_at": pa.array([datetime.now(UTC)], pa.timestamp("us", tz="UTC")),
+                    }
+                )
                 same = "t.value IS NULL" if old is None else "t.value = s.old"
                 source = row.append_column("old", pa.array([old], pa.string()))
                 try:
-                    metrics = (dt.merge(source, predicate="t.key = s.key", source_alias="s", target_alias="t")
-                               .when_matched_update(updates={"value": "s.value", "updated_at": "s.updated_at"},
-                                                    predicate=same)
-                               .when_not_matched_insert(updates={"key": "s.key", "value": "s.value",
-                                                                 "updated_at": "s.updated_at"})
-                               .execute())
+                    metrics = (
+                        dt.merge(source, predicate="t.key = s.key", source_alias="s", target_alias="t")
+                        .when_matched_update(updates={"value": "s.value", "updated_at": "s.updated_at"}, predicate=same)
+                        .when_not_matched_insert(
+                            updates={"key": "s.key", "value": "s.value", "updated_at": "s.updated_at"}
+                        )
+                        .execute()
+                    )
                 except CommitFailedError:
                     time.sleep(random.uniform(0.01, 0.05 * (attempt + 1)))
                     continue
                 if metrics.get("num_target_rows_updated", 0) + metrics.get("num_target_rows_inserted", 0):
                     return new
-            raise StorageError(f"could not update state {key!r} in {self.table_uri(STATE_TABLE)} after "
-                               f"{CLAIM_ATTEMPTS} attempts: too many concurrent writers")
+            raise StorageError(
+                f"could not update state {key!r} in {self.table_uri(STATE_TABLE)} after "
+                f"{CLAIM_ATTEMPTS} attempts: too many concurrent writers"
+            )
 
     def _claim_seq_prefix(self) -> str:
         return self._compare_and_set(SEQ_KEY, next_seq_prefix)
@@ -512,11 +615,17 @@ class LakeTarget(Target):
 
     def append_rows(self, name: str, table: pa.Table) -> WriteResult:
         started = time.monotonic()
-        write_deltalake(self._uri(name), table, mode="append", schema_mode="merge",
-                        storage_options=self.storage_options)
+        write_deltalake(
+            self._uri(name), table, mode="append", schema_mode="merge", storage_options=self.storage_options
+        )
         dt = self._require(name)
-        return WriteResult(rows=dt.count(), staged=table.num_rows, inserted=table.num_rows, version=dt.version(),
-                           seconds=time.monotonic() - started)
+        return WriteResult(
+            rows=dt.count(),
+            staged=table.num_rows,
+            inserted=table.num_rows,
+            version=dt.version(),
+            seconds=time.monotonic() - started,
+        )
 
     def drop_table(self, name: str) -> bool:
         if not self.table_exists(name):
@@ -533,8 +642,10 @@ class LakeTarget(Target):
         started = time.monotonic()
         keys_dt = self._table(keys_table)
         if keys_dt is None:
-            raise StorageError(f"delete_missing on {self.table_name(table.name)}: the key table "
-                               f"{self.table_name(keys_table)} does not exist; nothing was deleted")
+            raise StorageError(
+                f"delete_missing on {self.table_name(table.name)}: the key table "
+                f"{self.table_name(keys_table)} does not exist; nothing was deleted"
+            )
         dt = self._ensure_all(table, True)
         self._repair_changes(table)
         with self._duck() as con:
@@ -542,8 +653,9 @@ class LakeTarget(Target):
             con.register("_keys", keys_dt.to_pyarrow_dataset())
             join = " AND ".join(f"c.{q(k)} = k.{q(k)}" for k in table.primary_key)
             cols = ", ".join(f"c.{q(c)}" for c in table.column_names)
-            con.execute(f"CREATE TEMP TABLE _changes AS SELECT 'D' AS op, {cols} FROM _current c "
-                        f"ANTI JOIN _keys k ON {join}")
+            con.execute(
+                f"CREATE TEMP TABLE _changes AS SELECT 'D' AS op, {cols} FROM _current c ANTI JOIN _keys k ON {join}"
+            )
             result = self._apply_changes(con, table, dt, run_id)
         result.key_check = self.check_primary_key(table)
         result.rows = result.key_check.rows
@@ -565,8 +677,9 @@ class LakeTarget(Target):
             con.register("_t", dt.to_pyarrow_dataset())
             return con.execute(sql, params or []).fetchall()
 
-    def parent_keys(self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
-                    ) -> list[tuple[object, ...]]:
+    def parent_keys(
+        self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
+    ) -> list[tuple[object, ...]]:
         sql, params = parent_keys_sql("_t", columns, row_filter)
         return self._dataset_query(table, sql, params)
 
@@ -582,7 +695,8 @@ class LakeTarget(Target):
         keys = ", ".join(q(k) for k in table.primary_key)
         any_null = " OR ".join(f"{q(k)} IS NULL" for k in table.primary_key)
         rows, distinct, nulls = self._dataset_query(
-            table.name, f"SELECT count(*), count(DISTINCT ({keys})), count(*) FILTER (WHERE {any_null}) FROM _t")[0]
+            table.name, f"SELECT count(*), count(DISTINCT ({keys})), count(*) FILTER (WHERE {any_null}) FROM _t"
+        )[0]
         return KeyCheck(rows=rows, duplicate_keys=rows - distinct, null_keys=nulls)
 
     def read_arrow(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
@@ -616,18 +730,20 @@ class LakeTarget(Target):
         """Compact small files (change tables and windows get one or more per commit)."""
         dt = self._require(name)
         metrics = dt.optimize.compact()
-        return {"table": name, "files_added": metrics.get("numFilesAdded", 0),
-                "files_removed": metrics.get("numFilesRemoved", 0), "version": self._require(name).version()}
+        return {
+            "table": name,
+            "files_added": metrics.get("numFilesAdded", 0),
+            "files_removed": metrics.get("numFilesRemoved", 0),
+            "version": self._require(name).version(),
+        }
 
     def vacuum(self, name: str, retention_hours: int = DEFAULT_VACUUM_RETENTION_HOURS) -> dict[str, object]:
         """Delete data files the table no longer references (replaced, compacted, or left by killed
         writes) once older than `retention_hours`; time travel past that point stops working."""
         dt = self._require(name)
-        removed = dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False,
-                            full=True)
+        removed = dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=True)
         return {"table": name, "files_deleted": len(removed)}
 
     def maintenance_tables(self) -> list[str]:
         """Every table, the state table included (it takes one small commit per change_seq claim)."""
         return [*self.table_names(), *([STATE_TABLE] if self.table_exists(STATE_TABLE) else [])]
-

@@ -17,10 +17,10 @@ from functools import cache
 
 import duckdb
 
+from segment_assets.api.streams import STREAMS
+from segment_assets.api.tables import TableDef, table_def
 from segment_assets.storage.base import CHANGE_SUFFIX, HEADER_COLUMNS, StorageError, Target
 from segment_assets.storage.changes import q
-from segment_assets.streams import STREAMS
-from segment_assets.tables import TableDef, table_def
 
 
 @cache
@@ -54,14 +54,16 @@ def sql_session(target: Target) -> duckdb.DuckDBPyConnection:
             con.execute(f"USE source_db.{q(target.schema)}")
         except duckdb.Error as exc:
             con.close()
-            raise StorageError(f"cannot open {target.path} schema {target.schema!r} for reading ({exc}); "
-                               "sync at least one stream first") from exc
+            raise StorageError(
+                f"cannot open {target.path} schema {target.schema!r} for reading ({exc}); "
+                "sync at least one stream first"
+            ) from exc
         return con
     if not isinstance(target, LakeTarget):
         raise TypeError(f"sql_session does not know targets of kind {target.kind!r}")
     con.execute(f"CREATE SCHEMA {q(target.schema)}")
     for i, name in enumerate(target.table_names()):
-        dt = target._table(name)  # noqa: SLF001 - the lake target's own reader
+        dt = target._table(name)
         if dt is None:
             continue
         dataset = dt.to_pyarrow_dataset()

@@ -35,8 +35,9 @@ def sweep_orphans(stage_dir: Path) -> None:
 
 
 @contextmanager
-def staged(name: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], stage_dir: Path
-           ) -> Iterator[tuple[str, int]]:
+def staged(
+    name: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], stage_dir: Path
+) -> Iterator[tuple[str, int]]:
     """Stream `batches` into a Parquet file in `stage_dir`; yields (path, rows) and removes the file."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     sweep_orphans(stage_dir)

@@ -13,15 +13,15 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
-from segment_assets import spec
-from segment_assets.streams import STREAMS, StreamSpec
+from segment_assets.api import spec
+from segment_assets.api.streams import STREAMS, StreamSpec
 
 EXTRA_COLUMN = "_extra"
 RECORD_KIND = "recordKind"  # context key naming which data key a record came from
@@ -98,8 +98,9 @@ def table_def(name: str) -> TableDef:
     columns: list[Column] = []
     seen: set[str] = set()
 
-    def add(api_name: str, prop: dict[str, Any] | None, source: str, col: str | None = None,
-            description: str = "") -> None:
+    def add(
+        api_name: str, prop: dict[str, Any] | None, source: str, col: str | None = None, description: str = ""
+    ) -> None:
         col = col or spec.snake_case(api_name)
         if col in seen:
             return
@@ -110,16 +111,27 @@ def table_def(name: str) -> TableDef:
     data_props = spec.properties(stream.operation.data_schema)
     if stream.parent:
         for param, parent_col in stream.parent.params.items():
-            add(param, None, "context", stream.parent.column_for(param),
-                f"`{parent_col}` of the parent table `{stream.parent.stream}` (request parameter `{param}`).")
+            add(
+                param,
+                None,
+                "context",
+                stream.parent.column_for(param),
+                f"`{parent_col}` of the parent table `{stream.parent.stream}` (request parameter `{param}`).",
+            )
     for param, values in stream.fan_out.items():
         add(param, None, "context", description=f"Request parameter `{param}`: one of {', '.join(values)}.")
     if stream.windowing and stream.windowing.window_columns:
         add(WINDOW_START, None, "context", description="Start of the requested window (inclusive).")
         add(WINDOW_END, None, "context", description="End of the requested window (exclusive).")
     if len(stream.data_keys) > 1:
-        add(RECORD_KIND, None, "context", description="Which list of the response the row came from: "
-                                                       + " or ".join(f"'{k}'" for k in stream.data_keys) + ".")
+        add(
+            RECORD_KIND,
+            None,
+            "context",
+            description="Which list of the response the row came from: "
+            + " or ".join(f"'{k}'" for k in stream.data_keys)
+            + ".",
+        )
     for name_ in stream.data_fields:
         add(name_, data_props.get(name_), "data")
 
@@ -145,11 +157,20 @@ def table_def(name: str) -> TableDef:
                     add(api_name, prop, "item", spec.snake_case(f"{stream.explode}_{api_name}") if clash else None)
     for col, path in stream.derived.items():
         add(path, None, "derived", col, f"`{path}` of the record.")
-    columns.append(Column(EXTRA_COLUMN, "JSON", "extra", EXTRA_COLUMN,
-                          "Fields the API returned that its schema does not document, kept as a JSON object."))
+    columns.append(
+        Column(
+            EXTRA_COLUMN,
+            "JSON",
+            "extra",
+            EXTRA_COLUMN,
+            "Fields the API returned that its schema does not document, kept as a JSON object.",
+        )
+    )
     for key in stream.primary_key:
         if key not in seen:
-            raise ValueError(f"stream {stream.name}: primary key column {key!r} is not among its columns {sorted(seen)}")
+            raise ValueError(
+                f"stream {stream.name}: primary key column {key!r} is not among its columns {sorted(seen)}"
+            )
     required = {c.api_name for c in columns if c.source == "record"}
     # A multi-key stream (credential consumers: sources and warehouses) requires what all its shapes do.
     for key in stream.data_keys or (None,):
@@ -202,7 +223,9 @@ class Shaper:
         else:
             for rec in records:
                 if not isinstance(rec, dict):
-                    raise RecordShapeError(f"stream {stream.name}: expected objects in the page, got {type(rec).__name__}")
+                    raise RecordShapeError(
+                        f"stream {stream.name}: expected objects in the page, got {type(rec).__name__}"
+                    )
             items: list[Any] | None = None
             if stream.explode:  # each element of the array field becomes a row, its record repeated
                 pairs = [(rec, item) for rec in records for item in rec.get(stream.explode) or ()]
@@ -300,7 +323,6 @@ class Shaper:
                 f"declare column_types={{{c.name!r}: 'JSON'}} for this stream to keep it as JSON"
             ) from exc
 
-
     def _timestamps(self, c: Column, values: list[Any]) -> list[datetime | None]:
         out: list[datetime | None] = []
         bad: list[Any] = []
@@ -330,7 +352,7 @@ def timestamp(value: Any) -> datetime | None:
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
-            return datetime.fromtimestamp(value, tz=timezone.utc)
+            return datetime.fromtimestamp(value, tz=UTC)
         except (OverflowError, OSError, ValueError):
             return None
     if isinstance(value, str):
@@ -341,7 +363,7 @@ def timestamp(value: Any) -> datetime | None:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
 
 

@@ -24,8 +24,8 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from segment_assets.rate_limits import RateBudget, RateLimitStore
-from segment_assets.streams import Paging, StreamSpec
+from segment_assets.api.rate_limits import RateBudget, RateLimitStore
+from segment_assets.api.streams import Paging, StreamSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,13 +35,13 @@ REGIONS: Mapping[str, str] = {
     "eu": "https://eu1.api.segmentapis.com",
 }
 
+
 def token_help(token_env: str = "SEGMENT_API_TOKEN") -> str:
     return (
         f"Set {token_env} to a Segment Public API token (Settings > Workspace settings > "
         "Access Management > Tokens > Create token; a Workspace Member token is enough to read). "
         "A legacy Config API token does not work with the Public API."
     )
-
 
 
 # Global ceiling per token: Segment publishes none, so this is deliberately generous and
@@ -172,8 +172,9 @@ class SegmentClient:
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self.limiter = RateBudget(rate_limits or {}, global_rate_limit, rate_limit_store, base_url=self.base_url,
-                                  token=token)
+        self.limiter = RateBudget(
+            rate_limits or {}, global_rate_limit, rate_limit_store, base_url=self.base_url, token=token
+        )
         self.stats = RequestStats()  # the whole client; per stream in stream_stats (streams run concurrently)
         self.stream_stats: dict[str, RequestStats] = {}
         self._stats_guard = threading.Lock()
@@ -345,7 +346,9 @@ class SegmentClient:
     def _retry_or_raise(self, stream: StreamSpec, attempt: int, what: str, final: Exception | None = None) -> None:
         """Sleep before retry `attempt`, or raise `final` (default: a TransientError) once retries ran out."""
         if attempt > self.max_retries:
-            raise final or TransientError(f"stream {stream.name}: GET {stream.path} failed {attempt} times, last: {what}")
+            raise final or TransientError(
+                f"stream {stream.name}: GET {stream.path} failed {attempt} times, last: {what}"
+            )
         self._count(stream, retries=1)
         delay = self._backoff(attempt)
         log.info("%s: %s, retry %d in %.2fs", stream.name, what, attempt, delay)
@@ -428,7 +431,11 @@ class SegmentClient:
             cursor = nxt
 
     def _pages_per_key(
-        self, stream: StreamSpec, path_params: dict[str, str], base_query: dict[str, Any], count: int,
+        self,
+        stream: StreamSpec,
+        path_params: dict[str, str],
+        base_query: dict[str, Any],
+        count: int,
         take: Callable[[Page], T],
     ) -> Iterator[T]:
         # Each data key has its own cursor; a key is dropped from the request once exhausted,

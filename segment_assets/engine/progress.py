@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from segment_assets.client import SegmentClient
-    from segment_assets.sync import StreamOutcome
-    from segment_assets.streams import StreamSpec
+    from segment_assets.api.client import SegmentClient
+    from segment_assets.api.streams import StreamSpec
+    from segment_assets.engine.runner import StreamOutcome
 
 
 class Observer(Protocol):

@@ -25,15 +25,15 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from segment_assets import progress
-from segment_assets.cycles import open_cycle, resumable
-from segment_assets.client import RequestStats, SegmentAuthError, SegmentClient, SyncStopped
-from segment_assets.partitions import clamp_to_retention, iso, window_queries
-from segment_assets.reading import FetchOutcome, ParentKeys, fetch_batches, plan_requests, stored_watermarks
+from segment_assets.api.client import RequestStats, SegmentAuthError, SegmentClient, SyncStopped
+from segment_assets.api.streams import STREAMS, StreamSpec, UpdateMethod
+from segment_assets.api.tables import table_def
+from segment_assets.engine import progress
+from segment_assets.engine.cycles import open_cycle, resumable
+from segment_assets.engine.reading import FetchOutcome, ParentKeys, fetch_batches, plan_requests, stored_watermarks
+from segment_assets.engine.windows import clamp_to_retention, iso, window_queries
 from segment_assets.storage import KeyCheck, Target, WriteResult
 from segment_assets.storage.base import seq_range_label
-from segment_assets.streams import STREAMS, StreamSpec, UpdateMethod
-from segment_assets.tables import table_def
 
 Status = Literal["ok", "unavailable", "failed", "skipped"]
 
@@ -91,27 +91,35 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     target = run.target
     method = run.method_for(stream)
     md = out.metadata
-    md.update({
-        "dagster/table_name": target.table_name(table.name),
-        "segment/table_uri": target.table_uri(table.name),
-        "segment/operation_id": stream.operation_id,
-        "segment/update_method": method.value,
-    })
+    md.update(
+        {
+            "dagster/table_name": target.table_name(table.name),
+            "segment/table_uri": target.table_uri(table.name),
+            "segment/operation_id": stream.operation_id,
+            "segment/update_method": method.value,
+        }
+    )
 
     def unavailable(why: str) -> None:
         target.ensure_table(table)
         out.status = "unavailable"
         out.key_check = target.check_primary_key(table)
-        md.update({"segment/status": "unavailable", "segment/unavailable_reason": why,
-                   "dagster/row_count": out.key_check.rows})
+        md.update(
+            {
+                "segment/status": "unavailable",
+                "segment/unavailable_reason": why,
+                "dagster/row_count": out.key_check.rows,
+            }
+        )
         md.setdefault("segment/api_requests", 0)
         out.log(logging.WARNING, f"{stream.name}: stream unavailable, table left as it was: {why}")
 
     if parent_unavailable:
         return unavailable(parent_unavailable)
     if stream.stability not in run.stabilities:
-        return unavailable(f"{stream.stability} endpoints are switched off in configuration "
-                           f"(stabilities={list(run.stabilities)})")
+        return unavailable(
+            f"{stream.stability} endpoints are switched off in configuration (stabilities={list(run.stabilities)})"
+        )
     window = windows = None
     if stream.windowing:
         if run.window is None:
@@ -119,8 +127,10 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
         md["segment/window"] = f"{iso(run.window[0])} .. {iso(run.window[1])}"
         window = clamp_to_retention(stream.windowing, *run.window)
         if window is None:
-            return unavailable(f"the window is older than the API's {stream.windowing.retention_days}-day retention: "
-                               "nothing was requested and rows already loaded for it are kept")
+            return unavailable(
+                f"the window is older than the API's {stream.windowing.retention_days}-day retention: "
+                "nothing was requested and rows already loaded for it are kept"
+            )
         windows = window_queries(stream.windowing, *window)
 
     client = run.client
@@ -129,9 +139,12 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     parents = run.parents.rows(stream)  # type: ignore[union-attr]
     cycle = open_cycle(stream, table, target, parents, run.budget_for(stream)) if resumable(stream, method) else None
     if cycle:
-        out.log(logging.INFO, f"{stream.name}: {len(parents)} parents exceed one run's budget of {cycle.budget} "
-                              f"requests: reading {len(cycle.chunk)} of cycle {cycle.state.cycle} "
-                              f"({cycle.state.parents_done} done before this run)")
+        out.log(
+            logging.INFO,
+            f"{stream.name}: {len(parents)} parents exceed one run's budget of {cycle.budget} "
+            f"requests: reading {len(cycle.chunk)} of cycle {cycle.state.cycle} "
+            f"({cycle.state.parents_done} done before this run)",
+        )
         parents = cycle.chunk
     requests = plan_requests(stream, parents, windows)
     fetch = FetchOutcome()
@@ -144,8 +157,9 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
         _request_stats(md, stats, before)
         return unavailable(fetch.unavailable[0])
     if window is not None and stream.windowing:
-        result = target.replace_window(table, staged, time_column=stream.windowing.time_column,
-                                       start=window[0], end=window[1], run_id=run.run_id)
+        result = target.replace_window(
+            table, staged, time_column=stream.windowing.time_column, start=window[0], end=window[1], run_id=run.run_id
+        )
     elif cycle:
         result = cycle.write(staged, run.run_id)
         md.update(cycle.metadata())
@@ -161,12 +175,17 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     _schema_drift(stream, target, shaper.undocumented, out)
     if shaper.invalid_values:
         md["segment/invalid_values"] = dict(shaper.invalid_values)
-        out.log(logging.WARNING, f"{stream.name}: values that are not what the API schema says were loaded as NULL: "
-                                 f"{dict(shaper.invalid_values)}")
+        out.log(
+            logging.WARNING,
+            f"{stream.name}: values that are not what the API schema says were loaded as NULL: "
+            f"{dict(shaper.invalid_values)}",
+        )
     if shaper.missing_required:
         md["segment/missing_required_fields"] = dict(shaper.missing_required)
-        out.log(logging.WARNING, f"{stream.name}: records lacked required fields, loaded as NULL: "
-                                 f"{dict(shaper.missing_required)}")
+        out.log(
+            logging.WARNING,
+            f"{stream.name}: records lacked required fields, loaded as NULL: {dict(shaper.missing_required)}",
+        )
     if fetch.unavailable_count:
         md["segment/unavailable_parameter_sets"] = fetch.unavailable_count
         md["segment/unavailable_example"] = fetch.unavailable[0]
@@ -184,8 +203,11 @@ def _schema_drift(stream: StreamSpec, target: Target, seen: set[str], out: Strea
     out.undocumented = sorted(seen | known)
     if out.new_undocumented:
         target.write_state(key, json.dumps(out.undocumented))
-        out.log(logging.WARNING, f"{stream.name}: the API sent fields its schema does not document: "
-                                 f"{', '.join(out.new_undocumented)} (kept in the _extra column)")
+        out.log(
+            logging.WARNING,
+            f"{stream.name}: the API sent fields its schema does not document: "
+            f"{', '.join(out.new_undocumented)} (kept in the _extra column)",
+        )
 
 
 def _peek(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -241,8 +263,13 @@ def critical_path_minutes(name: str) -> float:
     return own + max(below, default=0.0)
 
 
-def run_streams(streams: Sequence[StreamSpec], sync_one: Callable[[StreamSpec, str | None], StreamOutcome], *,
-                max_parallel: int, stop: threading.Event) -> Iterator[StreamOutcome]:
+def run_streams(
+    streams: Sequence[StreamSpec],
+    sync_one: Callable[[StreamSpec, str | None], StreamOutcome],
+    *,
+    max_parallel: int,
+    stop: threading.Event,
+) -> Iterator[StreamOutcome]:
     """Run `streams` on a thread pool, each as soon as its parent (when also selected) is written,
     and yield their outcomes in the caller's thread as they finish.
 
@@ -269,8 +296,9 @@ def run_streams(streams: Sequence[StreamSpec], sync_one: Callable[[StreamSpec, s
 
     def skipped(parent: StreamOutcome) -> Iterator[StreamOutcome]:
         for child in children.get(parent.stream.name, ()):
-            out = StreamOutcome(child, "skipped", error=RuntimeError(
-                f"not read: its parent stream {parent.stream.name} failed"))
+            out = StreamOutcome(
+                child, "skipped", error=RuntimeError(f"not read: its parent stream {parent.stream.name} failed")
+            )
             yield out
             yield from skipped(out)
 

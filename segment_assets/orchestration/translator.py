@@ -13,9 +13,9 @@ from typing import Any
 
 from dagster import AssetKey, AssetSpec, TableColumn, TableSchema
 
-from segment_assets.connections import Connection
-from segment_assets.streams import StreamSpec
-from segment_assets.tables import table_def
+from segment_assets.api.streams import StreamSpec
+from segment_assets.api.tables import table_def
+from segment_assets.orchestration.connections import Connection
 
 
 class SegmentTranslator:
@@ -48,8 +48,11 @@ class SegmentTranslator:
         return {"segment", storage_kind}
 
     def get_column_schema(self, stream: StreamSpec) -> TableSchema:
-        return TableSchema(columns=[TableColumn(c.name, c.type, description=c.description or None)
-                                    for c in table_def(stream.name).columns])
+        return TableSchema(
+            columns=[
+                TableColumn(c.name, c.type, description=c.description or None) for c in table_def(stream.name).columns
+            ]
+        )
 
     def get_metadata(self, stream: StreamSpec, connection: Connection, table_name: str) -> Mapping[str, Any]:
         return {
@@ -60,8 +63,15 @@ class SegmentTranslator:
             "segment/connection": connection.name,
         }
 
-    def get_asset_spec(self, stream: StreamSpec, connection: Connection, *, storage_kind: str, table_name: str,
-                       parent_key: AssetKey | None) -> AssetSpec:
+    def get_asset_spec(
+        self,
+        stream: StreamSpec,
+        connection: Connection,
+        *,
+        storage_kind: str,
+        table_name: str,
+        parent_key: AssetKey | None,
+    ) -> AssetSpec:
         return AssetSpec(
             key=self.get_asset_key(stream, connection),
             deps=[parent_key] if parent_key else [],

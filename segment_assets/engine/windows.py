@@ -1,4 +1,4 @@
-"""Time partitions of the time-based streams, and how a partition window becomes requests.
+"""Time windows of the time-based streams: how a window becomes requests, and what the API still keeps.
 
 Partition start dates are configuration with fixed defaults, never derived from the clock:
 a code server and a run worker that load the definitions on either side of midnight must
@@ -8,29 +8,16 @@ stream (`clamp_to_retention`): they make no request and keep the rows already lo
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
-from functools import cache
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from dagster import DailyPartitionsDefinition, MonthlyPartitionsDefinition, PartitionsDefinition
-
-from segment_assets.streams import TimeWindowing, Window
-from segment_assets.tables import WINDOW_END, WINDOW_START
+from segment_assets.api.streams import TimeWindowing, Window
+from segment_assets.api.tables import WINDOW_END, WINDOW_START
 
 # The first partitions offered when nothing is configured (`segment-assets init` writes a
 # workspace's own start dates into its connections file).
 DEFAULT_DAILY_START = "2026-09-01"
 DEFAULT_MONTHLY_START = "2025-12-01"
-
-
-@cache
-def partitions_def(window: Window, start: str | None = None) -> PartitionsDefinition:
-    """One daily and one monthly partitioning per workspace, shared by its time-based streams so a
-    schedule or backfill covers them together."""
-    if window is Window.DAILY:
-        return DailyPartitionsDefinition(start_date=start or DEFAULT_DAILY_START, timezone="UTC")
-    # end_offset=1: the current month is a partition too; its cumulative counts are re-read.
-    return MonthlyPartitionsDefinition(start_date=start or DEFAULT_MONTHLY_START, timezone="UTC", end_offset=1)
 
 
 def validate_start(value: str, what: str) -> str:
@@ -46,7 +33,7 @@ def window_queries(windowing: TimeWindowing, start: datetime, end: datetime) -> 
     than the API accepts in one request (or exactly one chunk per day for per-window snapshots)."""
     if windowing.period_param:
         out, month = [], date(start.year, start.month, 1)
-        while datetime(month.year, month.month, 1, tzinfo=timezone.utc) < end:
+        while datetime(month.year, month.month, 1, tzinfo=UTC) < end:
             out.append({windowing.period_param: month.isoformat()})
             month = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
         return out
@@ -65,15 +52,16 @@ def window_queries(windowing: TimeWindowing, start: datetime, end: datetime) -> 
 
 
 def iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def clamp_to_retention(windowing: TimeWindowing, start: datetime, end: datetime,
-                       now: datetime | None = None) -> tuple[datetime, datetime] | None:
+def clamp_to_retention(
+    windowing: TimeWindowing, start: datetime, end: datetime, now: datetime | None = None
+) -> tuple[datetime, datetime] | None:
     """The part of [start, end) the API still serves; None when all of it is older than retention."""
     if not windowing.retention_days:
         return start, end
-    oldest = (now or datetime.now(timezone.utc)) - timedelta(days=windowing.retention_days)
+    oldest = (now or datetime.now(UTC)) - timedelta(days=windowing.retention_days)
     if windowing.partition is Window.MONTHLY:
         oldest = oldest.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     if end <= oldest:

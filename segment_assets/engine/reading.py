@@ -20,11 +20,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from segment_assets import spec
-from segment_assets.client import NotFound, Page, SegmentClient, StreamUnavailable
+from segment_assets.api import spec
+from segment_assets.api.client import NotFound, Page, SegmentClient, StreamUnavailable
+from segment_assets.api.streams import StreamSpec
+from segment_assets.api.tables import RECORD_KIND, WINDOW_END, WINDOW_START, Shaper
 from segment_assets.storage import Target
-from segment_assets.streams import StreamSpec
-from segment_assets.tables import RECORD_KIND, WINDOW_END, WINDOW_START, Shaper
 
 WATERMARK_OVERLAP = timedelta(days=1)  # re-read a day below the watermark: late-finishing syncs change
 
@@ -88,8 +88,9 @@ def parent_rows(stream: StreamSpec, target: Target) -> list[dict[str, Any]]:
     return ParentKeys(target).rows(stream)
 
 
-def plan_requests(stream: StreamSpec, parents: list[dict[str, Any]],
-                  windows: list[dict[str, Any]] | None = None) -> list[Request]:
+def plan_requests(
+    stream: StreamSpec, parents: list[dict[str, Any]], windows: list[dict[str, Any]] | None = None
+) -> list[Request]:
     """Every parameter set the stream must be read with: parent ids x fan-out values x time windows."""
     sets = parents
     for param, values in stream.fan_out.items():
@@ -106,8 +107,13 @@ def plan_requests(stream: StreamSpec, parents: list[dict[str, Any]],
 
 
 def fetch_batches(
-    stream: StreamSpec, client: SegmentClient, requests: list[Request], outcome: FetchOutcome, concurrency: int,
-    shaper: Shaper, watermarks: Mapping[tuple[str, ...], datetime] | None = None,
+    stream: StreamSpec,
+    client: SegmentClient,
+    requests: list[Request],
+    outcome: FetchOutcome,
+    concurrency: int,
+    shaper: Shaper,
+    watermarks: Mapping[tuple[str, ...], datetime] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Pages of all requests as Arrow batches. A single request streams page by page; many
     requests (fan-out) run on a bounded pool, each collecting its own (small) pages."""

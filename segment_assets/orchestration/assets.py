@@ -8,8 +8,6 @@ are written (`sync.run_streams`), each stream's materialization yielded the mome
 table is committed. A child whose parent is not selected reads the parent's stored table.
 """
 
-
-
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -31,15 +29,15 @@ from dagster import (
     multi_asset,
 )
 
-from segment_assets import progress
-from segment_assets.connections import Connection
-from segment_assets.partitions import partitions_def
-from segment_assets.resources import DuckDBStorage, SegmentResource, StorageResource
+from segment_assets.api.streams import STREAMS, StreamSpec, Window
+from segment_assets.api.tables import table_def
+from segment_assets.engine import progress
+from segment_assets.engine.runner import StreamOutcome, StreamRun, run_streams, sync_stream
+from segment_assets.orchestration.connections import Connection
+from segment_assets.orchestration.partitions import partitions_def
+from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource, StorageResource
+from segment_assets.orchestration.translator import SegmentTranslator
 from segment_assets.storage import KeyCheck
-from segment_assets.streams import STREAMS, StreamSpec, Window
-from segment_assets.sync import StreamOutcome, StreamRun, run_streams, sync_stream
-from segment_assets.tables import table_def
-from segment_assets.translator import SegmentTranslator
 
 PK_CHECK = "primary_key_unique_not_null"
 DRIFT_CHECK = "schema_drift"
@@ -63,15 +61,19 @@ def asset_key(stream_name: str, connection: Connection = ZERO_CONFIG) -> AssetKe
     return SegmentTranslator().get_asset_key(STREAMS[stream_name], connection)
 
 
-def build_assets(connection: Connection = ZERO_CONFIG, storage: StorageResource | None = None
-                 ) -> list[AssetsDefinition]:
+def build_assets(
+    connection: Connection = ZERO_CONFIG, storage: StorageResource | None = None
+) -> list[AssetsDefinition]:
     """The assets of one workspace with the default translator (bind resources under its keys)."""
     return build_workspace_assets(connection, storage or DuckDBStorage())
 
 
-def build_workspace_assets(connection: Connection, storage: StorageResource,
-                           translator: SegmentTranslator | None = None,
-                           spec_mapper: Any = None) -> list[AssetsDefinition]:
+def build_workspace_assets(
+    connection: Connection,
+    storage: StorageResource,
+    translator: SegmentTranslator | None = None,
+    spec_mapper: Any = None,
+) -> list[AssetsDefinition]:
     """One multi-asset per partitioning holding every selected stream of `connection`."""
     translator = translator or SegmentTranslator()
     streams = connection.streams()
@@ -85,21 +87,33 @@ def build_workspace_assets(connection: Connection, storage: StorageResource,
             specs = []
             for s in members:
                 spec = translator.get_asset_spec(
-                    s, connection, storage_kind=storage.kind, table_name=storage.table_name(s.table),
-                    parent_key=keys.get(s.parent.stream) if s.parent else None)
+                    s,
+                    connection,
+                    storage_kind=storage.kind,
+                    table_name=storage.table_name(s.table),
+                    parent_key=keys.get(s.parent.stream) if s.parent else None,
+                )
                 specs.append(spec_mapper(s, spec) if spec_mapper else spec)
             if members:
                 out.append(_multi_asset(connection, window, members, specs, group))
     return out
 
 
-def _multi_asset(connection: Connection, window: Window | None, streams: list[StreamSpec],
-                 specs: list[AssetSpec], group: str | None = None) -> AssetsDefinition:
+def _multi_asset(
+    connection: Connection,
+    window: Window | None,
+    streams: list[StreamSpec],
+    specs: list[AssetSpec],
+    group: str | None = None,
+) -> AssetsDefinition:
     by_key = {spec.key: stream for spec, stream in zip(specs, streams)}
     key_of = {stream.name: spec.key for spec, stream in zip(specs, streams)}
     segment_key, storage_key = connection.resource_keys
-    pdef = partitions_def(window, connection.daily_start if window is Window.DAILY else connection.monthly_start) \
-        if window else None
+    pdef = (
+        partitions_def(window, connection.daily_start if window is Window.DAILY else connection.monthly_start)
+        if window
+        else None
+    )
     with warnings.catch_warnings():
         # BackfillPolicy is "beta" in Dagster 1.13; single-run backfills are what we rely on.
         warnings.simplefilter("ignore", BetaWarning)
@@ -108,10 +122,19 @@ def _multi_asset(connection: Connection, window: Window | None, streams: list[St
             name=step_name(connection, window, group),
             # Skippable: a stream that failed is not materialized, the others still are.
             specs=[s.replace_attributes(skippable=True) for s in specs],
-            check_specs=[c for s in specs for c in (
-                AssetCheckSpec(PK_CHECK, asset=s.key, description="Primary key is unique and never null"),
-                AssetCheckSpec(DRIFT_CHECK, asset=s.key, description="Warns when the API starts sending fields its "
-                               "schema does not document (they are kept in the _extra column)"))],
+            check_specs=[
+                c
+                for s in specs
+                for c in (
+                    AssetCheckSpec(PK_CHECK, asset=s.key, description="Primary key is unique and never null"),
+                    AssetCheckSpec(
+                        DRIFT_CHECK,
+                        asset=s.key,
+                        description="Warns when the API starts sending fields its "
+                        "schema does not document (they are kept in the _extra column)",
+                    ),
+                )
+            ],
             can_subset=True,
             required_resource_keys={segment_key, storage_key},
             partitions_def=pdef,
@@ -120,8 +143,8 @@ def _multi_asset(connection: Connection, window: Window | None, streams: list[St
             pool=connection.pool,
             op_tags=connection.run_tags,
             description=f"Segment workspace `{connection.name}`: "
-                        + ("configuration streams" if window is None else f"{window.value}-partitioned streams")
-                        + ", read concurrently in dependency order.",
+            + ("configuration streams" if window is None else f"{window.value}-partitioned streams")
+            + ", read concurrently in dependency order.",
         )
         def _segment_streams(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
             segment: SegmentResource = getattr(context.resources, segment_key)
@@ -132,8 +155,13 @@ def _multi_asset(connection: Connection, window: Window | None, streams: list[St
     return _segment_streams
 
 
-def materialize_streams(context: AssetExecutionContext, streams: list[StreamSpec], segment: SegmentResource,
-                        storage: StorageResource, key_of: Mapping[str, AssetKey]) -> Iterator[MaterializeResult]:
+def materialize_streams(
+    context: AssetExecutionContext,
+    streams: list[StreamSpec],
+    segment: SegmentResource,
+    storage: StorageResource,
+    key_of: Mapping[str, AssetKey],
+) -> Iterator[MaterializeResult]:
     """Run the selected streams concurrently; yield each one's materialization as it lands."""
     window = None
     if context.has_partition_key or context.has_partition_key_range:
@@ -141,16 +169,25 @@ def materialize_streams(context: AssetExecutionContext, streams: list[StreamSpec
         window = (tw.start, tw.end)
     client = segment.make_client()
     target = storage.get_target()
-    run = StreamRun(client=client, target=target, run_id=context.run.run_id,
-                    method_for=storage.method_for, fanout_concurrency=segment.max_concurrency,
-                    strict=segment.require_documented_fields, stabilities=tuple(segment.stabilities),
-                    window=window, stop=client.stop, budget_for=segment.budget_for)
+    run = StreamRun(
+        client=client,
+        target=target,
+        run_id=context.run.run_id,
+        method_for=storage.method_for,
+        fanout_concurrency=segment.max_concurrency,
+        strict=segment.require_documented_fields,
+        stabilities=tuple(segment.stabilities),
+        window=window,
+        stop=client.stop,
+        budget_for=segment.budget_for,
+    )
     checks = context.selected_asset_check_keys
     failures: list[StreamOutcome] = []
     progress.emit("run_started", client, streams)
     try:
-        for outcome in run_streams(streams, lambda s, why: sync_stream(s, run, why),
-                                   max_parallel=segment.max_streams, stop=client.stop):
+        for outcome in run_streams(
+            streams, lambda s, why: sync_stream(s, run, why), max_parallel=segment.max_streams, stop=client.stop
+        ):
             progress.emit("stream_finished", outcome)
             for level, text in outcome.messages:
                 context.log.log(level, text)
@@ -189,10 +226,15 @@ def _drift_check(key: AssetKey, outcome: StreamOutcome) -> AssetCheckResult:
         check_name=DRIFT_CHECK,
         passed=not new,
         severity=AssetCheckSeverity.WARN,
-        description=(f"The API started sending {len(new)} undocumented field(s): {', '.join(new)}" if new
-                     else "No new undocumented field"),
-        metadata={"new_fields": MetadataValue.text(", ".join(new) or "none"),
-                  "undocumented_fields": MetadataValue.text(", ".join(outcome.undocumented) or "none")},
+        description=(
+            f"The API started sending {len(new)} undocumented field(s): {', '.join(new)}"
+            if new
+            else "No new undocumented field"
+        ),
+        metadata={
+            "new_fields": MetadataValue.text(", ".join(new) or "none"),
+            "undocumented_fields": MetadataValue.text(", ".join(outcome.undocumented) or "none"),
+        },
     )
 
 
@@ -211,4 +253,3 @@ def _key_check(key: AssetKey, outcome: StreamOutcome) -> AssetCheckResult:
             "null_keys": check.null_keys,
         },
     )
-

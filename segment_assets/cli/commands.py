@@ -31,7 +31,7 @@ def _instance() -> Any:
     # home would race there (and can corrupt the migration state), so the first use is serialised.
     with open(home / ".segment-assets.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        project_config = Path(__file__).resolve().parent.parent / "dagster.yaml"
+        project_config = Path(__file__).resolve().parents[2] / "dagster.yaml"
         if not (home / "dagster.yaml").exists() and project_config.exists():
             tmp = home / f".dagster.yaml.{os.getpid()}"
             shutil.copy(project_config, tmp)
@@ -41,22 +41,28 @@ def _instance() -> Any:
         return instance
 
 
-def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = None, out: Any = sys.stdout,
-             connection: Any = None, verbose: bool = False) -> list[dict[str, Any]]:
+def run_sync(
+    select: Sequence[str] | None,
+    segment: Any = None,
+    storage: Any = None,
+    out: Any = sys.stdout,
+    connection: Any = None,
+    verbose: bool = False,
+) -> list[dict[str, Any]]:
     """Materialize the selected streams (default all) of one workspace; returns summary rows.
 
     One run per partitioning: the configuration streams (read concurrently in dependency order),
     then the last complete day of the daily streams, then the current month of the monthly ones."""
     from dagster import materialize
 
-    from segment_assets import progress
-    from segment_assets.assets import KINDS, build_workspace_assets, window_of
-    from segment_assets.automation import connection_partitions
-    from segment_assets.connections import connection_from_env
-    from segment_assets.resources import segment_resource, storage_resource
-    from segment_assets.streams import STREAMS
-    from segment_assets.terminal import TerminalProgress, print_summary
-    from segment_assets.translator import SegmentTranslator
+    from segment_assets.api.streams import STREAMS
+    from segment_assets.cli.terminal import TerminalProgress, print_summary
+    from segment_assets.engine import progress
+    from segment_assets.orchestration.assets import KINDS, build_workspace_assets, window_of
+    from segment_assets.orchestration.automation import connection_partitions
+    from segment_assets.orchestration.connections import connection_from_env
+    from segment_assets.orchestration.resources import segment_resource, storage_resource
+    from segment_assets.orchestration.translator import SegmentTranslator
 
     connection = connection or connection_from_env()
     unknown = [s for s in select or () if s not in STREAMS]
@@ -65,16 +71,22 @@ def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = N
     available = {s.name: s for s in connection.streams()}
     left_out = [s for s in select or () if s not in available]
     if left_out:
-        raise SystemExit(f"stream(s) {', '.join(left_out)} are not selected for connection {connection.name!r} "
-                         "(its include/exclude, or a parent left out)")
+        raise SystemExit(
+            f"stream(s) {', '.join(left_out)} are not selected for connection {connection.name!r} "
+            "(its include/exclude, or a parent left out)"
+        )
     wanted = [available[n] for n in (select or available)]
     segment = segment or segment_resource(connection)
     storage = storage or storage_resource(connection)
     translator = SegmentTranslator()
     assets = build_workspace_assets(connection, storage, translator)
     target = storage.get_target()
-    print(f"syncing {len(wanted)} stream(s) of {connection.name!r} from {segment.base_url} into "
-          f"{target.table_uri('*').replace('#', ' ')}", file=out, flush=True)
+    print(
+        f"syncing {len(wanted)} stream(s) of {connection.name!r} from {segment.base_url} into "
+        f"{target.table_uri('*').replace('#', ' ')}",
+        file=out,
+        flush=True,
+    )
     started = time.monotonic()
     instance = _instance()
     segment_key, storage_key = connection.resource_keys
@@ -93,7 +105,9 @@ def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = N
                     instance=instance,
                     resources={segment_key: segment, storage_key: storage},
                     selection=[translator.get_asset_key(s, connection) for s in streams],
-                    partition_key=connection_partitions(connection, window).get_last_partition_key() if window else None,
+                    partition_key=connection_partitions(connection, window).get_last_partition_key()
+                    if window
+                    else None,
                     raise_on_error=False,
                     tags=connection.run_tags,
                     run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
@@ -106,21 +120,27 @@ def run_sync(select: Sequence[str] | None, segment: Any = None, storage: Any = N
                     break  # a refused token stops the whole sync: no further run, no further request
     except KeyboardInterrupt:
         _interrupt_streams()
-        print(f"\nstopped after {time.monotonic() - started:.1f}s (signal): every table is at its last committed "
-              "state; the next sync continues from there", file=out, flush=True)
+        print(
+            f"\nstopped after {time.monotonic() - started:.1f}s (signal): every table is at its last committed "
+            "state; the next sync continues from there",
+            file=out,
+            flush=True,
+        )
         raise SystemExit(130) from None
     rows = []
     for event in (e for result in results for e in result.get_asset_materialization_events()):
         mat = event.event_specific_data.materialization
         md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
-        rows.append({
-            "stream": mat.asset_key.path[-1],
-            "rows": md.get("dagster/row_count", 0),
-            "requests": md.get("segment/api_requests", 0),
-            "seconds": md.get("segment/seconds", 0.0),
-            "status": md.get("segment/status", "ok"),
-            "changes": f"+{md.get('segment/inserted', 0)} ~{md.get('segment/updated', 0)} -{md.get('segment/deleted', 0)}",
-        })
+        rows.append(
+            {
+                "stream": mat.asset_key.path[-1],
+                "rows": md.get("dagster/row_count", 0),
+                "requests": md.get("segment/api_requests", 0),
+                "seconds": md.get("segment/seconds", 0.0),
+                "status": md.get("segment/status", "ok"),
+                "changes": f"+{md.get('segment/inserted', 0)} ~{md.get('segment/updated', 0)} -{md.get('segment/deleted', 0)}",
+            }
+        )
     print_summary(rows, time.monotonic() - started, out)
     failures = [e for result in results for e in result.all_events if e.is_step_failure]
     lines = []
@@ -145,7 +165,7 @@ def _root_error(event: Any) -> Any:
 
 
 def cmd_streams(args: argparse.Namespace) -> int:
-    from segment_assets.streams import STREAMS
+    from segment_assets.api.streams import STREAMS
 
     if args.json:
         print(json.dumps([s.as_dict() for s in STREAMS.values()], indent=2))
@@ -164,7 +184,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def pick_connection(name: str | None) -> Any:
     """The workspace a command works on: --connection NAME among the configured ones (the
     SEGMENT_CONNECTIONS file and component YAML files), else the only one there is."""
-    from segment_assets.connections import ConnectionConfigError, all_connections
+    from segment_assets.orchestration.connections import ConnectionConfigError, all_connections
 
     try:
         connections = all_connections()
@@ -172,8 +192,11 @@ def pick_connection(name: str | None) -> Any:
         raise SystemExit(f"configuration error: {exc}") from None
     if name is None:
         if len(connections) > 1:
-            raise SystemExit("several workspaces are configured (" + ", ".join(c.name for c in connections)
-                             + "): choose one with --connection NAME")
+            raise SystemExit(
+                "several workspaces are configured ("
+                + ", ".join(c.name for c in connections)
+                + "): choose one with --connection NAME"
+            )
         return connections[0]
     for c in connections:
         if c.name == name:
@@ -182,7 +205,7 @@ def pick_connection(name: str | None) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from segment_assets.resources import DuckDBStorage, SegmentResource, default_duckdb_path
+    from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource, default_duckdb_path
     from segment_assets.simulator import Simulator
 
     path = args.duckdb or default_duckdb_path()
@@ -204,7 +227,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     on a DuckDB file and on a lake alike (the lake's tables are registered in a DuckDB session)."""
     import duckdb
 
-    from segment_assets.resources import storage_resource
+    from segment_assets.orchestration.resources import storage_resource
 
     connection = pick_connection(args.connection)
     target = storage_resource(connection).get_target()
@@ -240,8 +263,9 @@ def _sql_session(target: Any) -> Any:
         try:
             con = duckdb.connect(target.path, read_only=True)
         except duckdb.IOException as exc:
-            raise SystemExit(f"{target.path} is being written by another process (a sync?); try again when it "
-                             f"is done ({exc})") from None
+            raise SystemExit(
+                f"{target.path} is being written by another process (a sync?); try again when it is done ({exc})"
+            ) from None
         catalog = con.execute("SELECT current_database()").fetchone()[0]
         con.execute(f'USE "{catalog}"."{target.schema}"')  # so `FROM sources` works too
         return con
@@ -256,7 +280,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from segment_assets.connections import Connection
+    from segment_assets.orchestration.connections import Connection
 
     path = Path(args.file)
     if path.exists():
@@ -273,11 +297,15 @@ def cmd_init(args: argparse.Namespace) -> int:
         "monthly_start": str(date(month // 12, month % 12 + 1, 1)),
     }
     Connection.model_validate(entry)  # the same checks the code location applies
-    path.write_text("# Segment workspaces replicated by segment_assets; one entry per workspace (one token each).\n"
-                    "# Tokens never go here: each entry names the environment variable that holds its token.\n"
-                    + yaml.safe_dump({"connections": [entry]}, sort_keys=False))
-    print(f"wrote {path}\n\nnext:\n  export {args.token_env}=...   # a Segment Public API token\n"
-          f"  export SEGMENT_CONNECTIONS={path.absolute()}\n  segment-assets doctor\n  segment-assets sync")
+    path.write_text(
+        "# Segment workspaces replicated by segment_assets; one entry per workspace (one token each).\n"
+        "# Tokens never go here: each entry names the environment variable that holds its token.\n"
+        + yaml.safe_dump({"connections": [entry]}, sort_keys=False)
+    )
+    print(
+        f"wrote {path}\n\nnext:\n  export {args.token_env}=...   # a Segment Public API token\n"
+        f"  export SEGMENT_CONNECTIONS={path.absolute()}\n  segment-assets doctor\n  segment-assets sync"
+    )
     return 0
 
 
@@ -295,7 +323,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _interrupt_streams() -> None:
-    client = sys.modules.get("segment_assets.client")  # not loaded: no sync has started
+    client = sys.modules.get("segment_assets.api.client")  # not loaded: no sync has started
     if client is not None:
         client.stop_all_syncs()
 
@@ -306,7 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("streams", help="list the stream registry")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("sync", help="materialize streams in-process (SEGMENT_API_TOKEN, SEGMENT_API_URL/SEGMENT_REGION)")
+    p = sub.add_parser(
+        "sync", help="materialize streams in-process (SEGMENT_API_TOKEN, SEGMENT_API_URL/SEGMENT_REGION)"
+    )
     p.add_argument("--select", nargs="+", metavar="STREAM")
     p.add_argument("--connection", metavar="NAME", help="the workspace, when several are configured")
     p.add_argument("--verbose", action="store_true", help="Dagster's event log lines instead of the progress view")
@@ -316,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--duckdb", help="DuckDB file (default SEGMENT_DUCKDB_PATH or data/segment_assets.duckdb)")
     p.add_argument("--select", nargs="+", metavar="STREAM")
     p.add_argument("--verbose", action="store_true")
-    p = sub.add_parser("sql", help="run SQL on the tables (DuckDB file or lake), e.g. \"SELECT * FROM segment.sources\"")
+    p = sub.add_parser("sql", help='run SQL on the tables (DuckDB file or lake), e.g. "SELECT * FROM segment.sources"')
     p.add_argument("query")
     p.add_argument("--connection", metavar="NAME")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -327,20 +357,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--token-env", default="SEGMENT_API_TOKEN")
     p.add_argument("--region", choices=("us", "eu"), default="us")
     p.add_argument("--duckdb", help="DuckDB file (default data/segment_assets.duckdb)")
-    sub.add_parser("simulate", help="run the Segment API simulator in the foreground (see `simulate --help`)",
-                   add_help=False)
-    sub.add_parser("doctor", help="check the token, region and features; estimate a full sync (see `doctor --help`)",
-                   add_help=False)
-    sub.add_parser("docs", help="write docs/tables.md, the table reference (--check: fail if out of date)",
-                   add_help=False)
+    sub.add_parser(
+        "simulate", help="run the Segment API simulator in the foreground (see `simulate --help`)", add_help=False
+    )
+    sub.add_parser(
+        "doctor",
+        help="check the token, region and features; estimate a full sync (see `doctor --help`)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "docs", help="write docs/tables.md, the table reference (--check: fail if out of date)", add_help=False
+    )
     if argv[:1] == ["simulate"]:
         return cmd_simulate(argparse.Namespace(), argv[1:])
     if argv[:1] == ["doctor"]:
-        from segment_assets.doctor import main as doctor_main
+        from segment_assets.cli.doctor import main as doctor_main
 
         return doctor_main(argv[1:])
     if argv[:1] == ["docs"]:
-        from segment_assets.reference import main as docs_main
+        from segment_assets.cli.reference import main as docs_main
 
         return docs_main(argv[1:])
     args = parser.parse_args(argv)
@@ -348,8 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # request or wait, staging files are removed, committed tables stay as they are.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    return {"streams": cmd_streams, "sync": cmd_sync, "demo": cmd_demo, "sql": cmd_sql,
-            "init": cmd_init}[args.command](args)
+    return {"streams": cmd_streams, "sync": cmd_sync, "demo": cmd_demo, "sql": cmd_sql, "init": cmd_init}[args.command](
+        args
+    )
 
 
 if __name__ == "__main__":

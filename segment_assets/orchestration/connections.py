@@ -28,8 +28,8 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from segment_assets.partitions import DEFAULT_DAILY_START, DEFAULT_MONTHLY_START, validate_start
-from segment_assets.streams import STREAMS, StreamSpec, materialized_streams
+from segment_assets.api.streams import STREAMS, StreamSpec, materialized_streams
+from segment_assets.engine.windows import DEFAULT_DAILY_START, DEFAULT_MONTHLY_START, validate_start
 
 CONNECTIONS_ENV = "SEGMENT_CONNECTIONS"
 DEFAULT_TOKEN_ENV = "SEGMENT_API_TOKEN"
@@ -48,24 +48,32 @@ class Connection(BaseModel):
     # hide_input_in_errors: a refused `token:` must not be echoed back by the validation error.
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    name: str = Field(description="Names the workspace: asset key prefix, schema/folder, job, schedule and sensor names.")
-    token: str | None = Field(default=None, repr=False,
-                              description="Refused: a token never goes into a file. Use token_env.")
-    token_env: str = Field(default=DEFAULT_TOKEN_ENV,
-                           description="The environment variable holding this workspace's Public API token "
-                                       "(never the token itself).")
-    region: Literal["us", "eu"] = Field(default="us", description="'us' (api.segmentapis.com) or 'eu' (eu1.api.segmentapis.com).")
+    name: str = Field(
+        description="Names the workspace: asset key prefix, schema/folder, job, schedule and sensor names."
+    )
+    token: str | None = Field(
+        default=None, repr=False, description="Refused: a token never goes into a file. Use token_env."
+    )
+    token_env: str = Field(
+        default=DEFAULT_TOKEN_ENV,
+        description="The environment variable holding this workspace's Public API token (never the token itself).",
+    )
+    region: Literal["us", "eu"] = Field(
+        default="us", description="'us' (api.segmentapis.com) or 'eu' (eu1.api.segmentapis.com)."
+    )
     api_url: str | None = Field(default=None, description="Base URL; overrides region (e.g. a simulator).")
     duckdb_path: str | None = Field(default=None, description="DuckDB file (default data/segment_assets.duckdb).")
-    lake_url: str | None = Field(default=None, description="Delta lake root: file:///path or s3://bucket/prefix. "
-                                                             "Tables go to <root>/<schema>/<table>/.")
+    lake_url: str | None = Field(
+        default=None,
+        description="Delta lake root: file:///path or s3://bucket/prefix. Tables go to <root>/<schema>/<table>/.",
+    )
     schema_name: str | None = Field(default=None, description="DuckDB schema or lake folder (default: the name).")
     key_prefix: list[str] | None = Field(default=None, description="Asset key prefix (default segment/<name>).")
-    include: list[str] = Field(default_factory=list,
-                               description="Streams or groups to replicate (default: all).")
+    include: list[str] = Field(default_factory=list, description="Streams or groups to replicate (default: all).")
     exclude: list[str] = Field(default_factory=list, description="Streams or groups to leave out.")
-    update_method: str | None = Field(default=None, description="'reload_and_compare' or 'full_load' for every "
-                                                                "non-partitioned stream.")
+    update_method: str | None = Field(
+        default=None, description="'reload_and_compare' or 'full_load' for every non-partitioned stream."
+    )
     update_methods: dict[str, str] = Field(default_factory=dict, description="Per-stream update method.")
     config_cron: str = Field(default=DEFAULT_CONFIG_CRON, description="Cron of the configuration schedule (UTC).")
     daily_start: str = Field(default=DEFAULT_DAILY_START, description="First daily partition (YYYY-MM-DD).")
@@ -76,14 +84,18 @@ class Connection(BaseModel):
     rate_limit_store: str = Field(
         default="file",
         description="Who shares this token's rate budget: 'file' (every process on this machine, the default), "
-                    "'redis://host:port/db' (several machines: Celery workers, pods), or 'memory' (this process).")
+        "'redis://host:port/db' (several machines: Celery workers, pods), or 'memory' (this process).",
+    )
     step_per_group: bool = Field(
         default=False,
         description="One Dagster step per Segment area (sources, warehouses...) instead of one per partitioning: for "
-                    "executors that spread steps over processes or machines (Celery, a pod per step). In one process "
-                    "a single step is faster: its streams already run concurrently.")
-    default_names: bool = Field(default=False, description="Use the un-namespaced names of a single workspace "
-                                                          "(set by zero-config; keep false in files).")
+        "executors that spread steps over processes or machines (Celery, a pod per step). In one process "
+        "a single step is faster: its streams already run concurrently.",
+    )
+    default_names: bool = Field(
+        default=False,
+        description="Use the un-namespaced names of a single workspace (set by zero-config; keep false in files).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -102,8 +114,10 @@ class Connection(BaseModel):
     @classmethod
     def _check_name(cls, value: str) -> str:
         if not _NAME.match(value):
-            raise ValueError(f"connection name {value!r} must be lower-case letters, digits and _ (start with a "
-                             f"letter, at most 40): it becomes a schema, an asset key part and job names")
+            raise ValueError(
+                f"connection name {value!r} must be lower-case letters, digits and _ (start with a "
+                f"letter, at most 40): it becomes a schema, an asset key part and job names"
+            )
         return value
 
     @field_validator("config_cron")
@@ -126,8 +140,10 @@ class Connection(BaseModel):
         for field_name in ("include", "exclude"):
             unknown = [x for x in getattr(self, field_name) if x not in STREAMS and x not in groups]
             if unknown:
-                raise ValueError(f"connection {self.name!r}: {field_name} names unknown streams or groups {unknown}; "
-                                 f"`segment-assets streams` lists them (groups: {', '.join(sorted(groups))})")
+                raise ValueError(
+                    f"connection {self.name!r}: {field_name} names unknown streams or groups {unknown}; "
+                    f"`segment-assets streams` lists them (groups: {', '.join(sorted(groups))})"
+                )
         return self
 
     # -- names ---------------------------------------------------------------------------
@@ -256,7 +272,9 @@ def check_distinct(connections: Sequence[Connection], where: str) -> None:
         for what, value in (("name", c.name), ("asset key prefix", "/".join(c.asset_key_prefix))):
             key = f"{what}:{value}"
             if key in seen:
-                raise ConnectionConfigError(f"{where}: two connections share the {what} {value!r}; each workspace needs its own")
+                raise ConnectionConfigError(
+                    f"{where}: two connections share the {what} {value!r}; each workspace needs its own"
+                )
             seen[key] = c.name
 
 
@@ -273,7 +291,7 @@ COMPONENT_TYPE = "segment_assets.component.SegmentWorkspaceComponent"
 def component_connections(defs_dir: Path | None = None) -> list[Connection]:
     """The workspaces of component YAML files (`segment_assets/defs/<name>/defs.yaml`), read
     as connections so the command line sees what the code location loads."""
-    root = defs_dir or Path(__file__).resolve().parent / "defs"
+    root = defs_dir or Path(__file__).resolve().parents[1] / "defs"
     out = []
     for file in sorted(root.glob("*/defs.yaml")):
         for doc in yaml.safe_load_all(file.read_text()):

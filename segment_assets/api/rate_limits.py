@@ -62,8 +62,9 @@ class Limit:
     period_us: int
 
 
-def window_limit(name: str, per_minute: float | None, window: float = WINDOW_SECONDS,
-                 margin: float = MARGIN_SECONDS) -> Limit | None:
+def window_limit(
+    name: str, per_minute: float | None, window: float = WINDOW_SECONDS, margin: float = MARGIN_SECONDS
+) -> Limit | None:
     """A limit of `per_minute` requests as N starts per window; None means no limit.
 
     A fractional limit keeps a whole N and stretches the window (2.5/min: 2 per 48 s,
@@ -71,7 +72,9 @@ def window_limit(name: str, per_minute: float | None, window: float = WINDOW_SEC
     if per_minute is None or per_minute == 0:
         return None
     if not isinstance(per_minute, (int, float)) or math.isnan(per_minute) or per_minute < 0:
-        raise ValueError(f"rate limit for {name!r} must be a positive number of requests per minute, got {per_minute!r}")
+        raise ValueError(
+            f"rate limit for {name!r} must be a positive number of requests per minute, got {per_minute!r}"
+        )
     if math.isinf(per_minute):
         return None
     count = max(1, math.floor(per_minute))
@@ -120,7 +123,7 @@ def reserve_slot(now: int, paused_until: int, logs: Sequence[tuple[MutableSequen
             if fit != slot:
                 slot, moved = fit, True
     for starts, limit in logs:
-        del starts[:bisect_right(starts, now - limit.period_us)]
+        del starts[: bisect_right(starts, now - limit.period_us)]
         insort(starts, slot)
     return slot
 
@@ -148,8 +151,14 @@ class RateLimitStore(ABC):
 
     def reserve(self, operation_id: str, per_minute: float | None, global_per_minute: float | None) -> float:
         """Reserve the next start of `operation_id`; returns the seconds to sleep before it."""
-        limits = [lim for lim in (window_limit(operation_id, per_minute, self.window, self.margin),
-                                  window_limit(EVERY_OPERATION, global_per_minute, self.window, self.margin)) if lim]
+        limits = [
+            lim
+            for lim in (
+                window_limit(operation_id, per_minute, self.window, self.margin),
+                window_limit(EVERY_OPERATION, global_per_minute, self.window, self.margin),
+            )
+            if lim
+        ]
         if not limits and self.pause_refresh_seconds:
             return self._paused_wait(operation_id)
         return max(0.0, self._reserve(operation_id, limits) / 1_000_000)
@@ -229,15 +238,22 @@ class FileStore(RateLimitStore):
 
     pause_refresh_seconds = 0.25
 
-    def __init__(self, directory: str | os.PathLike[str], key: str, window: float = WINDOW_SECONDS,
-                 margin: float = MARGIN_SECONDS) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        key: str,
+        window: float = WINDOW_SECONDS,
+        margin: float = MARGIN_SECONDS,
+    ) -> None:
         super().__init__(window, margin)
         self.directory = Path(directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ValueError(f"cannot create the rate-limit directory {self.directory} ({exc}); set rate_limit_store "
-                             f"to 'file:/a/writable/dir' or 'memory'") from exc
+            raise ValueError(
+                f"cannot create the rate-limit directory {self.directory} ({exc}); set rate_limit_store "
+                f"to 'file:/a/writable/dir' or 'memory'"
+            ) from exc
         self.path = self.directory / f"{key}.sqlite3"
         self._lock = threading.Lock()
         self._con: sqlite3.Connection | None = None
@@ -273,15 +289,20 @@ class FileStore(RateLimitStore):
             con = self._connection()
             if not limits:  # nothing to record (pacing off): only the pauses count, no write lock needed
                 now = time.time_ns() // 1000
-                paused = con.execute("SELECT max(paused_until) FROM budget WHERE name IN (?, ?)",
-                                     (operation_id, EVERY_OPERATION)).fetchone()[0]
+                paused = con.execute(
+                    "SELECT max(paused_until) FROM budget WHERE name IN (?, ?)", (operation_id, EVERY_OPERATION)
+                ).fetchone()[0]
                 return max(now, paused or 0) - now
             con.execute("BEGIN IMMEDIATE")
             try:
                 names = (operation_id, EVERY_OPERATION, *(lim.name for lim in limits))
-                rows = {name: (starts, paused) for name, starts, paused in con.execute(
-                    f"SELECT name, starts, paused_until FROM budget WHERE name IN ({','.join('?' * len(names))})",
-                    names)}
+                rows = {
+                    name: (starts, paused)
+                    for name, starts, paused in con.execute(
+                        f"SELECT name, starts, paused_until FROM budget WHERE name IN ({','.join('?' * len(names))})",
+                        names,
+                    )
+                }
                 now = time.time_ns() // 1000  # read inside the lock: slots follow the order of transactions
                 paused = max(rows.get(operation_id, (b"", 0))[1], rows.get(EVERY_OPERATION, (b"", 0))[1])
                 logs = []
@@ -293,7 +314,8 @@ class FileStore(RateLimitStore):
                 con.executemany(
                     "INSERT INTO budget (name, starts) VALUES (?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET starts = excluded.starts",
-                    [(lim.name, starts.tobytes()) for starts, lim in logs])
+                    [(lim.name, starts.tobytes()) for starts, lim in logs],
+                )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -305,7 +327,8 @@ class FileStore(RateLimitStore):
             self._connection().execute(
                 "INSERT INTO budget (name, paused_until) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET paused_until = max(paused_until, excluded.paused_until)",
-                (name, time.time_ns() // 1000 + micros))
+                (name, time.time_ns() // 1000 + micros),
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -397,8 +420,9 @@ class RedisStore(RateLimitStore):
         try:
             import redis
         except ImportError as exc:
-            raise ValueError("rate_limit_store='redis://...' needs the redis package: "
-                             "pip install 'segment-assets[celery]'") from exc
+            raise ValueError(
+                "rate_limit_store='redis://...' needs the redis package: pip install 'segment-assets[celery]'"
+            ) from exc
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=10, socket_timeout=30)
         kwargs = self._redis.connection_pool.connection_kwargs
         self._where = f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
@@ -411,8 +435,12 @@ class RedisStore(RateLimitStore):
 
     def _reserve(self, operation_id: str, limits: Sequence[Limit]) -> int:
         p = self._prefix
-        keys = [f"{p}paused:{operation_id}", f"{p}paused:{EVERY_OPERATION}", f"{p}seq",
-                *(f"{p}starts:{lim.name}" for lim in limits)]
+        keys = [
+            f"{p}paused:{operation_id}",
+            f"{p}paused:{EVERY_OPERATION}",
+            f"{p}seq",
+            *(f"{p}starts:{lim.name}" for lim in limits),
+        ]
         args: list[int] = [x for lim in limits for x in (lim.count, lim.period_us)]
         return int(self._reserve_script(keys=keys, args=args))
 
@@ -437,8 +465,9 @@ def default_directory() -> Path:
     return Path(cache) / "segment-assets" / "rate-limits"
 
 
-def open_store(spec: str, base_url: str, token: str, *, window: float = WINDOW_SECONDS,
-               margin: float = MARGIN_SECONDS) -> RateLimitStore:
+def open_store(
+    spec: str, base_url: str, token: str, *, window: float = WINDOW_SECONDS, margin: float = MARGIN_SECONDS
+) -> RateLimitStore:
     """The store `spec` names, for the budget of `token` at `base_url`:
     'memory' (shared by this process), 'file', 'file:/some/dir', 'redis://host:port/db'."""
     key = budget_key(base_url, token)
@@ -450,7 +479,7 @@ def open_store(spec: str, base_url: str, token: str, *, window: float = WINDOW_S
                 store = _shared_memory[f"{key}/{window}/{margin}"] = MemoryStore(window, margin)
             return store
     if text == "file" or text.startswith("file:"):
-        where = text[len("file:"):].strip() if text != "file" else ""
+        where = text[len("file:") :].strip() if text != "file" else ""
         return FileStore(Path(where).expanduser() if where else default_directory(), key, window, margin)
     if text.startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(text, key, window, margin)
@@ -461,8 +490,15 @@ def open_store(spec: str, base_url: str, token: str, *, window: float = WINDOW_S
 class RateBudget:
     """One client's limits (requests/min per operation and per token) over a shared store."""
 
-    def __init__(self, per_operation: Mapping[str, float], global_per_minute: float | None,
-                 store: RateLimitStore | str | None = None, *, base_url: str = "", token: str = "") -> None:
+    def __init__(
+        self,
+        per_operation: Mapping[str, float],
+        global_per_minute: float | None,
+        store: RateLimitStore | str | None = None,
+        *,
+        base_url: str = "",
+        token: str = "",
+    ) -> None:
         for name, rate in per_operation.items():
             window_limit(name, rate)  # reject a bad limit here, not at the first request
         window_limit(EVERY_OPERATION, global_per_minute)

@@ -25,7 +25,7 @@ MEDIA_TYPES = {
 
 @cache
 def document() -> dict[str, Any]:
-    with resources.files("segment_assets").joinpath(SPEC_FILE).open("rb") as f:
+    with resources.files("segment_assets.api").joinpath(SPEC_FILE).open("rb") as f:
         return json.load(f)
 
 
@@ -112,9 +112,11 @@ def snake_case(name: str) -> str:
 #   - strings with `format: date-time`;
 #   - numbers named periodStart / periodEnd: unix seconds (their descriptions say so).
 # Listed exceptions, recognised by name although the rule above misses them:
-TIME_FIELD_EXCEPTIONS: frozenset[str] = frozenset({
-    "nextExecution",  # audience schedules: "The next scheduled execution time (RFC3339)."
-})
+TIME_FIELD_EXCEPTIONS: frozenset[str] = frozenset(
+    {
+        "nextExecution",  # audience schedules: "The next scheduled execution time (RFC3339)."
+    }
+)
 # ... and names the rule would catch that are not times (none in v73; kept for the next version).
 NOT_TIME_FIELDS: frozenset[str] = frozenset()
 _TIME_NAME = re.compile(r"(?:[a-z0-9]At|[a-z0-9]Time)$|^(?:time|timestamp|start|end)$")

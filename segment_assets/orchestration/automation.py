@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -45,10 +45,10 @@ from dagster import (
     sensor,
 )
 
-from segment_assets.client import SegmentClient, StreamUnavailable
-from segment_assets.connections import DEFAULT_CONFIG_CRON, Connection
-from segment_assets.partitions import partitions_def
-from segment_assets.streams import STREAMS, StreamSpec, Window, children_of
+from segment_assets.api.client import SegmentClient, StreamUnavailable
+from segment_assets.api.streams import STREAMS, StreamSpec, Window, children_of
+from segment_assets.orchestration.connections import DEFAULT_CONFIG_CRON, Connection
+from segment_assets.orchestration.partitions import partitions_def
 
 if TYPE_CHECKING:
     from dagster import JobDefinition as UnresolvedAssetJobDefinition  # what define_asset_job returns, for hints
@@ -71,33 +71,35 @@ PARTITIONED_WARN, PARTITIONED_FAIL = timedelta(hours=25), timedelta(hours=26)
 # The audit trail's resourceType (as events spell it) -> the config streams holding that
 # resource. Their config descendants (children_of, transitively) are added at lookup time.
 # A kind with no audit type of its own (rules, connections...) logs "<parent type> Modified".
-AUDIT_RESOURCE_STREAMS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "Workspace": ("workspace",),
-    "Source": ("sources",),
-    # Connected destinations are destinations seen from their source.
-    "Destination": ("destinations", "source_connected_destinations"),
-    "Destination Filter": ("destination_filters",),
-    "Destination Subscription": ("destination_subscriptions",),
-    "Warehouse": ("warehouses", "source_connected_warehouses"),
-    # The source -> plan link is on getSource (trackingPlanId) as well as under the plan.
-    "Tracking Plan": ("tracking_plans", "source_details"),
-    "Transformation": ("transformations",),
-    "Function": ("functions",),
-    "Insert Function Instance": ("insert_function_instances",),
-    "Reverse ETL Model": ("reverse_etl_models",),
-    "User": ("users",),
-    "User Group": ("user_groups",),
-    "Invite": ("invites",),
-    "Label": ("labels",),
-    "Credential": ("credentials",),
-    # Regulations are listed workspace-wide and per source.
-    "Regulation": ("regulations", "source_regulations"),
-    "Space": ("spaces",),
-    "Audience": ("audiences",),
-    "Computed Trait": ("computed_traits",),
-    "Profiles Warehouse": ("profiles_warehouses",),
-    "Space Filter": ("space_filters",),
-})
+AUDIT_RESOURCE_STREAMS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "Workspace": ("workspace",),
+        "Source": ("sources",),
+        # Connected destinations are destinations seen from their source.
+        "Destination": ("destinations", "source_connected_destinations"),
+        "Destination Filter": ("destination_filters",),
+        "Destination Subscription": ("destination_subscriptions",),
+        "Warehouse": ("warehouses", "source_connected_warehouses"),
+        # The source -> plan link is on getSource (trackingPlanId) as well as under the plan.
+        "Tracking Plan": ("tracking_plans", "source_details"),
+        "Transformation": ("transformations",),
+        "Function": ("functions",),
+        "Insert Function Instance": ("insert_function_instances",),
+        "Reverse ETL Model": ("reverse_etl_models",),
+        "User": ("users",),
+        "User Group": ("user_groups",),
+        "Invite": ("invites",),
+        "Label": ("labels",),
+        "Credential": ("credentials",),
+        # Regulations are listed workspace-wide and per source.
+        "Regulation": ("regulations", "source_regulations"),
+        "Space": ("spaces",),
+        "Audience": ("audiences",),
+        "Computed Trait": ("computed_traits",),
+        "Profiles Warehouse": ("profiles_warehouses",),
+        "Space Filter": ("space_filters",),
+    }
+)
 
 AUDIT_MAX_PAGES = 10  # pages per tick; a longer backlog triggers a full config sync instead
 AUDIT_TIME_BUDGET_SECONDS = 20.0  # Dagster cancels a sensor evaluation after 60 s by default
@@ -160,19 +162,25 @@ def build_jobs(connection: Connection, keys: Mapping[str, AssetKey]) -> dict[str
     tags = connection.run_tags
     jobs = {
         CONFIG_JOB: define_asset_job(
-            names[CONFIG_JOB], selection=AssetSelection.assets(*_keys(config_streams(connection), keys)), tags=tags,
+            names[CONFIG_JOB],
+            selection=AssetSelection.assets(*_keys(config_streams(connection), keys)),
+            tags=tags,
             description=f"Every non-partitioned stream of Segment workspace `{connection.name}`: configuration "
-                        "(reload and compare into <table>__ct) and sync histories (from their watermark).",
+            "(reload and compare into <table>__ct) and sync histories (from their watermark).",
         ),
     }
-    for what, window, text in ((DAILY_JOB, Window.DAILY, "(audit trail, event volume, delivery); each run replaces "
-                                "its days"), (MONTHLY_JOB, Window.MONTHLY, "(usage); each run replaces its months")):
+    for what, window, text in (
+        (DAILY_JOB, Window.DAILY, "(audit trail, event volume, delivery); each run replaces its days"),
+        (MONTHLY_JOB, Window.MONTHLY, "(usage); each run replaces its months"),
+    ):
         streams = partitioned_streams(window, connection)
         if streams:
             jobs[what] = define_asset_job(
-                names[what], selection=AssetSelection.assets(*_keys(streams, keys)), tags=tags,
+                names[what],
+                selection=AssetSelection.assets(*_keys(streams, keys)),
+                tags=tags,
                 description=f"{window.value.capitalize()}-partitioned streams of Segment workspace "
-                            f"`{connection.name}` {text}.",
+                f"`{connection.name}` {text}.",
             )
     return jobs
 
@@ -181,23 +189,27 @@ def connection_partitions(connection: Connection, window: Window) -> Any:
     return partitions_def(window, connection.daily_start if window is Window.DAILY else connection.monthly_start)
 
 
-def build_schedules(connection: Connection, jobs: Mapping[str, UnresolvedAssetJobDefinition]) -> list[ScheduleDefinition]:
+def build_schedules(
+    connection: Connection, jobs: Mapping[str, UnresolvedAssetJobDefinition]
+) -> list[ScheduleDefinition]:
     cron = connection.config_cron
-    out = [ScheduleDefinition(
-        name=connection.schedule_name(CONFIG_JOB),
-        job=jobs[CONFIG_JOB],
-        cron_schedule=cron,
-        execution_timezone=TIMEZONE,
-        default_status=DefaultScheduleStatus.STOPPED,
-        tags={TRIGGER_TAG: "schedule"},
-        description=(
-            f"Sync every non-partitioned stream ({len(config_streams(connection))} assets) on `{cron}` ({TIMEZONE}); "
-            f"set `config_cron` of the workspace (or SEGMENT_CONFIG_CRON) to change it (default "
-            f"`{DEFAULT_CONFIG_CRON}`, hourly). Configuration is reloaded and compared: each run diffs the full read "
-            f"against the tables and appends I/U/D rows to <table>__ct; sync histories are read from their "
-            f"watermark. Between these runs the audit-trail sensor re-syncs only what changed."
-        ),
-    )]
+    out = [
+        ScheduleDefinition(
+            name=connection.schedule_name(CONFIG_JOB),
+            job=jobs[CONFIG_JOB],
+            cron_schedule=cron,
+            execution_timezone=TIMEZONE,
+            default_status=DefaultScheduleStatus.STOPPED,
+            tags={TRIGGER_TAG: "schedule"},
+            description=(
+                f"Sync every non-partitioned stream ({len(config_streams(connection))} assets) on `{cron}` ({TIMEZONE}); "
+                f"set `config_cron` of the workspace (or SEGMENT_CONFIG_CRON) to change it (default "
+                f"`{DEFAULT_CONFIG_CRON}`, hourly). Configuration is reloaded and compared: each run diffs the full read "
+                f"against the tables and appends I/U/D rows to <table>__ct; sync histories are read from their "
+                f"watermark. Between these runs the audit-trail sensor re-syncs only what changed."
+            ),
+        )
+    ]
     if DAILY_JOB in jobs:
         out.append(_daily_schedule(connection, jobs[DAILY_JOB]))
     if MONTHLY_JOB in jobs:
@@ -228,7 +240,7 @@ def _daily_schedule(connection: Connection, job: UnresolvedAssetJobDefinition) -
         ),
     )
     def segment_daily_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-        key = daily_partition_key(context.scheduled_execution_time or datetime.now(timezone.utc), connection)
+        key = daily_partition_key(context.scheduled_execution_time or datetime.now(UTC), connection)
         return RunRequest(run_key=key, partition_key=key, tags={TRIGGER_TAG: "schedule"})
 
     return segment_daily_schedule
@@ -237,7 +249,7 @@ def _daily_schedule(connection: Connection, job: UnresolvedAssetJobDefinition) -
 def monthly_partition_keys(now: datetime, connection: Connection = DEFAULT_CONNECTION) -> list[str]:
     """The month containing `now` and, during the first MONTHLY_SETTLE_DAYS days, the month before."""
     pdef = connection_partitions(connection, Window.MONTHLY)
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     keys = [pdef.get_partition_key_for_timestamp(now.timestamp())]
     if now.day <= MONTHLY_SETTLE_DAYS:
         previous = pdef.get_partition_key_for_timestamp((now.replace(day=1) - timedelta(days=1)).timestamp())
@@ -261,11 +273,14 @@ def _monthly_schedule(connection: Connection, job: UnresolvedAssetJobDefinition)
         ),
     )
     def segment_monthly_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
-        now = context.scheduled_execution_time or datetime.now(timezone.utc)
+        now = context.scheduled_execution_time or datetime.now(UTC)
         # The partition key repeats every day of the month: the day makes the run key unique.
-        return [RunRequest(run_key=f"{key}@{now.astimezone(timezone.utc):%Y-%m-%d}", partition_key=key,
-                           tags={TRIGGER_TAG: "schedule"})
-                for key in monthly_partition_keys(now, connection)]
+        return [
+            RunRequest(
+                run_key=f"{key}@{now.astimezone(UTC):%Y-%m-%d}", partition_key=key, tags={TRIGGER_TAG: "schedule"}
+            )
+            for key in monthly_partition_keys(now, connection)
+        ]
 
     return segment_monthly_schedule
 
@@ -277,7 +292,7 @@ def _monthly_schedule(connection: Connection, job: UnresolvedAssetJobDefinition)
 def largest_cron_gap(cron: str, horizon: timedelta = timedelta(days=35)) -> timedelta:
     """The longest wait between two ticks of `cron` (a weekday-only cron waits over the weekend).
     Fixed start (not now): the definitions must not change with the clock."""
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     ticks = croniter(cron, start)
     previous, gap = ticks.get_next(datetime), timedelta(0)
     while True:
@@ -294,7 +309,9 @@ def freshness_policy_for(stream: StreamSpec, cron: str = DEFAULT_CONFIG_CRON) ->
     if stream.windowing:
         return FreshnessPolicy.time_window(fail_window=PARTITIONED_FAIL, warn_window=PARTITIONED_WARN)
     interval = largest_cron_gap(cron)
-    return FreshnessPolicy.time_window(fail_window=interval + CONFIG_FAIL_SLACK, warn_window=interval + CONFIG_WARN_SLACK)
+    return FreshnessPolicy.time_window(
+        fail_window=interval + CONFIG_FAIL_SLACK, warn_window=interval + CONFIG_WARN_SLACK
+    )
 
 
 def with_freshness_policy(connection: Connection) -> Callable[[StreamSpec, AssetSpec], AssetSpec]:
@@ -314,7 +331,7 @@ def _parse_ts(value: str) -> datetime:
 
 
 def _iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True)
@@ -355,9 +372,15 @@ class AuditPoll:
     why_overflow: str = ""
 
 
-def poll_audit_trail(client: SegmentClient, cursor: AuditCursor | None, *, now: datetime | None = None,
-                     max_pages: int = AUDIT_MAX_PAGES, time_budget: float = AUDIT_TIME_BUDGET_SECONDS,
-                     initial_lookback: timedelta = AUDIT_INITIAL_LOOKBACK) -> AuditPoll:
+def poll_audit_trail(
+    client: SegmentClient,
+    cursor: AuditCursor | None,
+    *,
+    now: datetime | None = None,
+    max_pages: int = AUDIT_MAX_PAGES,
+    time_budget: float = AUDIT_TIME_BUDGET_SECONDS,
+    initial_lookback: timedelta = AUDIT_INITIAL_LOOKBACK,
+) -> AuditPoll:
     """Every audit event newer than `cursor`, within `max_pages` pages and `time_budget` seconds.
 
     The API lists newest first, so when a tick stops early the events it did not read are the
@@ -366,7 +389,7 @@ def poll_audit_trail(client: SegmentClient, cursor: AuditCursor | None, *, now: 
     """
     started = time.monotonic()
     if cursor is None:
-        cursor = AuditCursor(_iso((now or datetime.now(timezone.utc)) - initial_lookback))
+        cursor = AuditCursor(_iso((now or datetime.now(UTC)) - initial_lookback))
     stream = STREAMS["audit_events"]
     since = _parse_ts(cursor.timestamp)
     newest, newest_ts = since, cursor.timestamp
@@ -403,8 +426,9 @@ def poll_audit_trail(client: SegmentClient, cursor: AuditCursor | None, *, now: 
         pages.close()  # an unread next page is never requested
     # After a backlog the unread events may share the newest millisecond, so their ids are not
     # all known; the full re-sync the caller requests covers that millisecond whole instead.
-    poll.cursor = AuditCursor(newest_ts, frozenset(at_newest), whole_ms=poll.overflow or (
-        cursor.whole_ms and newest_ts == cursor.timestamp))
+    poll.cursor = AuditCursor(
+        newest_ts, frozenset(at_newest), whole_ms=poll.overflow or (cursor.whole_ms and newest_ts == cursor.timestamp)
+    )
     return poll
 
 
@@ -415,8 +439,9 @@ class AuditPlan:
     resources: list[str]  # "Type:id" of the resources touched, newest first, unique
 
 
-def plan_from_events(events: Sequence[Mapping[str, Any]], overflow: bool = False,
-                     selected: Iterable[str] | None = None) -> AuditPlan:
+def plan_from_events(
+    events: Sequence[Mapping[str, Any]], overflow: bool = False, selected: Iterable[str] | None = None
+) -> AuditPlan:
     streams: set[str] = set()
     unknown: dict[str, int] = {}
     resources: list[str] = []
@@ -439,11 +464,16 @@ def default_keys(connection: Connection) -> dict[str, AssetKey]:
     return {s.name: AssetKey([*connection.asset_key_prefix, s.name]) for s in connection.streams()}
 
 
-def build_audit_sensor(connection: Connection = DEFAULT_CONNECTION, keys: Mapping[str, AssetKey] | None = None,
-                       job: UnresolvedAssetJobDefinition | None = None, *, max_pages: int = AUDIT_MAX_PAGES,
-                       time_budget: float = AUDIT_TIME_BUDGET_SECONDS,
-                       initial_lookback: timedelta = AUDIT_INITIAL_LOOKBACK,
-                       minimum_interval_seconds: int = AUDIT_SENSOR_INTERVAL_SECONDS) -> SensorDefinition:
+def build_audit_sensor(
+    connection: Connection = DEFAULT_CONNECTION,
+    keys: Mapping[str, AssetKey] | None = None,
+    job: UnresolvedAssetJobDefinition | None = None,
+    *,
+    max_pages: int = AUDIT_MAX_PAGES,
+    time_budget: float = AUDIT_TIME_BUDGET_SECONDS,
+    initial_lookback: timedelta = AUDIT_INITIAL_LOOKBACK,
+    minimum_interval_seconds: int = AUDIT_SENSOR_INTERVAL_SECONDS,
+) -> SensorDefinition:
     keys = keys or default_keys(connection)
     selected = [s.name for s in config_streams(connection)]
     segment_key = connection.resource_keys[0]
@@ -472,8 +502,9 @@ def build_audit_sensor(connection: Connection = DEFAULT_CONNECTION, keys: Mappin
         cursor = AuditCursor.loads(context.cursor)
         client = segment.make_client()
         try:
-            poll = poll_audit_trail(client, cursor, max_pages=max_pages, time_budget=time_budget,
-                                    initial_lookback=initial_lookback)
+            poll = poll_audit_trail(
+                client, cursor, max_pages=max_pages, time_budget=time_budget, initial_lookback=initial_lookback
+            )
         except StreamUnavailable as exc:
             return SkipReason(
                 f"The Segment Audit Trail is not available to this workspace or token (HTTP {exc.status}): it needs "
@@ -487,8 +518,11 @@ def build_audit_sensor(connection: Connection = DEFAULT_CONNECTION, keys: Mappin
             context.log.warning("audit trail: %d event(s) with unknown resourceType %r ignored", n, rtype)
         new_cursor = poll.cursor.dumps()
         if not plan.streams:
-            why = (f"no new audit events since {poll.cursor.timestamp}" if not poll.events else
-                   f"{len(poll.events)} new audit event(s), none on a replicated resource type")
+            why = (
+                f"no new audit events since {poll.cursor.timestamp}"
+                if not poll.events
+                else f"{len(poll.events)} new audit event(s), none on a replicated resource type"
+            )
             return SensorResult(skip_reason=SkipReason(why), cursor=new_cursor if poll.cursor != cursor else None)
         digest = hashlib.sha1(",".join(sorted(e["id"] for e in poll.events)).encode()).hexdigest()[:12]
         tags = {
@@ -499,11 +533,21 @@ def build_audit_sensor(connection: Connection = DEFAULT_CONNECTION, keys: Mappin
         if poll.overflow:
             tags["segment/audit_overflow"] = poll.why_overflow
             context.log.warning("audit trail: %s; re-syncing every config stream", poll.why_overflow)
-        context.log.info("audit trail: %d new event(s) in %d page(s) -> %d stream(s): %s",
-                         len(poll.events), poll.pages, len(plan.streams), ", ".join(plan.streams))
+        context.log.info(
+            "audit trail: %d new event(s) in %d page(s) -> %d stream(s): %s",
+            len(poll.events),
+            poll.pages,
+            len(plan.streams),
+            ", ".join(plan.streams),
+        )
         return SensorResult(
-            run_requests=[RunRequest(run_key=f"audit:{poll.cursor.timestamp}:{digest}",
-                                     asset_selection=[keys[s] for s in plan.streams], tags=tags)],
+            run_requests=[
+                RunRequest(
+                    run_key=f"audit:{poll.cursor.timestamp}:{digest}",
+                    asset_selection=[keys[s] for s in plan.streams],
+                    tags=tags,
+                )
+            ],
             cursor=new_cursor,
         )
 

@@ -27,14 +27,14 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
+from segment_assets.api.streams import StreamSpec, UpdateMethod
+from segment_assets.api.tables import TableDef
 from segment_assets.storage import Target, WriteResult
-from segment_assets.streams import StreamSpec, UpdateMethod
-from segment_assets.tables import TableDef
 
 DEFAULT_BUDGET_MINUTES = 30.0
 PARENTS_SUFFIX = "__cycle_parents"
@@ -108,8 +108,9 @@ class Cycle:
 
     def write(self, batches: Iterable[pa.RecordBatch], run_id: str) -> WriteResult:
         # Upsert without deletes: a parent not read yet keeps its rows until the cycle says otherwise.
-        result = self.target.write_snapshot(self.table, self.tee_keys(batches), method=UpdateMethod.WATERMARK,
-                                            run_id=run_id)
+        result = self.target.write_snapshot(
+            self.table, self.tee_keys(batches), method=UpdateMethod.WATERMARK, run_id=run_id
+        )
         if self.keys:
             self.target.append_rows(self.keys_table, pa.Table.from_batches(self.keys))
         self.target.append_rows(self.parents_table, _parents_arrow(self.stream, self.chunk))
@@ -142,8 +143,9 @@ class Cycle:
         }
 
 
-def open_cycle(stream: StreamSpec, table: TableDef, target: Target, parents: Sequence[dict[str, Any]],
-               budget: int | None) -> Cycle | None:
+def open_cycle(
+    stream: StreamSpec, table: TableDef, target: Target, parents: Sequence[dict[str, Any]], budget: int | None
+) -> Cycle | None:
     """The resumable share of this run, or None when the stream fits in one run (no cycle open)."""
     state = CycleState.load(target, table.name)
     if budget is None or (state.cycle is None and len(parents) <= budget):
@@ -171,4 +173,4 @@ def _parents_arrow(stream: StreamSpec, parents: Sequence[dict[str, Any]]) -> pa.
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

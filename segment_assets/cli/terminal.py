@@ -11,16 +11,15 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from segment_assets.client import SegmentClient
-    from segment_assets.streams import StreamSpec
-    from segment_assets.sync import StreamOutcome
+    from segment_assets.api.client import SegmentClient
+    from segment_assets.api.streams import StreamSpec
+    from segment_assets.engine.runner import StreamOutcome
 
 
 class TerminalProgress:
     """A `progress.Observer` drawing what the sync does."""
 
-    def __init__(self, total: int, out: IO[str] = sys.stdout, live: bool | None = None,
-                 interval: float = 0.25) -> None:
+    def __init__(self, total: int, out: IO[str] = sys.stdout, live: bool | None = None, interval: float = 0.25) -> None:
         self.out = out
         self.live = out.isatty() if live is None else live
         self.total = total
@@ -52,8 +51,11 @@ class TerminalProgress:
             self.rows += int(md.get("dagster/row_count", 0) or 0)
         if not self.live:
             status = outcome.status if outcome.status != "ok" else "done"
-            detail = (f"{md.get('dagster/row_count', 0)} rows, {md.get('segment/api_requests', 0)} requests"
-                      if outcome.status in ("ok", "unavailable") else str(outcome.error))
+            detail = (
+                f"{md.get('dagster/row_count', 0)} rows, {md.get('segment/api_requests', 0)} requests"
+                if outcome.status in ("ok", "unavailable")
+                else str(outcome.error)
+            )
             self._write(f"[{self.done}/{self.total}] {outcome.stream.name}: {status} ({detail})\n")
 
     # -- drawing -----------------------------------------------------------------------------
@@ -79,9 +81,11 @@ class TerminalProgress:
         waited = sum(s["wait_seconds"] for s in stats)
         current = ", ".join(running[:2]) + (f" +{len(running) - 2}" if len(running) > 2 else "")
         pages = sum(c.stats_for(n).snapshot()["pages"] for c in self.clients for n in running[:2])
-        line = (f"{done}/{self.total} streams · {requests:,} requests · {rows:,} rows · "
-                f"rate-limit waits {waited:,.0f}s · {time.monotonic() - self.started:,.0f}s"
-                + (f" · now: {current} ({pages} pages)" if running else ""))
+        line = (
+            f"{done}/{self.total} streams · {requests:,} requests · {rows:,} rows · "
+            f"rate-limit waits {waited:,.0f}s · {time.monotonic() - self.started:,.0f}s"
+            + (f" · now: {current} ({pages} pages)" if running else "")
+        )
         width = shutil.get_terminal_size((120, 20)).columns
         return line[: width - 1]
 
@@ -98,7 +102,10 @@ def print_summary(rows: list[dict[str, Any]], seconds: float, out: IO[str]) -> N
     print(f"\n{'stream':44} {'rows':>9} {'requests':>9} {'seconds':>8}  changes", file=out)
     for r in sorted(rows, key=lambda r: r["stream"]):
         status = "" if r["status"] == "ok" else f"  ({r['status']})"
-        print(f"{r['stream']:44} {r['rows']:>9} {r['requests']:>9} {r['seconds']:>8.2f}  {r['changes']}{status}",
-              file=out)
-    print(f"{'TOTAL':44} {sum(r['rows'] for r in rows):>9} {sum(r['requests'] for r in rows):>9} {seconds:>8.2f}",
-          file=out)
+        print(
+            f"{r['stream']:44} {r['rows']:>9} {r['requests']:>9} {r['seconds']:>8.2f}  {r['changes']}{status}", file=out
+        )
+    print(
+        f"{'TOTAL':44} {sum(r['rows'] for r in rows):>9} {sum(r['requests'] for r in rows):>9} {seconds:>8.2f}",
+        file=out,
+    )

@@ -3,7 +3,7 @@
 Everything in it comes from `streams.py` (keys, update methods, parents, partitioning,
 decisions) and the OpenAPI document (`spec.py`, `tables.py`: endpoints, stabilities, rate
 limits, feature gates, column types and descriptions), so it cannot say something the code
-does not do. `python -m segment_assets.reference` writes it; `--check` exits 1 when the
+does not do. `python -m segment_assets.cli.reference` writes it; `--check` exits 1 when the
 file differs from what the code generates (a test runs the same comparison).
 """
 
@@ -15,10 +15,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from segment_assets import spec
-from segment_assets.reading import WATERMARK_OVERLAP
-from segment_assets.storage.base import CHANGE_SUFFIX, DEFAULT_SCHEMA, HEADER_COLUMNS
-from segment_assets.streams import (
+from segment_assets.api import spec
+from segment_assets.api.streams import (
     EXCLUDED,
     STREAMS,
     Paging,
@@ -29,20 +27,23 @@ from segment_assets.streams import (
     children_of,
     materialized_streams,
 )
-from segment_assets.tables import Column, table_def
+from segment_assets.api.tables import Column, table_def
+from segment_assets.engine.reading import WATERMARK_OVERLAP
+from segment_assets.storage.base import CHANGE_SUFFIX, DEFAULT_SCHEMA, HEADER_COLUMNS
 
-DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "tables.md"
-REGENERATE = "`python -m segment_assets.reference` (or `segment-assets docs`)"
+DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "tables.md"
+REGENERATE = "`python -m segment_assets.cli.reference` (or `segment-assets docs`)"
 
 HEADER_MEANINGS = {
     "header__change_seq": "Orders every change of the database: `YYYYMMDDHHmmSShh` of the run (UTC) and a 19-digit "
-                          "counter. Sort by it to replay changes; it grows across all change tables of one target.",
+    "counter. Sort by it to replay changes; it grows across all change tables of one target.",
     "header__change_oper": "`I` insert (the new row), `U` update (the row after the change), `D` delete (the row as "
-                           "it was last read).",
+    "it was last read).",
     "header__timestamp": "When the sync wrote the change, not when it happened in Segment (for that, join "
-                         "`audit_events` on the resource id).",
+    "`audit_events` on the resource id).",
     "header__run_id": "The Dagster run that wrote the change.",
 }
+
 
 def _overlap() -> str:
     hours = WATERMARK_OVERLAP.total_seconds() / 3600
@@ -50,15 +51,24 @@ def _overlap() -> str:
 
 
 UPDATE_METHODS = {  # name, what it does
-    UpdateMethod.RELOAD_AND_COMPARE: ("reload and compare", "Every run reads everything the endpoint serves and diffs "
-                                      "it against the table on the primary key; inserts, updates and deletes go to "
-                                      "the change table in the same transaction. A connection may choose `full_load` "
-                                      "instead for any such stream: the table is replaced, no change table."),
-    UpdateMethod.WATERMARK: ("watermark", "The endpoint lists newest first: paging stops at the first page that "
-                             f"reaches the stored maximum of the watermark field (less {_overlap()}, for late "
-                             "updates). Rows are upserted, with `I`/`U` rows in the change table; none are deleted."),
-    UpdateMethod.INCREMENTAL: ("time-partitioned", "Each daily or monthly partition (or a range of them, in one run) "
-                               "replaces its time window idempotently. No change table."),
+    UpdateMethod.RELOAD_AND_COMPARE: (
+        "reload and compare",
+        "Every run reads everything the endpoint serves and diffs "
+        "it against the table on the primary key; inserts, updates and deletes go to "
+        "the change table in the same transaction. A connection may choose `full_load` "
+        "instead for any such stream: the table is replaced, no change table.",
+    ),
+    UpdateMethod.WATERMARK: (
+        "watermark",
+        "The endpoint lists newest first: paging stops at the first page that "
+        f"reaches the stored maximum of the watermark field (less {_overlap()}, for late "
+        "updates). Rows are upserted, with `I`/`U` rows in the change table; none are deleted.",
+    ),
+    UpdateMethod.INCREMENTAL: (
+        "time-partitioned",
+        "Each daily or monthly partition (or a range of them, in one run) "
+        "replaces its time window idempotently. No change table.",
+    ),
     UpdateMethod.FULL_LOAD: ("full load", "Every run replaces the table. No change table."),
 }
 
@@ -109,8 +119,10 @@ def _parent(stream: StreamSpec) -> str:
     link = stream.parent
     if link is None:
         return "none: one read of the whole workspace"
-    params = ", ".join(f"`{param}` ← `{link.stream}.{column}` (column `{link.column_for(param)}`)"
-                       for param, column in link.params.items())
+    params = ", ".join(
+        f"`{param}` ← `{link.stream}.{column}` (column `{link.column_for(param)}`)"
+        for param, column in link.params.items()
+    )
     text = f"{_link(link.stream)}: {params}"
     if link.where is not None:
         text += f"; only parent rows where {link.where}"
@@ -126,8 +138,9 @@ def _requests(stream: StreamSpec) -> str:
     paging = PAGING[stream.paging].format(size=stream.max_page_size, keys=_code(stream.data_keys))
     extra = ""
     if stream.query:
-        fixed = "; ".join(f"`{k}` = {', '.join(v) if isinstance(v, (list, tuple)) else v}"
-                          for k, v in stream.query.items())
+        fixed = "; ".join(
+            f"`{k}` = {', '.join(v) if isinstance(v, (list, tuple)) else v}" for k, v in stream.query.items()
+        )
         extra = f"; fixed parameters: {fixed}"
     return f"{per}, {paging}{extra}"
 
@@ -146,8 +159,10 @@ def _partitioning(w: TimeWindowing) -> str:
     if w.granularity:
         parts.append(f"`granularity` = {w.granularity}")
     if w.retention_days:
-        parts.append(f"the API serves the last {w.retention_days} days only: older partitions make no request and "
-                     "keep the rows already loaded")
+        parts.append(
+            f"the API serves the last {w.retention_days} days only: older partitions make no request and "
+            "keep the rows already loaded"
+        )
     return "; ".join(parts)
 
 
@@ -163,8 +178,10 @@ def _change_table(stream: StreamSpec) -> str:
     name = stream.table + CHANGE_SUFFIX
     if stream.update_method.keeps_changes:
         what = "insert or update" if stream.update_method is UpdateMethod.WATERMARK else "insert, update or delete"
-        text = (f"`{DEFAULT_SCHEMA}.{name}`: every column below plus the [header columns](#change-tables), "
-                f"one row per {what}")
+        text = (
+            f"`{DEFAULT_SCHEMA}.{name}`: every column below plus the [header columns](#change-tables), "
+            f"one row per {what}"
+        )
         if stream.update_method is UpdateMethod.RELOAD_AND_COMPARE:
             text += " (unless a connection chooses `full_load` for this stream)"
         return text
@@ -183,8 +200,12 @@ def _column_rows(columns: Sequence[Column], key: Sequence[str]) -> list[str]:
 def _table_section(stream: StreamSpec) -> list[str]:
     table = table_def(stream.name)
     op = stream.operation
-    gate = (f"**{op.feature_gate}**: a workspace without it answers 403 and the table stays empty (the sync "
-            "succeeds and says why)" if op.feature_gate else "none")
+    gate = (
+        f"**{op.feature_gate}**: a workspace without it answers 403 and the table stays empty (the sync "
+        "succeeds and says why)"
+        if op.feature_gate
+        else "none"
+    )
     feeds = [s.name for s in children_of(stream.name) if s.materialized]
     lines = [
         f"### `{stream.table}`",
@@ -296,13 +317,16 @@ def check(path: Path = DOC_PATH) -> str | None:
         return None
     diff = difflib.unified_diff(actual.splitlines(), expected.splitlines(), "on disk", "generated", n=0, lineterm="")
     shown = list(diff)[:20]
-    return (f"{path} is out of date with the stream registry and the API schema; regenerate it with "
-            f"{REGENERATE} and commit it. First differences:\n" + "\n".join(shown))
+    return (
+        f"{path} is out of date with the stream registry and the API schema; regenerate it with "
+        f"{REGENERATE} and commit it. First differences:\n" + "\n".join(shown)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="segment-assets docs",
-                                     description="Write the table reference (docs/tables.md) from the stream registry.")
+    parser = argparse.ArgumentParser(
+        prog="segment-assets docs", description="Write the table reference (docs/tables.md) from the stream registry."
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is out of date, write nothing")
     parser.add_argument("--output", type=Path, default=DOC_PATH, help=f"the Markdown file (default {DOC_PATH})")
     args = parser.parse_args(argv)

@@ -14,12 +14,12 @@ from abc import abstractmethod
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
-from segment_assets import spec
-from segment_assets.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, SegmentClient
+from segment_assets.api import spec
+from segment_assets.api.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, SegmentClient
+from segment_assets.api.streams import SELECTABLE_METHODS, STREAMS, StreamSpec, UpdateMethod
+from segment_assets.engine.cycles import DEFAULT_BUDGET_MINUTES, budget_requests
+from segment_assets.orchestration.connections import Connection
 from segment_assets.storage import DEFAULT_MEMORY_LIMIT, DEFAULT_SCHEMA, DuckDBTarget, Target
-from segment_assets.connections import Connection
-from segment_assets.cycles import DEFAULT_BUDGET_MINUTES, budget_requests
-from segment_assets.streams import SELECTABLE_METHODS, STREAMS, StreamSpec, UpdateMethod
 
 # Not `segment.duckdb`: DuckDB names a file's catalog after it, and a catalog called `segment`
 # next to the schema `segment` makes `SELECT * FROM segment.sources` ambiguous.
@@ -54,18 +54,27 @@ class SegmentResource(ConfigurableResource):
         "Redis, e.g. Celery workers; needs the 'celery' extra). Keyed by a hash of api URL + token.",
     )
     max_concurrency: int = Field(default=8, description="Parallel requests when a stream fans out over parents.")
-    max_streams: int = Field(default=16, description="Streams read at the same time in one run (each waits on its "
-                                                     "own endpoint's rate limit).")
-    token_env: str = Field(default="SEGMENT_API_TOKEN", description="The variable the token comes from (named in "
-                                                                    "error messages, never its value).")
-    ca_bundle: str | None = Field(default=None, description="PEM file of a CA to trust (a TLS-inspecting proxy); "
-                                                           "SSL_CERT_FILE and HTTPS_PROXY/NO_PROXY are honoured too.")
+    max_streams: int = Field(
+        default=16,
+        description="Streams read at the same time in one run (each waits on its own endpoint's rate limit).",
+    )
+    token_env: str = Field(
+        default="SEGMENT_API_TOKEN",
+        description="The variable the token comes from (named in error messages, never its value).",
+    )
+    ca_bundle: str | None = Field(
+        default=None,
+        description="PEM file of a CA to trust (a TLS-inspecting proxy); "
+        "SSL_CERT_FILE and HTTPS_PROXY/NO_PROXY are honoured too.",
+    )
     fanout_budget_minutes: float = Field(
         default=DEFAULT_BUDGET_MINUTES,
         description="A fan-out on a rate-limited endpoint whose requests exceed this many minutes of its limit "
-                    "reads resumably: each run reads that much, commits, and the next run continues (0: never).")
-    fanout_budgets: dict[str, int] = Field(default_factory=dict,
-                                           description="Requests per run for named streams, overriding the minutes.")
+        "reads resumably: each run reads that much, commits, and the next run continues (0: never).",
+    )
+    fanout_budgets: dict[str, int] = Field(
+        default_factory=dict, description="Requests per run for named streams, overriding the minutes."
+    )
     require_documented_fields: bool = Field(
         default=True,
         description="Reject (re-read, then fail) pages whose records lack a field the API schema marks required; "
@@ -90,7 +99,9 @@ class SegmentResource(ConfigurableResource):
     def rate_limits(self) -> dict[str, float]:
         if not self.pace_requests:
             return dict(self.rate_limit_overrides)
-        limits = {op.operation_id: op.rate_limit_per_minute for op in spec.operations().values() if op.rate_limit_per_minute}
+        limits = {
+            op.operation_id: op.rate_limit_per_minute for op in spec.operations().values() if op.rate_limit_per_minute
+        }
         limits.update(self.rate_limit_overrides)
         return limits
 
@@ -149,7 +160,9 @@ class StorageResource(ConfigurableResource):
     def validate_update_methods(self) -> None:
         for name, choice in self.update_methods.items():
             if name not in STREAMS:
-                raise ValueError(f"update_methods names an unknown stream {name!r}; `segment-assets streams` lists them")
+                raise ValueError(
+                    f"update_methods names an unknown stream {name!r}; `segment-assets streams` lists them"
+                )
             parse_update_method(choice, name)
         if self.update_method:
             parse_update_method(self.update_method, "every stream")
@@ -169,9 +182,13 @@ def parse_update_method(choice: str, what: str) -> UpdateMethod:
 class DuckDBStorage(StorageResource):
     """Tables in a DuckDB file, one schema per workspace (`segment` by default)."""
 
-    path: str = Field(default=DEFAULT_DUCKDB_PATH, description="DuckDB file; SEGMENT_DUCKDB_PATH overrides the default.")
+    path: str = Field(
+        default=DEFAULT_DUCKDB_PATH, description="DuckDB file; SEGMENT_DUCKDB_PATH overrides the default."
+    )
     lock_timeout: float = Field(default=900.0, description="Seconds to wait for another writer to release the file.")
-    memory_limit: str = Field(default=DEFAULT_MEMORY_LIMIT, description="DuckDB memory_limit while writing; it spills past it.")
+    memory_limit: str = Field(
+        default=DEFAULT_MEMORY_LIMIT, description="DuckDB memory_limit while writing; it spills past it."
+    )
     threads: int = Field(default=1, description="DuckDB threads while writing.")
 
     @property
@@ -179,8 +196,13 @@ class DuckDBStorage(StorageResource):
         return "duckdb"
 
     def get_target(self) -> Target:
-        return DuckDBTarget(self.path, schema=self.schema_name, lock_timeout=self.lock_timeout,
-                            memory_limit=self.memory_limit, threads=self.threads)
+        return DuckDBTarget(
+            self.path,
+            schema=self.schema_name,
+            lock_timeout=self.lock_timeout,
+            memory_limit=self.memory_limit,
+            threads=self.threads,
+        )
 
 
 def default_duckdb_path() -> str:
@@ -195,9 +217,10 @@ class LakeStorage(StorageResource):
     delta-rs options."""
 
     url: str = Field(description="Lake root: file:///path/to/lake or s3://bucket/prefix.")
-    storage_options: dict[str, str] = Field(default_factory=dict,
-                                            description="Extra delta-rs storage options (never put secrets here; "
-                                                        "use the AWS_* environment variables).")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra delta-rs storage options (never put secrets here; use the AWS_* environment variables).",
+    )
 
     @property
     def kind(self) -> str:
@@ -224,8 +247,11 @@ def segment_resource(connection: Connection) -> SegmentResource:
 
 
 def storage_resource(connection: Connection) -> StorageResource:
-    common = {"schema_name": connection.schema, "update_method": connection.update_method,
-              "update_methods": dict(connection.update_methods)}
+    common = {
+        "schema_name": connection.schema,
+        "update_method": connection.update_method,
+        "update_methods": dict(connection.update_methods),
+    }
     if connection.lake_url:
         storage: StorageResource = LakeStorage(url=connection.lake_url, **common)
     else:

@@ -26,11 +26,11 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from segment_assets import spec
-from segment_assets.client import (
+from segment_assets.api import spec
+from segment_assets.api.client import (
     DEFAULT_GLOBAL_PER_MINUTE,
     REGIONS,
     NotFound,
@@ -43,12 +43,18 @@ from segment_assets.client import (
     TransientError,
     token_help,
 )
-from segment_assets.rate_limits import minimum_seconds
-from segment_assets.connections import CONNECTIONS_ENV, Connection, ConnectionConfigError, configured_connections
-from segment_assets.partitions import clamp_to_retention, partitions_def, window_queries
-from segment_assets.reading import plan_requests
-from segment_assets.streams import STREAMS, RowFilter, StreamSpec, Window, children_of
-from segment_assets.tables import table_def
+from segment_assets.api.rate_limits import minimum_seconds
+from segment_assets.api.streams import STREAMS, RowFilter, StreamSpec, Window, children_of
+from segment_assets.api.tables import table_def
+from segment_assets.engine.reading import plan_requests
+from segment_assets.engine.windows import clamp_to_retention, window_queries
+from segment_assets.orchestration.connections import (
+    CONNECTIONS_ENV,
+    Connection,
+    ConnectionConfigError,
+    configured_connections,
+)
+from segment_assets.orchestration.partitions import partitions_def
 
 # Areas Segment's plans gate although the OpenAPI document names no feature gate for them
 # (the Audit Trail needs a Business tier; Reverse ETL is sold apart): probed like the others.
@@ -223,14 +229,21 @@ def _latest_windows(connection: Connection) -> dict[Window, tuple[datetime, date
 
 
 class Doctor:
-    def __init__(self, connection: Connection, *, environ: Mapping[str, str] | None = None,
-                 region_urls: Mapping[str, str] = REGIONS, estimate: bool = True, now: datetime | None = None,
-                 max_retries: int = 2) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        environ: Mapping[str, str] | None = None,
+        region_urls: Mapping[str, str] = REGIONS,
+        estimate: bool = True,
+        now: datetime | None = None,
+        max_retries: int = 2,
+    ) -> None:
         self.connection = connection
         self.env = os.environ if environ is None else environ
         self.region_urls = {k: v.rstrip("/") for k, v in region_urls.items()}
         self.do_estimate = estimate
-        self.now = now or datetime.now(timezone.utc)
+        self.now = now or datetime.now(UTC)
         self.max_retries = max_retries
         self.streams = connection.streams()
         self.clients: list[SegmentClient] = []
@@ -245,8 +258,10 @@ class Doctor:
         report = self.report
         token = self.env.get(self.connection.token_env, "").strip()
         if not token:
-            report.problem = (f"{self.connection.token_env} is not set, so connection {self.connection.name!r} has no "
-                              f"token. {token_help(self.connection.token_env)}")
+            report.problem = (
+                f"{self.connection.token_env} is not set, so connection {self.connection.name!r} has no "
+                f"token. {token_help(self.connection.token_env)}"
+            )
             report.config_error = True
             return report
         try:
@@ -274,10 +289,17 @@ class Doctor:
         return report
 
     def _client(self, token: str, base_url: str) -> SegmentClient:
-        limits = {op.operation_id: op.rate_limit_per_minute for op in spec.operations().values()
-                  if op.rate_limit_per_minute}
-        client = SegmentClient(token, base_url, max_retries=self.max_retries, read_timeout=30.0, rate_limits=limits,
-                               token_env=self.connection.token_env)
+        limits = {
+            op.operation_id: op.rate_limit_per_minute for op in spec.operations().values() if op.rate_limit_per_minute
+        }
+        client = SegmentClient(
+            token,
+            base_url,
+            max_retries=self.max_retries,
+            read_timeout=30.0,
+            rate_limits=limits,
+            token_env=self.connection.token_env,
+        )
         self.clients.append(client)
         return client
 
@@ -293,7 +315,7 @@ class Doctor:
         env = c.token_env
         here = self._configured_region()
         if here is None:
-            report.problem = (f"{report.base_url} refused the token in {env} (HTTP 401). {token_help(env)}")
+            report.problem = f"{report.base_url} refused the token in {env} (HTTP 401). {token_help(env)}"
             return
         for other, url in self.region_urls.items():
             if other == here:
@@ -311,18 +333,25 @@ class Doctor:
                 setting = f"set `region: {other}` for connection {c.name!r} in {where}"
                 if c.api_url:
                     setting += " and remove its `api_url`"
-            report.region_hint = (f"the token in {env} belongs to a workspace in the {other.upper()} region "
-                                  f"({url} accepted it); {setting}")
-            report.problem = (f"the {here.upper()} API ({report.base_url}) refused the token in {env} (HTTP 401): "
-                              f"it is a token of the {other.upper()} region")
+            report.region_hint = (
+                f"the token in {env} belongs to a workspace in the {other.upper()} region "
+                f"({url} accepted it); {setting}"
+            )
+            report.problem = (
+                f"the {here.upper()} API ({report.base_url}) refused the token in {env} (HTTP 401): "
+                f"it is a token of the {other.upper()} region"
+            )
             return
-        report.problem = (f"the Segment API refused the token in {env} in every region ({', '.join(self.region_urls)}):"
-                          f" it is invalid, revoked, or lacks access. {token_help(env)}")
+        report.problem = (
+            f"the Segment API refused the token in {env} in every region ({', '.join(self.region_urls)}):"
+            f" it is invalid, revoked, or lacks access. {token_help(env)}"
+        )
 
     # -- first pages -----------------------------------------------------------------------
 
-    def _first_page(self, client: SegmentClient, stream: StreamSpec, path: dict[str, str],
-                    query: dict[str, Any]) -> Page:
+    def _first_page(
+        self, client: SegmentClient, stream: StreamSpec, path: dict[str, str], query: dict[str, Any]
+    ) -> Page:
         client.page_size = 1  # pages() sends it as the page size of this stream's paging style
         pages = client.pages(stream, path, query)
         try:
@@ -341,8 +370,11 @@ class Doctor:
             sample = next((r for r in parent.samples if _matches(r, stream.parent.where)), None)
             if parent.status != "ok" or sample is None:
                 census.status = "skipped"
-                census.message = (f"its parent {parent.stream} is {parent.status}" if parent.status != "ok"
-                                  else f"no {parent.stream} row to ask about")
+                census.message = (
+                    f"its parent {parent.stream} is {parent.status}"
+                    if parent.status != "ok"
+                    else f"no {parent.stream} row to ask about"
+                )
                 return census
             if any(sample.get(col) is None for col in stream.parent.params.values()):
                 census.status, census.message = "skipped", f"the sampled {parent.stream} row has no id for it"
@@ -401,7 +433,8 @@ class Doctor:
             else:
                 status, note = "unknown", census.message
             self.report.features.append(
-                FeatureStatus(area, status, probe.operation_id, census.http_status, empty, note))
+                FeatureStatus(area, status, probe.operation_id, census.http_status, empty, note)
+            )
 
     # -- the cost of a full sync -----------------------------------------------------------
 
@@ -432,8 +465,9 @@ class Doctor:
     def _estimate(self, client: SegmentClient) -> Estimate:
         selected = {s.name: s for s in self.streams}
         needed = {s.parent.stream for s in self.streams if s.parent}
-        needed |= {s.name for s in self.streams
-                   if not s.parent and s.windowing and not s.windowing.period_param}  # days may span many pages
+        needed |= {
+            s.name for s in self.streams if not s.parent and s.windowing and not s.windowing.period_param
+        }  # days may span many pages
         for stream in self.streams:
             if stream.name in needed:
                 self._take_census(client, stream)
@@ -451,8 +485,10 @@ class Doctor:
             if census is not None and census.status == "unavailable":
                 per_set, note = Count(1), f"refused (HTTP {census.http_status}): one request per parameter set"
             elif census is not None and census.per_set:
-                pages = sum((Count(max(1, math.ceil(n.value / stream.max_page_size)), n.kind)
-                             for _, n in census.per_set), Count(0))
+                pages = sum(
+                    (Count(max(1, math.ceil(n.value / stream.max_page_size)), n.kind) for _, n in census.per_set),
+                    Count(0),
+                )
                 per_set = Count(max(1, round(pages.value / len(census.per_set))), pages.kind)
                 note = "pages counted"
             elif stream.paging.value in ("none", "single"):
@@ -469,8 +505,9 @@ class Doctor:
                 chain.insert(0, above)
                 above = selected[above].parent.stream if selected[above].parent else None  # type: ignore[union-attr]
             parent_seconds = estimates[chain[-1]].chain_seconds if chain else 0.0
-            estimates[stream.name] = StreamEstimate(stream.name, stream.operation_id, requests, limit, seconds,
-                                                    seconds + parent_seconds, chain, note)
+            estimates[stream.name] = StreamEstimate(
+                stream.name, stream.operation_id, requests, limit, seconds, seconds + parent_seconds, chain, note
+            )
         streams = list(estimates.values())
         total = sum((s.requests for s in streams), Count(0))
         slowest = max(streams, key=lambda s: s.chain_seconds, default=None)
@@ -485,8 +522,14 @@ class Doctor:
         return Estimate(total, min_seconds, bound_by, streams, rows, window)
 
 
-def diagnose(connection: Connection, *, environ: Mapping[str, str] | None = None,
-             region_urls: Mapping[str, str] = REGIONS, estimate: bool = True, now: datetime | None = None) -> Report:
+def diagnose(
+    connection: Connection,
+    *,
+    environ: Mapping[str, str] | None = None,
+    region_urls: Mapping[str, str] = REGIONS,
+    estimate: bool = True,
+    now: datetime | None = None,
+) -> Report:
     """Check one connection; never raises for what the API answers (the report says it)."""
     return Doctor(connection, environ=environ, region_urls=region_urls, estimate=estimate, now=now).run()
 
@@ -511,8 +554,9 @@ def _names(names: Sequence[str], limit: int = 5) -> str:
 
 
 def render_text(report: Report) -> str:
-    lines = [f"connection {report.connection!r}: token from {report.token_env}, region {report.region}, "
-             f"{report.base_url}"]
+    lines = [
+        f"connection {report.connection!r}: token from {report.token_env}, region {report.region}, {report.base_url}"
+    ]
     if not report.ok:
         lines.append(f"  FAILED  {report.problem}")
         if report.region_hint:
@@ -534,32 +578,49 @@ def render_text(report: Report) -> str:
     est = report.estimate
     if est is not None:
         window = ", ".join(f"the {'day' if k == 'daily' else 'month'} {v}" for k, v in est.window.items())
-        bound = ("the client's global ceiling of "
-                 f"{DEFAULT_GLOBAL_PER_MINUTE:g} requests/minute" if est.bound_by == "global" else est.bound_by)
-        lines += ["", f"  a full sync (configuration streams, then {window}):",
-                  f"    {est.requests} requests, at least {duration(est.min_seconds)} "
-                  f"at the documented rate limits (slowest: {bound})"]
-        lines.append(f"    {'stream':<36} {'endpoint':<52} {'requests':>8} {'limit/min':>9} {'done after':>11}  "
-                     "waits for")
+        bound = (
+            f"the client's global ceiling of {DEFAULT_GLOBAL_PER_MINUTE:g} requests/minute"
+            if est.bound_by == "global"
+            else est.bound_by
+        )
+        lines += [
+            "",
+            f"  a full sync (configuration streams, then {window}):",
+            f"    {est.requests} requests, at least {duration(est.min_seconds)} "
+            f"at the documented rate limits (slowest: {bound})",
+        ]
+        lines.append(
+            f"    {'stream':<36} {'endpoint':<52} {'requests':>8} {'limit/min':>9} {'done after':>11}  waits for"
+        )
         for s in est.top():
             limit = f"{s.rate_limit_per_minute:g}" if s.rate_limit_per_minute else "-"
-            lines.append(f"    {s.stream:<36} {s.operation_id:<52} {str(s.requests):>8} {limit:>9} "
-                         f"{duration(s.chain_seconds):>11}  {' > '.join(s.chain) or '-'}")
+            lines.append(
+                f"    {s.stream:<36} {s.operation_id:<52} {str(s.requests):>8} {limit:>9} "
+                f"{duration(s.chain_seconds):>11}  {' > '.join(s.chain) or '-'}"
+            )
         counted = ", ".join(f"{k} {v}" for k, v in est.rows.items())
         lines.append(f"    parent rows counted: {counted}")
-        lines.append("    ≈: extrapolated from one sampled parent or one page per request assumed; "
-                     "≥: the API gave no total")
+        lines.append(
+            "    ≈: extrapolated from one sampled parent or one page per request assumed; ≥: the API gave no total"
+        )
     lines += ["", f"  the doctor made {report.requests} request(s)"]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None,
-         region_urls: Mapping[str, str] = REGIONS, environ: Mapping[str, str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    out: TextIO | None = None,
+    region_urls: Mapping[str, str] = REGIONS,
+    environ: Mapping[str, str] | None = None,
+) -> int:
     """Exit 0 when every checked connection works, 1 when one does not, 2 on a configuration error."""
     out = out or sys.stdout
-    parser = argparse.ArgumentParser(prog="segment-assets doctor",
-                                     description="Check the token, region and feature-gated areas of a workspace "
-                                                 "and estimate what a full sync costs.")
+    parser = argparse.ArgumentParser(
+        prog="segment-assets doctor",
+        description="Check the token, region and feature-gated areas of a workspace "
+        "and estimate what a full sync costs.",
+    )
     parser.add_argument("--connection", metavar="NAME", help="check this connection only (default: every one)")
     parser.add_argument("--json", action="store_true", help="print one JSON object for machines")
     parser.add_argument("--no-estimate", action="store_true", help="skip the full-sync estimate (fewer requests)")
@@ -575,8 +636,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None,
             names = ", ".join(c.name for c in configured_connections(environ))
             print(f"error: no connection named {args.connection!r}; configured: {names}", file=sys.stderr)
             return EXIT_CONFIG
-    reports = [diagnose(c, environ=environ, region_urls=region_urls, estimate=not args.no_estimate)
-               for c in connections]
+    reports = [
+        diagnose(c, environ=environ, region_urls=region_urls, estimate=not args.no_estimate) for c in connections
+    ]
     if args.json:
         json.dump({"ok": all(r.ok for r in reports), "connections": [r.as_dict() for r in reports]}, out, indent=2)
         out.write("\n")
