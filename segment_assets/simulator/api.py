@@ -210,18 +210,20 @@ class Api:
                 data[key], data[f"{key}Pagination"] = page, pagination
             return data
         data = dict(result.extra)
+        list_key = op.list_key
+        assert list_key is not None  # handlers answer a Listing only for operations that return a list
         if op.pagination_output is None:  # unpaginated lists, and listRegulationsFromSource
-            data[op.list_key] = _slice(result.items, 0, len(result.items))  # type: ignore[index]
+            data[list_key] = _slice(result.items, 0, len(result.items))
             return data
         if op.operation_id == RETL_SYNCS:
             pagination = {"count": query.get("count"), "cursor": query.get("cursor")}
             page, data["pagination"] = self._page(op, result.items, pagination, result.state, (100, 10), "count")
         else:
             page, data["pagination"] = self._page(op, result.items, query.get("pagination"), result.state)
-        if self.spec.resolve(op.data_properties[op.list_key]).get("type") == "object":  # type: ignore[index]
-            data[op.list_key] = {item["id"]: item for item in page}  # listSupportedDestinationsFromAudience
+        if self.spec.resolve(op.data_properties[list_key]).get("type") == "object":
+            data[list_key] = {item["id"]: item for item in page}  # listSupportedDestinationsFromAudience
         else:
-            data[op.list_key] = page  # type: ignore[index]
+            data[list_key] = page
         return data
 
     def items(

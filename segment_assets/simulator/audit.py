@@ -96,8 +96,9 @@ class AuditTrail:
         if pool is None:
             self._ensure_pool()
             pool = self._pool
+            assert pool is not None
         h = mix(self._s2, i)
-        rtype, resources = pool[h % len(pool)]  # type: ignore[index]
+        rtype, resources = pool[h % len(pool)]
         ident, name = resources[(h >> 12) % len(resources)]
         actor, email = self._actors[(h >> 28) % len(self._actors)]
         event = {

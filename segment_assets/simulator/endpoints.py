@@ -314,6 +314,7 @@ def _regulations(parent: tuple[str, ...]) -> Handler:
 
     def handle(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> Listing:
         result = base(ws, path, query)
+        assert isinstance(result, Listing)
         items = result.items
         if query.get("status"):
             items = [o for o in items if o["status"] == query["status"]]
@@ -340,7 +341,7 @@ def _user_group(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> d
 def _credential_consumers(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> Listing:
     sources = linked("credential_sources", ("credentialId",), "sources", "sourceId")(ws, path, query)
     warehouses = linked("credential_warehouses", ("credentialId",), "warehouses", "warehouseId")(ws, path, query)
-    return Listing({"sources": sources.items, "warehouses": warehouses.items})  # type: ignore[arg-type]
+    return Listing({"sources": sources.items, "warehouses": warehouses.items})
 
 
 def _audiences(one: bool) -> Handler:

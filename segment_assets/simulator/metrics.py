@@ -218,7 +218,9 @@ def delivery_overview(
         raise invalid(f"{granularity} granularity allows startTime at most {lookback} ago", "startTime")
     times = buckets(start, end, granularity)
     group_by = as_list(query.get("groupBy"))
-    filt = query.get("filter") if isinstance(query.get("filter"), dict) else {}
+    filt = query.get("filter")
+    if not isinstance(filt, dict):
+        filt = {}
     filters = {k: set(as_list(v)) for k, v in filt.items()}
     reasons = DISCARD_REASONS.get(metric, (None,))
     dest_key = destination["id"] if destination else ""
@@ -271,7 +273,7 @@ def delivery_metrics_summary(ws: Workspace, destination: dict[str, Any], query: 
         ("failures", DISCARD_REASONS["failed-delivery"]),
         ("discarded", DISCARD_REASONS["filtered-at-destination"]),
     ):
-        parts = []
+        parts: list[dict[str, Any]] = []
         for reason in breakdown:
             key = digest(ws.seed, "summary", destination["id"], query["sourceId"], metric, reason)
             magnitude = 20_000 if metric == "successes" else 400

@@ -27,6 +27,7 @@ one) serves what the previous one served and a sync sees only changes that happe
 
 from __future__ import annotations
 
+import builtins
 import copy
 import threading
 from collections.abc import Callable, Sequence
@@ -242,6 +243,13 @@ class Ctx:
     p: int = 0  # index of the parent among its kind's rows
     parent_count: int = 1  # rows of the parent kind
 
+    @property
+    def parent_row(self) -> Row:
+        """The parent of a child kind's row (only child kinds' finishers ask)."""
+        if self.parent is None:
+            raise ValueError("a top-level kind's finisher asked for its parent row")
+        return self.parent
+
 
 Finisher = Callable[[dict[str, Any], Ctx], "dict[str, Any] | None"]
 
@@ -454,7 +462,7 @@ def _label(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _invite(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    scope = c.parent.ident[:6] if c.parent else "ws"
+    scope = c.parent_row.ident[:6] if c.parent else "ws"
     return {"email": f"invitee.{scope.lower()}.{c.i}@example.com"}
 
 
@@ -500,7 +508,7 @@ def _function_version(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _insert_instance(obj: dict[str, Any], c: Ctx) -> dict[str, Any] | None:
-    fn = c.parent.obj  # type: ignore[union-attr]
+    fn = c.parent_row.obj
     if not fn["resourceType"].startswith("INSERT_"):
         return None
     target = _pick(c.ws, "sources" if fn["resourceType"] == "INSERT_SOURCE" else "destinations", c.i)
@@ -533,7 +541,7 @@ def _transformation(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _destination_filter(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    dest = c.parent.obj  # type: ignore[union-attr]
+    dest = c.parent_row.obj
     created = c.ws.epoch - timedelta(days=c.rng.randint(1, 300))
     obj.update(
         id=segment_id(c.ws.seed, "destination-filter", c.i),
@@ -550,7 +558,7 @@ def _destination_filter(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _subscription(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    dest = c.parent.obj  # type: ignore[union-attr]
+    dest = c.parent_row.obj
     actions = dest["metadata"].get("actions") or []
     action = actions[c.j % len(actions)] if actions else {"id": segment_id("action", c.i), "slug": "track-event"}
     obj.update(
@@ -587,11 +595,11 @@ def _retl_model(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _retl_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any] | None:
-    sub = c.parent.obj  # type: ignore[union-attr]
+    sub = c.parent_row.obj
     if "modelId" not in sub:
         return None
     model = c.ws.get_row("reverse_etl_models", sub["modelId"])
-    slot, started, h = _history_slot(c, RETL_SYNC_PERIOD, "retl-sync", c.parent.ident)  # type: ignore[union-attr]
+    slot, started, h = _history_slot(c, RETL_SYNC_PERIOD, "retl-sync", c.parent_row.ident)
     seconds = 60 + (h >> 8) % 300
     status = "FAILED" if (h >> 20) % 5 == 0 else "SUCCESS"
     obj.clear()
@@ -632,7 +640,7 @@ def _regulation(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     # Each source files a regulation every REGULATION_PERIOD (at its own phase); rows are the
     # newest ones up to the start of today, so they stay inside the API's 90-day window, are
     # identical on every start of a day, and a new regulation pushes the oldest one out.
-    source = c.parent.ident  # type: ignore[union-attr]
+    source = c.parent_row.ident
     minutes = REGULATION_PERIOD // timedelta(minutes=1)
     phase = timedelta(minutes=digest(c.ws.seed, "regulation-phase", source) % minutes)
     k = (c.ws.today - UNIX_EPOCH - phase) // REGULATION_PERIOD - c.j
@@ -663,7 +671,7 @@ def _live_plugin(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     created = c.ws.epoch - timedelta(days=40 - c.j * 10, minutes=c.i)
     obj.update(
         id=segment_id(c.ws.seed, "live-plugin", c.i),
-        sourceId=c.parent.ident,  # type: ignore[union-attr]
+        sourceId=c.parent_row.ident,
         createdAt=iso(created),
         createdBy=_pick(c.ws, "users", c.i).ident,
         version=c.j + 1,
@@ -693,7 +701,7 @@ def _audience(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     name = f"{words(c.rng).title()} Audience"
     obj.update(
         id=f"aud_{segment_id(c.ws.seed, 'audience', c.i)}",
-        spaceId=c.parent.ident,  # type: ignore[union-attr]
+        spaceId=c.parent_row.ident,
         name=name,
         key=slugify(name).replace("-", "_") + f"_{c.i}",
         enabled=True,
@@ -718,7 +726,7 @@ def _schedule(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _activation(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    aud = c.parent.obj  # type: ignore[union-attr]
+    aud = c.parent_row.obj
     conns = c.ws.children("audience_connections", c.parent)
     obj.update(
         id=segment_id(c.ws.seed, "activation", c.i),
@@ -752,7 +760,7 @@ def _audience_connection(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _audience_consumer(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    siblings = c.ws.children("audiences", None, c.parent.pkey)  # type: ignore[union-attr]
+    siblings = c.ws.children("audiences", None, c.parent_row.pkey)
     at = next((n for n, r in enumerate(siblings) if r is c.parent), 0)
     return {"audienceId": siblings[(at + 1 + c.j) % len(siblings)].ident}
 
@@ -761,7 +769,7 @@ def _computed_trait(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     name = f"{TRAIT_NAMES[c.i % len(TRAIT_NAMES)].replace('_', ' ').title()} Score"
     obj.update(
         id=f"ctr_{segment_id(c.ws.seed, 'computed-trait', c.i)}",
-        spaceId=c.parent.ident,  # type: ignore[union-attr]
+        spaceId=c.parent_row.ident,
         name=name,
         key=slugify(name).replace("-", "_") + f"_{c.i}",
         enabled=True,
@@ -775,7 +783,7 @@ def _profiles_warehouse(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     meta = _pick(c.ws, "warehouse_metadata", c.i).obj
     obj.update(
         id=segment_id(c.ws.seed, "profiles-warehouse", c.i),
-        spaceId=c.parent.ident,  # type: ignore[union-attr]
+        spaceId=c.parent_row.ident,
         metadata=meta,
         workspaceId=c.ws.workspace_id,
         enabled=True,
@@ -788,8 +796,8 @@ def _profiles_warehouse(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 def _space_selective_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     return {
         "collection": COLLECTIONS[c.j % len(COLLECTIONS)] + ("" if c.j < len(COLLECTIONS) else f"_{c.j}"),
-        "warehouseId": c.parent.ident,
-        "enabled": c.j % 4 != 3,  # type: ignore[union-attr]
+        "warehouseId": c.parent_row.ident,
+        "enabled": c.j % 4 != 3,
         "properties": {"id": True, "email": c.j % 2 == 0},
     }
 
@@ -799,9 +807,9 @@ def _space_filter(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     obj.update(
         id=segment_id(c.ws.seed, "space-filter", c.i),
         workspaceId=c.ws.workspace_id,
-        integrationId=c.parent.ident,
+        integrationId=c.parent_row.ident,
         enabled=True,
-        name=f"Block {EVENT_NAMES[c.i % 15]}",  # type: ignore[union-attr]
+        name=f"Block {EVENT_NAMES[c.i % 15]}",
         description="Drops noisy events.",
         drop=True,
         createdAt=iso(created),
@@ -825,9 +833,9 @@ def _event_property(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     return {
         "name": name,
         "type": "CONTEXT" if name.startswith("context.") else "PROPERTY",
-        "eventName": c.parent.ident,
+        "eventName": c.parent_row.ident,
         "lastSeenAt": _seen(c),
-    }  # type: ignore[union-attr]
+    }
 
 
 def _trait(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
@@ -855,7 +863,7 @@ def _entity_property(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 
 def _warehouse_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
-    conn: Row = c.parent  # type: ignore[assignment]  # a warehouse connection: pkey (warehouseId,), ident sourceId
+    conn = c.parent_row  # a warehouse connection: pkey (warehouseId,), ident sourceId
     slot, start, h = _history_slot(c, WAREHOUSE_SYNC_PERIOD, "warehouse-sync", *conn.pkey, conn.ident)
     duration = 120 + (h >> 8) % 3000
     status = "failed" if (h >> 20) % 7 == 0 else "success"
@@ -875,8 +883,8 @@ def _warehouse_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
 
 def _warehouse_selective_sync(obj: dict[str, Any], c: Ctx) -> dict[str, Any]:
     return {
-        "sourceId": c.parent.ident,
-        "warehouseId": c.parent.pkey[0],  # type: ignore[union-attr]
+        "sourceId": c.parent_row.ident,
+        "warehouseId": c.parent_row.pkey[0],
         "collection": COLLECTIONS[c.j % len(COLLECTIONS)] + ("" if c.j < len(COLLECTIONS) else f"_{c.j}"),
         "enabled": c.j % 3 != 2,
         "properties": {"context_ip": c.j % 2 == 0},
@@ -1306,13 +1314,13 @@ class Workspace:
             return self._by_key[kind].get(pkey + (ident,))
         return self._by_id[kind].get(ident)
 
-    def children(self, kind: str, parent: Row | None, pkey: tuple[str, ...] | None = None) -> list[Row]:
+    def children(self, kind: str, parent: Row | None, pkey: tuple[str, ...] | None = None) -> builtins.list[Row]:
         self.rows(kind)
         if pkey is None:
             pkey = parent.pkey + (parent.ident,) if parent is not None else ()
         return self._children[kind].get(pkey, [])
 
-    def children_under(self, kind: str, prefix: tuple[str, ...]) -> list[Row]:
+    def children_under(self, kind: str, prefix: tuple[str, ...]) -> builtins.list[Row]:
         """Rows whose parent key starts with ``prefix`` (e.g. all syncs of one warehouse)."""
         n = len(prefix)
         return [r for r in self.rows(kind) if r.pkey[:n] == prefix]
@@ -1325,12 +1333,12 @@ class Workspace:
 
     # ---- generation --------------------------------------------------------------------------
 
-    def _materialize(self, kind: Kind) -> list[Row]:
-        parents: list[Row | None] = list(self.rows(kind.parent)) if kind.parent else [None]
+    def _materialize(self, kind: Kind) -> builtins.list[Row]:
+        parents: builtins.list[Row | None] = list(self.rows(kind.parent)) if kind.parent else [None]
         self._by_key[kind.name] = {}
         self._by_id[kind.name] = {}
         self._children[kind.name] = {}
-        rows: list[Row] = []
+        rows: builtins.list[Row] = []
         self._rows[kind.name] = rows  # visible early so finishers may look at siblings
         total = self.count(kind.name, kind.base, kind.scaled)
         i = 0
@@ -1466,7 +1474,7 @@ class Workspace:
             kind.resource_type, action, target.ident, str(target.obj.get(kind.name_field, target.ident)), self.now()
         )
 
-    def add_audit_events(self, n: int, at: datetime | None = None) -> list[dict[str, Any]]:
+    def add_audit_events(self, n: int, at: datetime | None = None) -> builtins.list[dict[str, Any]]:
         """Append ``n`` synthetic audit events at ``at`` (default: the simulator clock)."""
         return self.audit.add_synthetic(n, at or self.now())
 
