@@ -3,7 +3,7 @@
 Auth, region, versioned media types, pagination (every documented variant, chosen by the
 stream declaration), pacing by a budget shared with every client of the token (`rate_limits.py`),
 429 handling with `msBeforeNext`, bounded retries and the mapping of status codes to typed
-errors live here. Pages are yielded as they arrive; nothing holds a whole stream in memory.
+errors (`errors.py`) live here. Pages are yielded as they arrive; nothing holds a whole stream in memory.
 """
 
 from __future__ import annotations
@@ -24,6 +24,16 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from segment_assets.api.errors import (
+    NotFound,
+    PaginationError,
+    SegmentAPIError,
+    SegmentAuthError,
+    StreamUnavailable,
+    SyncStopped,
+    TransientError,
+    token_help,
+)
 from segment_assets.api.rate_limits import RateBudget, RateLimitStore
 from segment_assets.api.streams import Paging, StreamSpec
 
@@ -36,52 +46,9 @@ REGIONS: Mapping[str, str] = {
 }
 
 
-def token_help(token_env: str = "SEGMENT_API_TOKEN") -> str:
-    return (
-        f"Set {token_env} to a Segment Public API token (Settings > Workspace settings > "
-        "Access Management > Tokens > Create token; a Workspace Member token is enough to read). "
-        "A legacy Config API token does not work with the Public API."
-    )
-
-
 # Global ceiling per token: Segment publishes none, so this is deliberately generous and
 # the per-endpoint limits below (from the operation descriptions) do the real pacing.
 DEFAULT_GLOBAL_PER_MINUTE = 1200.0
-
-
-class SegmentError(Exception):
-    """Base of every error the client raises."""
-
-
-class SegmentAuthError(SegmentError):
-    """401: the token is missing, invalid, revoked, or lacks permission."""
-
-
-class StreamUnavailable(SegmentError):
-    """403, or 404 on a feature-gated endpoint: the workspace's plan or features exclude it."""
-
-    def __init__(self, operation_id: str, status: int, message: str, feature: str | None) -> None:
-        self.operation_id = operation_id
-        self.status = status
-        self.feature = feature
-        why = f"feature '{feature}' is not enabled for this workspace" if feature else "not available to this token"
-        super().__init__(f"{operation_id}: HTTP {status}, {why} ({message})")
-
-
-class SegmentAPIError(SegmentError):
-    """A 4xx the API explains (422 validation, 404 on an ungated endpoint...)."""
-
-
-class NotFound(SegmentAPIError):
-    """404 on an ungated endpoint: for a child stream, the parent vanished since it was read."""
-
-
-class TransientError(SegmentError):
-    """Retries ran out on 5xx, timeouts, broken connections or unreadable bodies."""
-
-
-class SyncStopped(SegmentError):
-    """The sync was asked to stop (SIGTERM, SIGINT, run termination): no further request is sent."""
 
 
 # The stop events of this process's live clients, so a signal handler can stop every sync at
@@ -94,10 +61,6 @@ def stop_all_syncs() -> None:
     """Ask every sync in this process to stop: no further request, waits end at once."""
     for event in list(_LIVE_STOPS):
         event.set()
-
-
-class PaginationError(SegmentError):
-    """The API sent a cursor it already sent: following it would loop forever."""
 
 
 @dataclass

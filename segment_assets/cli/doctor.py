@@ -30,14 +30,11 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from segment_assets.api import spec
-from segment_assets.api.client import (
-    DEFAULT_GLOBAL_PER_MINUTE,
-    REGIONS,
+from segment_assets.api.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, Page, SegmentClient
+from segment_assets.api.errors import (
     NotFound,
-    Page,
     SegmentAPIError,
     SegmentAuthError,
-    SegmentClient,
     SegmentError,
     StreamUnavailable,
     TransientError,
