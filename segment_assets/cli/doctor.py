@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from segment_assets.api import spec
-from segment_assets.api.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, Page, SegmentClient
+from segment_assets.api.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, SegmentClient
 from segment_assets.api.errors import (
     NotFound,
     SegmentAPIError,
@@ -40,6 +40,7 @@ from segment_assets.api.errors import (
     TransientError,
     token_help,
 )
+from segment_assets.api.paging import Page
 from segment_assets.api.rate_limits import minimum_seconds
 from segment_assets.api.streams import STREAMS, RowFilter, StreamSpec, Window, children_of
 from segment_assets.api.tables import table_def
