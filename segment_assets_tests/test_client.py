@@ -7,13 +7,8 @@ import time
 
 import pytest
 
-from segment_assets.api.client import (
-    PaginationError,
-    SegmentAuthError,
-    SegmentClient,
-    StreamUnavailable,
-    TransientError,
-)
+from segment_assets.api.client import SegmentClient
+from segment_assets.api.errors import PaginationError, SegmentAuthError, StreamUnavailable, TransientError
 from segment_assets.api.streams import STREAMS
 from segment_assets.orchestration.resources import SegmentResource
 from segment_assets.simulator import Simulator
@@ -196,7 +191,8 @@ def test_region_and_url() -> None:
 
 EXITING_MAIN = """
 import sys, threading
-from segment_assets.api.client import SegmentClient, SyncStopped
+from segment_assets.api.client import SegmentClient
+from segment_assets.api.errors import SyncStopped
 from segment_assets.api.streams import STREAMS
 
 client = SegmentClient(sys.argv[1], sys.argv[2], rate_limits={"listSources": 1}, global_rate_limit=None)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from segment_assets.api.client import Page
+from segment_assets.api.paging import Page
 from segment_assets.cli.doctor import Count, diagnose, main, page_count
 from segment_assets.orchestration.connections import Connection
 from segment_assets.simulator import Simulator

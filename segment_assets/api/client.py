@@ -1,9 +1,10 @@
 """SegmentClient: the one place that speaks HTTP to the Segment Public API.
 
-Auth, region, versioned media types, pagination (every documented variant, chosen by the
-stream declaration), pacing by a budget shared with every client of the token (`rate_limits.py`),
-429 handling with `msBeforeNext`, bounded retries and the mapping of status codes to typed
-errors live here. Pages are yielded as they arrive; nothing holds a whole stream in memory.
+Auth, region, versioned media types, the one request loop behind every paging style (the
+styles themselves are the paginators of `paging.py`, chosen by the stream declaration), pacing
+by a budget shared with every client of the token (`rate_limits.py`), 429 handling with
+`msBeforeNext`, bounded retries and the mapping of status codes to typed errors (`errors.py`)
+live here. Pages are yielded as they arrive; nothing holds a whole stream in memory.
 """
 
 from __future__ import annotations
@@ -24,8 +25,19 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from segment_assets.api.errors import (
+    NotFound,
+    PaginationError,
+    SegmentAPIError,
+    SegmentAuthError,
+    StreamUnavailable,
+    SyncStopped,
+    TransientError,
+    token_help,
+)
+from segment_assets.api.paging import Page, paginator_for
 from segment_assets.api.rate_limits import RateBudget, RateLimitStore
-from segment_assets.api.streams import Paging, StreamSpec
+from segment_assets.api.streams import StreamSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,52 +48,9 @@ REGIONS: Mapping[str, str] = {
 }
 
 
-def token_help(token_env: str = "SEGMENT_API_TOKEN") -> str:
-    return (
-        f"Set {token_env} to a Segment Public API token (Settings > Workspace settings > "
-        "Access Management > Tokens > Create token; a Workspace Member token is enough to read). "
-        "A legacy Config API token does not work with the Public API."
-    )
-
-
 # Global ceiling per token: Segment publishes none, so this is deliberately generous and
-# the per-endpoint limits below (from the operation descriptions) do the real pacing.
+# the per-endpoint limits (from the operation descriptions, see `spec.py`) do the real pacing.
 DEFAULT_GLOBAL_PER_MINUTE = 1200.0
-
-
-class SegmentError(Exception):
-    """Base of every error the client raises."""
-
-
-class SegmentAuthError(SegmentError):
-    """401: the token is missing, invalid, revoked, or lacks permission."""
-
-
-class StreamUnavailable(SegmentError):
-    """403, or 404 on a feature-gated endpoint: the workspace's plan or features exclude it."""
-
-    def __init__(self, operation_id: str, status: int, message: str, feature: str | None) -> None:
-        self.operation_id = operation_id
-        self.status = status
-        self.feature = feature
-        why = f"feature '{feature}' is not enabled for this workspace" if feature else "not available to this token"
-        super().__init__(f"{operation_id}: HTTP {status}, {why} ({message})")
-
-
-class SegmentAPIError(SegmentError):
-    """A 4xx the API explains (422 validation, 404 on an ungated endpoint...)."""
-
-
-class NotFound(SegmentAPIError):
-    """404 on an ungated endpoint: for a child stream, the parent vanished since it was read."""
-
-
-class TransientError(SegmentError):
-    """Retries ran out on 5xx, timeouts, broken connections or unreadable bodies."""
-
-
-class SyncStopped(SegmentError):
-    """The sync was asked to stop (SIGTERM, SIGINT, run termination): no further request is sent."""
 
 
 # The stop events of this process's live clients, so a signal handler can stop every sync at
@@ -94,10 +63,6 @@ def stop_all_syncs() -> None:
     """Ask every sync in this process to stop: no further request, waits end at once."""
     for event in list(_LIVE_STOPS):
         event.set()
-
-
-class PaginationError(SegmentError):
-    """The API sent a cursor it already sent: following it would loop forever."""
 
 
 @dataclass
@@ -130,13 +95,6 @@ class RequestStats:
                 "rate_limit_waits": self.rate_limit_waits,
                 "wait_seconds": round(self.wait_seconds, 3),
             }
-
-
-@dataclass(frozen=True)
-class Page:
-    records: list[Any]
-    data: dict[str, Any]
-    record_kind: str | None = None  # which data key the records came from (multi-key endpoints)
 
 
 class SegmentClient:
@@ -384,104 +342,28 @@ class SegmentClient:
         query: Mapping[str, Any] | None = None,
         shape: Callable[[Page], T] | None = None,
     ) -> Iterator[T]:
-        """Yield every page of `stream` for one set of parameters, following its paging mode.
+        """Yield every page of `stream` for one set of parameters, following its paging style.
 
         `shape` turns a page into what the caller keeps (e.g. an Arrow batch); a page it rejects
         with ValueError, or a page whose cursor repeats, is requested again like an unreadable
         body, and the error is raised only if it persists."""
         path_params = dict(path_params or {})
         base_query = {**stream.query, **(query or {})}
-        count = min(self.page_size or stream.max_page_size, stream.max_page_size)
-        take = shape or (lambda page: page)  # type: ignore[assignment, return-value]
-        if stream.paging is Paging.PER_KEY:
-            yield from self._pages_per_key(stream, path_params, base_query, count, take)
-            return
-        follows = stream.paging in (Paging.CURSOR, Paging.TOP_LEVEL)
-        cursor: str | None = None
-        seen: set[str] = set()
-        while True:
-            q = dict(base_query)
-            if stream.paging in (Paging.CURSOR, Paging.SINGLE):
-                q["pagination"] = {"count": count, **({"cursor": cursor} if cursor else {})}
-            elif stream.paging is Paging.TOP_LEVEL:
-                q["count"] = count
-                if cursor:
-                    q["cursor"] = cursor
+        take: Callable[[Page], Any] = shape or (lambda page: page)
+        paginator = paginator_for(stream, self.page_size)
+        while paginator.has_more:
             attempt = 0
             while True:
-                data = self.request(stream, path_params, q)
-                pagination = data.get("pagination") or {}
-                nxt = pagination.get("next") if follows else None
+                data = self.request(stream, path_params, {**base_query, **paginator.params()})
                 try:
-                    if nxt and (nxt in seen or nxt in (cursor, pagination.get("current"))):
-                        raise PaginationError(
-                            f"stream {stream.name}: the API returned cursor {nxt!r} twice; stopping instead of "
-                            f"looping ({len(seen) + 1} pages read). Nothing from this run was written."
-                        )
-                    kept = take(Page(_records(stream, data, stream.data_key), data))
-                    break
-                except (PaginationError, ValueError) as exc:
-                    attempt += 1
-                    self._retry_or_raise(stream, attempt, f"unusable page ({exc})", final=exc)
-            self._count(stream, pages=1)
-            yield kept
-            if not nxt:
-                return
-            seen.update(c for c in (cursor, pagination.get("current")) if c)
-            cursor = nxt
-
-    def _pages_per_key(
-        self,
-        stream: StreamSpec,
-        path_params: dict[str, str],
-        base_query: dict[str, Any],
-        count: int,
-        take: Callable[[Page], T],
-    ) -> Iterator[T]:
-        # Each data key has its own cursor; a key is dropped from the request once exhausted,
-        # and records for an exhausted key (its first page, served again) are ignored.
-        cursors: dict[str, str | None] = {k: None for k in stream.data_keys}
-        seen: set[tuple[str, str]] = set()
-        while cursors:
-            q = dict(base_query)
-            for key, cur in cursors.items():
-                q[f"{key}Pagination"] = {"count": count, **({"cursor": cur} if cur else {})}
-            attempt = 0
-            while True:
-                data = self.request(stream, path_params, q)
-                try:
-                    kept = [take(Page(_records(stream, data, key), data, record_kind=key)) for key in cursors]
-                    nexts = {key: (data.get(f"{key}Pagination") or {}).get("next") for key in cursors}
-                    for key, nxt in nexts.items():
-                        if nxt and ((key, nxt) in seen or nxt == cursors[key]):
-                            raise PaginationError(f"stream {stream.name}: cursor {nxt!r} for {key} repeated")
+                    kept = [take(page) for page in paginator.read(data)]
                     break
                 except (PaginationError, ValueError) as exc:
                     attempt += 1
                     self._retry_or_raise(stream, attempt, f"unusable page ({exc})", final=exc)
             self._count(stream, pages=1)
             yield from kept
-            for key, nxt in nexts.items():
-                if nxt:
-                    seen.add((key, nxt))
-                    cursors[key] = nxt
-                else:
-                    del cursors[key]
-
-
-def _records(stream: StreamSpec, data: dict[str, Any], key: str | tuple[str, ...] | None) -> list[Any]:
-    if key is None:
-        return [data]
-    if isinstance(key, tuple):
-        key = key[0]
-    value = data.get(key)
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict) and stream.map_key_column:
-        return [{stream.map_key_column: k, "value": v} for k, v in value.items()]
-    return [value]
+            paginator.advance(data)
 
 
 def _quote(value: str) -> str:

@@ -4,8 +4,9 @@ One `StreamSpec` per table. Path, media type (stability), per-endpoint rate limi
 feature gate come from the OpenAPI document by operationId (`spec.py`), so a declaration
 holds only what the document cannot say: the table name, Segment area, primary key,
 where parent ids come from, how records are laid out, and the update method.
-`assets.py` turns each declaration into one Dagster asset; the client reads the paging
-mode and page-size cap from here, so API quirks live in this file and nowhere else.
+`orchestration/assets.py` turns each declaration into one Dagster asset; the paginator of
+each read (`paging.py`) follows the declared paging style and page-size cap, so API quirks
+live in this file and nowhere else.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from segment_assets.api.spec import Operation
 
 
 class Paging(enum.Enum):
+    """How an endpoint pages; `paging.PAGINATORS` names the paginator class of each style."""
+
     CURSOR = "cursor"  # `pagination[count]`/`pagination[cursor]` in, `data.pagination` out
     TOP_LEVEL = "top_level"  # top-level `count`/`cursor` query parameters
     PER_KEY = "per_key"  # one independent cursor per data key (`<key>Pagination`)
@@ -203,7 +206,6 @@ _USAGE_TYPES = {
     "identified": "BIGINT",
     "never_identified": "BIGINT",
 }
-_DELIVERY = ("time", "count", "retry_count")
 
 
 _S = StreamSpec
@@ -370,7 +372,7 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         parent=_p("warehouse_connected_sources", warehouseId="warehouse_id", sourceId="id"),
         decision="2 requests/minute, one request per (warehouse, connected source): selective-sync settings exist "
         "nowhere else and carry no timestamp to read incrementally. Items have no id: keyed by (warehouse, "
-        "source, collection) per REFERENCE §6",
+        "source, collection)",
     ),
     _S(
         "warehouse_syncs",
@@ -405,7 +407,8 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         data_key="rules",
         parent=_p("tracking_plans", trackingPlanId="id"),
         key_defaults={"key": ""},
-        decision="rules have no id: keyed by (tracking plan, type, key); keyless rules (COMMON, IDENTIFY, GROUP) get key ''",
+        decision="rules have no id: keyed by (tracking plan, type, key); keyless rules (COMMON, IDENTIFY, GROUP) "
+        "get key ''",
     ),
     _S(
         "tracking_plan_sources",

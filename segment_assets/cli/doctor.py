@@ -30,19 +30,17 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from segment_assets.api import spec
-from segment_assets.api.client import (
-    DEFAULT_GLOBAL_PER_MINUTE,
-    REGIONS,
+from segment_assets.api.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, SegmentClient
+from segment_assets.api.errors import (
     NotFound,
-    Page,
     SegmentAPIError,
     SegmentAuthError,
-    SegmentClient,
     SegmentError,
     StreamUnavailable,
     TransientError,
     token_help,
 )
+from segment_assets.api.paging import Page
 from segment_assets.api.rate_limits import minimum_seconds
 from segment_assets.api.streams import STREAMS, RowFilter, StreamSpec, Window, children_of
 from segment_assets.api.tables import table_def

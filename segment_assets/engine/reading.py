@@ -21,7 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segment_assets.api import spec
-from segment_assets.api.client import NotFound, Page, SegmentClient, StreamUnavailable
+from segment_assets.api.client import SegmentClient
+from segment_assets.api.errors import NotFound, StreamUnavailable
+from segment_assets.api.paging import Page
 from segment_assets.api.streams import StreamSpec
 from segment_assets.api.tables import RECORD_KIND, WINDOW_END, WINDOW_START, Shaper
 from segment_assets.storage import Target

@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from segment_assets.api.client import RequestStats, SegmentAuthError, SegmentClient, SyncStopped
+from segment_assets.api.client import RequestStats, SegmentClient
+from segment_assets.api.errors import SegmentAuthError, SyncStopped
 from segment_assets.api.streams import STREAMS, StreamSpec, UpdateMethod
 from segment_assets.api.tables import table_def
 from segment_assets.engine import progress

@@ -45,7 +45,8 @@ from dagster import (
     sensor,
 )
 
-from segment_assets.api.client import SegmentClient, StreamUnavailable
+from segment_assets.api.client import SegmentClient
+from segment_assets.api.errors import StreamUnavailable
 from segment_assets.api.streams import STREAMS, StreamSpec, Window, children_of
 from segment_assets.orchestration.connections import DEFAULT_CONFIG_CRON, Connection
 from segment_assets.orchestration.partitions import partitions_def
