@@ -52,6 +52,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     )
     parser.add_argument("--throughput-runs", type=int, help="runs per tool in 4 (default 3)")
     parser.add_argument("--throughput-scale", type=float, help="simulator scale in 4 (default 20)")
+    parser.add_argument(
+        "--profile-throughput",
+        action="store_true",
+        help="in 4, run the whole sync and the engine alone once more under py-spy (if installed) and "
+        "report where their time goes",
+    )
     parser.add_argument("--memory-scales", type=float, nargs="+", metavar="X", help="scales of 6 (default 1 5 20)")
     parser.add_argument(
         "--profile-memory",
@@ -66,6 +72,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     for name in ("shared_seconds", "throughput_runs", "throughput_scale"):
         if getattr(args, name) is not None:
             setattr(s, name, getattr(args, name))
+    s.throughput_profile = args.profile_throughput
     if args.memory_scales:
         s.memory_scales = tuple(sorted(args.memory_scales))
     return args, s

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from statistics import median
 
 import duckdb
 
-from bench import config_set, instance
+from bench import config_set, instance, stacks
 from bench.figures import Figure, Section, Spread, Table, mib, prose
-from bench.processes import Run, child_env
+from bench.processes import Run, SimulatorProcess, child_env, segment_assets_command
 from bench.processes import run as run_process
 from bench.settings import Settings, Workdir, sync, sync_env
 
@@ -50,6 +51,56 @@ def _rows(db: str, names: list[str]) -> int:
     with duckdb.connect(db, read_only=True) as con:
         catalog = con.execute("SELECT current_database()").fetchone()[0]
         return sum(con.execute(f'SELECT count(*) FROM "{catalog}".segment."{n}"').fetchone()[0] for n in names)
+
+
+def _engine_argv(work: Workdir, sim: SimulatorProcess, db: Path, names: list[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "bench.engine_job",
+        "--url",
+        sim.url,
+        "--token",
+        sim.token,
+        "--db",
+        str(db),
+        "--rate-limit-dir",
+        str(work.file("engine-rate-limits")),
+        "--streams",
+        ",".join(names),
+    ]
+
+
+def _profiles(work: Workdir, sim: SimulatorProcess, home: Path, names: list[str]) -> Table | None:
+    """The whole sync and the engine alone once more each under py-spy, every thread that is not
+    idle, then only the GIL holder; seconds per cost (bench/stacks.py)."""
+    spy = stacks.py_spy()
+    if spy is None:
+        return None
+    found: dict[str, dict[str, float]] = {}
+    for mode in ("active", "gil"):
+        for tool in (SYNC, ENGINE):
+            db = work.file("throughput-profile", ".duckdb")
+            if tool == SYNC:
+                argv = [*segment_assets_command(), "sync", "--select", *names]
+                env = sync_env(sim, home, db=db, pace=False)
+            else:
+                argv, env = _engine_argv(work, sim, db, names), child_env()
+            out = work.file("py-spy", ".txt")
+            rate = 100
+            spied = [spy, "record", "-r", str(rate), "-f", "raw", "-o", str(out), *(["--gil"] if mode == "gil" else [])]
+            r = run_process([*spied, "--", *argv], work.log("throughput-profile"), env)
+            db.unlink(missing_ok=True)
+            if r.returncode != 0 or not out.exists():
+                return None  # py-spy needs ptrace; not every machine allows it
+            for cost, seconds in stacks.costs(out.read_text(), rate).items():
+                found.setdefault(cost, {})[f"{tool}, {mode}"] = seconds
+    columns = [f"{t}, {m}" for t in (SYNC, ENGINE) for m in ("active", "gil")]
+    table = Table(["cost (py-spy, seconds summed over threads)", *(c.replace(", ", ": ") for c in columns)])
+    for cost, by in sorted(found.items(), key=lambda kv: -kv[1].get(f"{ENGINE}, active", 0.0)):
+        table.rows.append([cost, *(f"{by.get(c, 0.0):.2f}" for c in columns)])
+    table.rows.append(["total", *(f"{sum(by.get(c, 0.0) for by in found.values()):.2f}" for c in columns)])
+    return table
 
 
 def run(settings: Settings, work: Workdir) -> Section:
@@ -89,23 +140,7 @@ def run(settings: Settings, work: Workdir) -> Section:
                 elif tool == ENGINE:
                     db = work.file("throughput-engine", ".duckdb")
                     r = run_process(
-                        [
-                            sys.executable,
-                            "-m",
-                            "bench.engine_job",
-                            "--url",
-                            sim.url,
-                            "--token",
-                            sim.token,
-                            "--db",
-                            str(db),
-                            "--rate-limit-dir",
-                            str(work.file("engine-rate-limits")),
-                            "--streams",
-                            ",".join(names),
-                        ],
-                        work.log("throughput-engine"),
-                        child_env(),
+                        _engine_argv(work, sim, db, names), work.log("throughput-engine"), child_env()
                     ).check()
                     rows[tool].add(_rows(str(db), names))
                     no_dagster.append(not r.result["dagster_imported"])
@@ -170,6 +205,7 @@ def run(settings: Settings, work: Workdir) -> Section:
                 if db is not None:
                     db.unlink(missing_ok=True)
             print(f"  run {i + 1}: " + ", ".join(f"{t} {runs[t][-1].wall_seconds:.1f} s" for t in TOOLS), flush=True)
+        profile = _profiles(work, sim, home, names) if settings.throughput_profile else None
 
     section = Section(
         4,
@@ -187,6 +223,7 @@ def run(settings: Settings, work: Workdir) -> Section:
             "client",
             "runs",
             "whole process s",
+            "CPU s (user + sys)",
             "peak RSS MiB",
             "requests per run",
             "rows (records)",
@@ -201,6 +238,7 @@ def run(settings: Settings, work: Workdir) -> Section:
                 t,
                 str(len(runs[t])),
                 wall[t].fmt(".1f"),
+                Spread.of([r.cpu_seconds for r in runs[t]]).fmt(".1f"),
                 rss[t].fmt(",.0f"),
                 "/".join(f"{n:,}" for n in sorted(set(requests[t]))),
                 "/".join(f"{n:,}" for n in sorted(rows[t])),
@@ -295,6 +333,17 @@ def run(settings: Settings, work: Workdir) -> Section:
             + "; ".join(f"{k} {v:.2f} s" for k, v in p.items())
             + "."
         )
+    if settings.throughput_profile:
+        if profile is None:
+            section.notes.append("No profile: py-spy is not installed or may not trace processes here.")
+        else:
+            section.tables.append(profile)
+            section.notes.append(
+                "The profile table: one more run of the whole sync and of the engine alone under "
+                "`py-spy record` (100 samples/s), first every thread that is not idle, then only the "
+                "thread holding the GIL; each sampled stack is charged to one cost by `bench/stacks.py`. "
+                + prose(stacks.__doc__, skip=1)
+            )
     section.notes.append("In the set: " + ", ".join(names) + ".")
     section.tables.append(
         Table(
