@@ -3,7 +3,7 @@
 1 limits      full sync under the documented limits: wall time against the rate-limit bound
 2 shared      concurrent syncs sharing one token: achieved rate per endpoint against its limit
 3 resync      re-sync of the unchanged workspace under the limits (runs after 1, on its file)
-4 throughput  configuration set vs dlt's rest_api source (parquet loader) and a bare client
+4 throughput  configuration set: whole sync and engine alone vs dlt's rest_api source and a bare client
 5 ui          "Materialize all" through `dagster dev` and GraphQL vs the CLI; start-up costs
 6 memory      peak RSS of the fan-out-heavy selection at growing scales
 7 estimate    requests estimated from the parent tables vs made, sample-value streams (runs with 6)
@@ -52,6 +52,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     )
     parser.add_argument("--throughput-runs", type=int, help="runs per tool in 4 (default 3)")
     parser.add_argument("--throughput-scale", type=float, help="simulator scale in 4 (default 20)")
+    parser.add_argument(
+        "--profile-throughput",
+        action="store_true",
+        help="in 4, run the whole sync and the engine alone once more under py-spy (if installed) and "
+        "report where their time goes",
+    )
     parser.add_argument("--memory-scales", type=float, nargs="+", metavar="X", help="scales of 6 (default 1 5 20)")
     parser.add_argument(
         "--profile-memory",
@@ -66,6 +72,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     for name in ("shared_seconds", "throughput_runs", "throughput_scale"):
         if getattr(args, name) is not None:
             setattr(s, name, getattr(args, name))
+    s.throughput_profile = args.profile_throughput
     if args.memory_scales:
         s.memory_scales = tuple(sorted(args.memory_scales))
     return args, s
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - started:6.0f}s] {name} ...", flush=True)
         try:
             out = fn()
-        except Exception:  # one broken benchmark must not hide the others' figures
+        except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
             failures[name] = traceback.format_exc()
             print(f"  FAILED: {failures[name].strip().splitlines()[-1]}", flush=True)
             return

@@ -114,6 +114,7 @@ class Run:
     signalled_at: float | None = None  # when SIGTERM was sent, if it was
     started_epoch: float = 0.0  # time.time() at the start, to compare with Dagster's run timestamps
     result: dict[str, Any] = field(default_factory=dict)  # a job's BENCH_RESULT line
+    cpu_seconds: float = 0.0  # user + system CPU time of this process (and of any child it waited for)
 
     @property
     def wall_seconds(self) -> float:
@@ -213,6 +214,7 @@ class Child:
             self.signalled_at,
             self.started_epoch,
             result,
+            usage.ru_utime + usage.ru_stime,
         )
 
 

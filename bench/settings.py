@@ -26,6 +26,7 @@ class Settings:
     # 4: throughput on the configuration set
     throughput_scale: float = 20.0
     throughput_runs: int = 3
+    throughput_profile: bool = False  # one more run of the sync and the engine each under py-spy
     # 5: the UI path
     ui_runs: int = 2
     startup_runs: int = 3
