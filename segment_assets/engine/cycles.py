@@ -113,10 +113,8 @@ class Cycle:
         return pa.schema([schema.field(k) for k in self.table.primary_key]).empty_table()
 
     def write(self, batches: Iterable[pa.RecordBatch], run_id: str) -> WriteResult:
-        # Upsert without deletes: a parent not read yet keeps its rows until the cycle says otherwise.
-        result = self.target.write_snapshot(
-            self.table, self.tee_keys(batches), method=UpdateMethod.WATERMARK, run_id=run_id
-        )
+        # No deletes yet: a parent not read yet keeps its rows until the cycle says otherwise.
+        result = self.target.upsert(self.table, self.tee_keys(batches), run_id=run_id)
         # Appended even when empty: the key table must exist at the end of a cycle whose runs read
         # no row at all (audiences without consumers), and then every row of the table goes.
         self.target.append_rows(self.keys_table, self._seen_keys())
