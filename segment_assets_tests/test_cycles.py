@@ -4,18 +4,22 @@ unbudgeted run, and decides its deletes only when the cycle completes."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, materialize
 
 from segment_assets.api.streams import STREAMS
 from segment_assets.engine.cycles import budget_requests
+from segment_assets.engine.runner import StreamRun, sync_stream
 from segment_assets.orchestration.assets import asset_key, build_assets
 from segment_assets.orchestration.resources import DuckDBStorage
 from segment_assets.simulator import Simulator
-from segment_assets.storage import DuckDBTarget
+from segment_assets.storage import DuckDBTarget, Target
+from segment_assets.storage.lake_target import LakeTarget
 from segment_assets_tests.conftest import materializations, segment_for
 
 PARENTS = ["spaces", "space_traits"]
@@ -105,6 +109,97 @@ def test_a_failed_run_of_a_cycle_is_continued_by_the_next(sim: Simulator, tmp_pa
     assert runs[0]["segment/cycle_parents_done"] == done_before + BUDGET, "it resumes where the last commit left it"
     table = "SELECT space_id, trait_key, value FROM space_trait_sample_values"
     assert rows(db, table) == rows(one, table)
+
+
+CONSUMERS = STREAMS["audience_consumers"]
+
+
+class Engine:
+    """Streams synced one by one through the engine (no Dagster) into `target`."""
+
+    def __init__(self, sim: Simulator, target: Target) -> None:
+        self.target = target
+        self.client = segment_for(sim).make_client()
+
+    def sync(self, name: str, run_id: str, budget: int | None = None) -> dict[str, Any]:
+        run = StreamRun(
+            client=self.client,
+            target=self.target,
+            run_id=run_id,
+            method_for=lambda s: s.update_method,
+            budget_for=lambda s: budget if s is CONSUMERS else None,
+        )
+        outcome = sync_stream(STREAMS[name], run)
+        assert outcome.status == "ok", outcome.error
+        return outcome.metadata
+
+
+@pytest.fixture(params=["duckdb", "lake"])
+def consumers_gone(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Engine, set[tuple[str, ...]]]]:
+    """5 audiences whose consumers were synced once, then all removed from the workspace:
+    the engine, and the (space_id, audience_id, id) of the removed consumers."""
+    with Simulator(seed=7, counts={"spaces": 1, "audiences": 5}) as sim:
+        target: Target = (
+            DuckDBTarget(tmp_path / "segment_assets.duckdb")
+            if request.param == "duckdb"
+            else LakeTarget((tmp_path / "lake").as_uri(), stage_dir=tmp_path / "stage")
+        )
+        engine = Engine(sim, target)
+        try:
+            for name in ("spaces", "audiences", "audience_consumers"):
+                engine.sync(name, "r0")
+            listed = {(r.pkey[0], r.pkey[1], r.ident) for r in sim.workspace.rows("audience_consumers")}
+            assert len(listed) == 5 and target.query("SELECT count(*) FROM audience_consumers") == [(5,)]
+            for _space, _audience, consumer in listed:
+                sim.workspace.delete("audience_consumers", consumer)
+            yield engine, listed
+        finally:
+            engine.client.close()
+            target.close()
+
+
+def deleted_in(target: Target, run_id: str) -> list[tuple]:
+    return target.query(
+        "SELECT space_id, audience_id, id FROM audience_consumers__ct "
+        f"WHERE header__change_oper = 'D' AND header__run_id = '{run_id}'"
+    )
+
+
+def test_a_cycle_that_reads_no_rows_deletes_every_row_and_the_next_cycle_starts(
+    consumers_gone: tuple[Engine, set[tuple[str, ...]]],
+) -> None:
+    engine, listed = consumers_gone
+    # 5 audiences, 2 per run, and none lists a consumer any more: no run of the cycle reads a row.
+    runs = [engine.sync("audience_consumers", f"r{i}", budget=2) for i in (1, 2, 3)]
+    assert [r["segment/cycle_runs_left"] for r in runs] == [2, 1, 0]
+    assert [r["segment/deleted"] for r in runs] == [0, 0, 5], "deletes wait for the end of the cycle"
+    assert engine.target.query("SELECT count(*) FROM audience_consumers") == [(0,)]
+    deleted = deleted_in(engine.target, "r3")
+    assert set(deleted) == listed and len(deleted) == 5
+
+    again = engine.sync("audience_consumers", "r4", budget=2)
+    assert (again["segment/cycle_parents_done"], again["segment/cycle_runs_left"]) == (2, 2)
+    assert again["segment/cycle_complete_for"] == runs[-1]["segment/cycle_complete_for"] != "none yet"
+
+
+def test_a_cycle_left_without_its_key_table_completes_on_the_next_run(
+    consumers_gone: tuple[Engine, set[tuple[str, ...]]],
+) -> None:
+    """The state older versions left: every parent done, the key table never written, the end
+    of the cycle failing. The next run reads nothing more and completes the cycle."""
+    engine, listed = consumers_gone
+    engine.sync("audience_consumers", "r1", budget=2)
+    engine.sync("audience_consumers", "r2", budget=2)
+    parents = engine.target.parent_keys("audiences", ["space_id", "id"])
+    engine.target.append_rows(
+        "audience_consumers__cycle_parents",
+        pa.table({"spaceId": [str(parents[-1][0])], "id": [str(parents[-1][1])]}),
+    )
+    assert engine.target.drop_table("audience_consumers__cycle_keys")
+
+    healed = engine.sync("audience_consumers", "r3", budget=2)
+    assert (healed["segment/api_requests"], healed["segment/cycle_runs_left"]) == (0, 0)
+    assert healed["segment/deleted"] == 5 and set(deleted_in(engine.target, "r3")) == listed
 
 
 def test_budget_is_minutes_of_the_endpoint_limit() -> None:

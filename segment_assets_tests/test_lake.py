@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from deltalake import DeltaTable
 
 from segment_assets.api.streams import UpdateMethod
 from segment_assets.api.tables import table_def
@@ -131,9 +132,15 @@ def test_kill_between_table_and_change_commits_is_repaired_exactly(lake_url: str
     # The current table moved on (3 updated, 2 deleted); the change table did not.
     assert names(target) == {"B"}
     assert target.query("SELECT count(*) FROM sources__ct WHERE header__run_id = 'r2'") == [(0,)]
-    commit = json.loads(target._require("sources").history(1)[0]["segment_assets"])
-    assert target.repair(SOURCES) == 1
-    assert target.repair(SOURCES) == 0  # idempotent: the app transaction records what is mirrored
+    history = DeltaTable(target.table_uri("sources"), storage_options=target.storage_options).history(1)
+    commit = json.loads(history[0]["segment_assets"])
+    # The next write repairs first: the killed run's change rows, then its own follow.
+    target.write_snapshot(
+        SOURCES,
+        iter([shaper.batch([{"id": "src0", "name": "B 0"}], {}, {})]),
+        method=UpdateMethod.RELOAD_AND_COMPARE,
+        run_id="r3",
+    )
     changes = target.query(
         "SELECT header__change_oper, id, name, header__change_seq FROM sources__ct "
         "WHERE header__run_id = 'r2' ORDER BY header__change_seq"
@@ -146,12 +153,14 @@ def test_kill_between_table_and_change_commits_is_repaired_exactly(lake_url: str
         ("D", "src4", "A 4"),
     ]
     assert {c[3][:16] for c in changes} == {commit["prefix"]}  # the prefix claimed by the killed run
-    # The next write repairs by itself too: no duplicates, and its own rows follow.
+    own = target.query("SELECT min(header__change_seq) FROM sources__ct WHERE header__run_id = 'r3'")[0][0]
+    assert max(c[3] for c in changes) < own
+    # Repaired once: the app transaction records what the change table mirrors.
     target.write_snapshot(
         SOURCES,
         iter([shaper.batch([{"id": "src0", "name": "B 0"}], {}, {})]),
         method=UpdateMethod.RELOAD_AND_COMPARE,
-        run_id="r3",
+        run_id="r4",
     )
     assert target.query("SELECT header__run_id, count(*) FROM sources__ct GROUP BY ALL ORDER BY 1") == [
         ("r1", 5),
@@ -185,7 +194,11 @@ def test_a_reader_during_writes_sees_old_or_new_never_a_mix(tmp_path: Path) -> N
     assert {"A"} in seen and len(seen) > 3
 
 
-def test_concurrent_prefix_claims_and_appends_never_collide(moto_s3: S3, s3_lake_url: str, tmp_path: Path) -> None:
+def test_concurrent_prefix_claims_and_appends_never_collide(
+    moto_s3: S3,  # noqa: F811 - the fixture imported above
+    s3_lake_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     worker = textwrap.dedent("""
         import sys, pyarrow as pa
         from segment_assets.storage.lake_target import LakeTarget

@@ -12,7 +12,6 @@ import pytest
 
 from segment_assets.cli.commands import run_sync
 from segment_assets.orchestration.resources import DuckDBStorage, LakeStorage
-from segment_assets.storage.sql_session import sql_session
 from segment_assets_tests.conftest import segment_for
 
 # Every kind of stream: root lists, fan-out children (one with a row filter), a watermark
@@ -65,7 +64,7 @@ def test_duckdb_and_lake_hold_identical_tables_and_changes(sim: Simulator, tmp_p
     for storage in (duck, lake):
         run_sync(STREAMS, segment=segment, storage=storage, out=logs[id(storage)])
 
-    with sql_session(duck.get_target()) as a, sql_session(lake.get_target()) as b:
+    with duck.get_target().sql_session() as a, lake.get_target().sql_session() as b:
         left, right = snapshot(a), snapshot(b)
     left.pop("_segment_assets_state", None)  # the DuckDB file's own state table (the lake hides its own)
     assert sorted(left) == sorted(right), (logs[id(duck)].getvalue(), logs[id(lake)].getvalue())

@@ -144,7 +144,7 @@ def test_change_seq_is_monotonic_across_tables_and_runs(target: Target) -> None:
 
 
 @local_only
-def test_watermark_upserts_inserts_and_updates_without_deletes(target: Target) -> None:
+def test_upsert_inserts_and_updates_without_deletes(target: Target) -> None:
     def sync(i: int, minute: int, status: str) -> dict:
         return {
             "start": f"2026-11-0{i}T00:0{minute}:00.000Z",
@@ -158,12 +158,7 @@ def test_watermark_upserts_inserts_and_updates_without_deletes(target: Target) -
         }
 
     def write(records: list[dict], run: str):
-        return target.write_snapshot(
-            SYNCS,
-            iter([SYNCS.to_batch(records, {"warehouseId": "wh1"}, {})]),
-            method=UpdateMethod.WATERMARK,
-            run_id=run,
-        )
+        return target.upsert(SYNCS, iter([SYNCS.to_batch(records, {"warehouseId": "wh1"}, {})]), run_id=run)
 
     write([sync(1, 0, "SUCCESS"), sync(2, 0, "RUNNING")], "r1")
     result = write([sync(2, 0, "SUCCESS"), sync(3, 0, "RUNNING")], "r2")  # the newest only: no delete of day 1
@@ -179,6 +174,8 @@ def test_watermark_upserts_inserts_and_updates_without_deletes(target: Target) -
     ]
     wm = target.max_by("warehouse_syncs", ["warehouse_id"], "start")
     assert wm == {("wh1",): datetime(2026, 11, 3, tzinfo=UTC)}
+    with pytest.raises(ValueError, match="not a snapshot"):  # a partial read must not delete the rest
+        snapshot(target, [sync(4, 0, "RUNNING")], "r3", table=SYNCS, method=UpdateMethod.WATERMARK)
 
 
 def test_failed_snapshot_leaves_previous_table_intact(target: Target) -> None:

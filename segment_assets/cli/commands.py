@@ -228,10 +228,14 @@ def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
     from segment_assets.orchestration.resources import storage_resource
+    from segment_assets.storage import StorageError
 
     connection = pick_connection(args.connection)
     target = storage_resource(connection).get_target()
-    con = _sql_session(target)
+    try:
+        con = target.sql_session()
+    except StorageError as exc:
+        raise SystemExit(str(exc)) from None
     try:
         rel = con.sql(args.query)
     except duckdb.Error as exc:
@@ -250,28 +254,6 @@ def cmd_sql(args: argparse.Namespace) -> int:
     else:
         rel.show(max_rows=args.max_rows, max_width=shutil.get_terminal_size((160, 20)).columns)
     return 0
-
-
-def _sql_session(target: Any) -> Any:
-    import duckdb
-
-    from segment_assets.storage import DuckDBTarget
-
-    if isinstance(target, DuckDBTarget):
-        if not Path(target.path).exists():
-            raise SystemExit(f"{target.path} does not exist yet: run `segment-assets sync` first")
-        try:
-            con = duckdb.connect(target.path, read_only=True)
-        except duckdb.IOException as exc:
-            raise SystemExit(
-                f"{target.path} is being written by another process (a sync?); try again when it is done ({exc})"
-            ) from None
-        catalog = con.execute("SELECT current_database()").fetchone()[0]
-        con.execute(f'USE "{catalog}"."{target.schema}"')  # so `FROM sources` works too
-        return con
-    from segment_assets.storage.sql_session import sql_session
-
-    return sql_session(target)
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -106,13 +106,18 @@ class Cycle:
                 self.keys.append(batch.select(list(self.table.primary_key)))
             yield batch
 
-    def write(self, batches: Iterable[pa.RecordBatch], run_id: str) -> WriteResult:
-        # Upsert without deletes: a parent not read yet keeps its rows until the cycle says otherwise.
-        result = self.target.write_snapshot(
-            self.table, self.tee_keys(batches), method=UpdateMethod.WATERMARK, run_id=run_id
-        )
+    def _seen_keys(self) -> pa.Table:
         if self.keys:
-            self.target.append_rows(self.keys_table, pa.Table.from_batches(self.keys))
+            return pa.Table.from_batches(self.keys)
+        schema = self.table.arrow_schema()
+        return pa.schema([schema.field(k) for k in self.table.primary_key]).empty_table()
+
+    def write(self, batches: Iterable[pa.RecordBatch], run_id: str) -> WriteResult:
+        # No deletes yet: a parent not read yet keeps its rows until the cycle says otherwise.
+        result = self.target.upsert(self.table, self.tee_keys(batches), run_id=run_id)
+        # Appended even when empty: the key table must exist at the end of a cycle whose runs read
+        # no row at all (audiences without consumers), and then every row of the table goes.
+        self.target.append_rows(self.keys_table, self._seen_keys())
         self.target.append_rows(self.parents_table, _parents_arrow(self.stream, self.chunk))
         self.state.parents_done += len(self.chunk)
         if self.remaining_after == 0:

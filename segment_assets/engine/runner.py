@@ -164,6 +164,8 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     elif cycle:
         result = cycle.write(staged, run.run_id)
         md.update(cycle.metadata())
+    elif method is UpdateMethod.WATERMARK:
+        result = target.upsert(table, staged, run_id=run.run_id)
     else:
         result = target.write_snapshot(table, staged, method=method, run_id=run.run_id)
     _request_stats(md, stats, before)

@@ -45,7 +45,7 @@ def build_workspace_definitions(
     segment_key, storage_key = connection.resource_keys
     schedules = build_schedules(connection, jobs)
     extra_jobs = []
-    if storage.kind == "delta":  # many small commits (change tables, daily windows) need compaction
+    if storage.needs_maintenance:
         maintenance = build_maintenance_job(storage_key, connection.maintenance_job_name, connection.run_tags)
         extra_jobs.append(maintenance)
         schedules.append(build_maintenance_schedule(maintenance))

@@ -43,8 +43,7 @@ def maintain(
 ) -> list[dict[str, Any]]:
     """Compact then vacuum `tables` (default: every table of the target, its state table included)."""
     if tables is None:
-        lister = getattr(target, "maintenance_tables", None)
-        tables = lister() if lister else target.table_names()
+        tables = target.maintenance_tables()
     report = []
     for name in tables:
         started = time.monotonic()

@@ -147,6 +147,11 @@ class StorageResource(ConfigurableResource):
     @abstractmethod
     def kind(self) -> str: ...
 
+    @property
+    def needs_maintenance(self) -> bool:
+        """Whether the tables gather small files that a maintenance job compacts and vacuums."""
+        return False
+
     def table_name(self, name: str) -> str:
         return f"{self.schema_name}.{name}"
 
@@ -225,6 +230,10 @@ class LakeStorage(StorageResource):
     @property
     def kind(self) -> str:
         return "delta"
+
+    @property
+    def needs_maintenance(self) -> bool:
+        return True  # many small commits (change tables, daily windows)
 
     def get_target(self) -> Target:
         from segment_assets.storage.lake_target import LakeTarget  # deltalake loads only when a lake is used

@@ -8,12 +8,14 @@ the table and of its change table readable and unchanged.
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
+import duckdb
 import pyarrow as pa
 
 from segment_assets.api.streams import RowFilter, UpdateMethod
@@ -21,8 +23,8 @@ from segment_assets.api.tables import TableDef
 
 DEFAULT_SCHEMA = "segment"
 CHANGE_SUFFIX = "__ct"
-# Qlik's header columns (REFERENCE §7): change_seq is `YYYYMMDDHHmmSShh` + a 19-digit counter,
-# monotonic across every change table of one target.
+# The change tables' header columns, as Qlik Replicate names them: change_seq is `YYYYMMDDHHmmSShh`
+# + a 19-digit counter, monotonic across every change table of one target.
 HEADER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("header__change_seq", "VARCHAR"),
     ("header__change_oper", "VARCHAR"),
@@ -32,6 +34,14 @@ HEADER_COLUMNS: tuple[tuple[str, str], ...] = (
 SEQ_COUNTER_DIGITS = 19
 STATE_TABLE = "_segment_assets_state"  # the target's key/value state (change_seq prefix, check baselines)
 DEFAULT_VACUUM_RETENTION_HOURS = 7 * 24
+
+
+class WriteMode(enum.Enum):
+    """What the rows handed to a write stand for, hence what the write does to the table."""
+
+    REPLACE = "replace"  # the whole table: it becomes these rows, no change rows
+    COMPARE = "compare"  # the whole table: inserts, updates and deletes, each with a change row
+    UPSERT = "upsert"  # some rows: inserts and updates, each with a change row; nothing is deleted
 
 
 class StorageError(Exception):
@@ -94,11 +104,26 @@ class Target(ABC):
 
     # -- writes --------------------------------------------------------------------------
 
-    @abstractmethod
     def write_snapshot(
         self, table: TableDef, batches: Iterable[pa.RecordBatch], *, method: UpdateMethod, run_id: str
     ) -> WriteResult:
-        """Apply a full read (or, for WATERMARK, the newest rows) as `method` says, in one commit."""
+        """Apply a full read of the stream, in one commit: FULL_LOAD replaces the table; RELOAD_AND_COMPARE
+        applies what changed, deletes included, with a change row each."""
+        if method is UpdateMethod.FULL_LOAD:
+            return self._write(table, batches, WriteMode.REPLACE, run_id)
+        if method is UpdateMethod.RELOAD_AND_COMPARE:
+            return self._write(table, batches, WriteMode.COMPARE, run_id)
+        raise ValueError(f"a {method.value} read is not a snapshot of {table.name}: write it with upsert")
+
+    def upsert(self, table: TableDef, batches: Iterable[pa.RecordBatch], *, run_id: str) -> WriteResult:
+        """Insert the rows whose key is new and update those that changed, with I/U change rows, in one
+        commit; a row absent from `batches` is kept (a watermark read, one run's share of a cycle)."""
+        return self._write(table, batches, WriteMode.UPSERT, run_id)
+
+    @abstractmethod
+    def _write(
+        self, table: TableDef, batches: Iterable[pa.RecordBatch], mode: WriteMode, run_id: str
+    ) -> WriteResult: ...
 
     @abstractmethod
     def replace_window(
@@ -170,7 +195,16 @@ class Target(ABC):
     @abstractmethod
     def write_state(self, key: str, value: str) -> None: ...
 
+    @abstractmethod
+    def sql_session(self) -> duckdb.DuckDBPyConnection:
+        """A new in-memory DuckDB connection reading this target's tables under the DuckDB target's names:
+        `SELECT * FROM segment.sources`, or `FROM sources` (the schema is the default). The caller closes it."""
+
     # -- maintenance -----------------------------------------------------------------------
+
+    def maintenance_tables(self) -> list[str]:
+        """The tables `optimize` and `vacuum` work on."""
+        return self.table_names()
 
     def optimize(self, name: str) -> dict[str, object]:
         """Compact the small files of table `name` (lake); metrics of what was done."""

@@ -22,28 +22,33 @@ from typing import ClassVar
 import duckdb
 import pyarrow as pa
 
-from segment_assets.api.streams import RowFilter, UpdateMethod
+from segment_assets.api.streams import RowFilter
 from segment_assets.api.tables import ARROW_TYPES, TableDef
 from segment_assets.storage.base import (
     CHANGE_SUFFIX,
     DEFAULT_SCHEMA,
     HEADER_COLUMNS,
-    SEQ_COUNTER_DIGITS,
     STATE_TABLE,
     KeyCheck,
     StorageError,
     Target,
+    WriteMode,
     WriteResult,
     missing_parent_error,
 )
 from segment_assets.storage.changes import (
     change_rows_sql,
     changes_sql,
+    count_changes,
     load_stage,
-    max_by_sql,
+    missing_keys_sql,
     next_seq_prefix,
-    parent_keys_sql,
+    number_changes,
     q,
+    select_key_check,
+    select_max_by,
+    select_parent_keys,
+    within_window,
 )
 from segment_assets.storage.staging import staged
 
@@ -140,6 +145,7 @@ class DuckDBTarget(Target):
         self.lock_timeout = lock_timeout
         self.memory_limit = memory_limit
         self.threads = threads
+        self.stage_dir = Path(self.path).parent / ".staging"
         self._catalog = Path(self.path).stem
         if self._catalog == schema:
             # DuckDB names a file's catalog after it: `segment.sources` would then be ambiguous.
@@ -200,7 +206,7 @@ class DuckDBTarget(Target):
         con.execute("SET preserve_insertion_order = false")  # lets big INSERT ... SELECT stream
         con.execute(f"SET threads = {self.threads}")
         con.execute("SET TimeZone = 'UTC'")  # timestamps without an offset are UTC, as the API means them
-        self._catalog = con.execute("SELECT current_database()").fetchone()[0]
+        self._catalog = con.execute("SELECT current_database()").fetchall()[0][0]
         return con
 
     # -- DDL -------------------------------------------------------------------------------
@@ -276,14 +282,6 @@ class DuckDBTarget(Target):
         with self.connect() as con:
             self._ensure_all(con, table, table.stream.update_method.keeps_changes)
 
-    # -- staging ---------------------------------------------------------------------------
-
-    def _staged(self, table: TableDef, batches: Iterable[pa.RecordBatch]):
-        return staged(table.name, table.arrow_schema(), batches, Path(self.path).parent / ".staging")
-
-    def _load_stage(self, con: duckdb.DuckDBPyConnection, table: TableDef, path: str) -> None:
-        load_stage(con, table, path)
-
     @contextmanager
     def _transaction(self, con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute("BEGIN TRANSACTION")
@@ -296,26 +294,25 @@ class DuckDBTarget(Target):
 
     # -- writes ----------------------------------------------------------------------------
 
-    def write_snapshot(
-        self, table: TableDef, batches: Iterable[pa.RecordBatch], *, method: UpdateMethod, run_id: str
-    ) -> WriteResult:
+    def _write(self, table: TableDef, batches: Iterable[pa.RecordBatch], mode: WriteMode, run_id: str) -> WriteResult:
         started = time.monotonic()
-        with self._staged(table, batches) as (path, staged_rows):
+        with staged(table, batches, self.stage_dir) as (path, staged_rows):
             with self.connect() as con:
-                compare = method.keeps_changes
+                compare = mode is not WriteMode.REPLACE
                 self._ensure_all(con, table, compare)
-                self._load_stage(con, table, path)
+                load_stage(con, table, path)
                 with self._transaction(con):
                     if compare:
-                        # A watermark read sees only the newest rows: absent rows are not deletes.
-                        result = self._apply_compare(
-                            con, table, run_id, deletes=method is UpdateMethod.RELOAD_AND_COMPARE
+                        sql = changes_sql(
+                            table, self._qualified(table.name), "_stage", deletes=mode is WriteMode.COMPARE
                         )
+                        con.execute(f"CREATE OR REPLACE TEMP TABLE _changes AS {sql}")
+                        result = self._apply_changes(con, table, run_id)
                     else:
                         con.execute(f"DELETE FROM {self._qualified(table.name)}")
                         self._insert_from(con, table, "_stage")
                         result = WriteResult()
-                result.key_check = self._key_check(con, table)
+                result.key_check = select_key_check(con, table, self._qualified(table.name))
                 result.rows = result.key_check.rows
         result.staged = staged_rows
         result.seconds = time.monotonic() - started
@@ -334,37 +331,23 @@ class DuckDBTarget(Target):
             f"INSERT INTO {self._qualified(table.name)} ({cols}) SELECT {cols} FROM {source} {where}", params or []
         )
 
-    def _apply_compare(
-        self, con: duckdb.DuckDBPyConnection, table: TableDef, run_id: str, deletes: bool = True
-    ) -> WriteResult:
-        cur = self._qualified(table.name)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _changes AS {changes_sql(table, cur, '_stage', deletes=deletes)}")
-        counts = dict(con.execute("SELECT op, count(*) FROM _changes GROUP BY op").fetchall())
-        result = WriteResult(inserted=counts.get("I", 0), updated=counts.get("U", 0), deleted=counts.get("D", 0))
-        total = sum(counts.values())
-        if not total:
+    def _apply_changes(self, con: duckdb.DuckDBPyConnection, table: TableDef, run_id: str) -> WriteResult:
+        """`_changes` (op + columns) onto the table and into its change table, in the caller's transaction."""
+        result = count_changes(con, "_changes")
+        if not (result.inserted or result.updated or result.deleted):
             return result
+        cur = self._qualified(table.name)
         key_join = " AND ".join(f"{cur}.{q(k)} = _changes.{q(k)}" for k in table.primary_key)
         con.execute(f"DELETE FROM {cur} USING _changes WHERE {key_join} AND _changes.op IN ('U', 'D')")
         self._insert_from(con, table, "_changes", "WHERE op IN ('I', 'U')")
-        self._write_change_rows(con, table, run_id, result)
-        return result
-
-    def _write_change_rows(
-        self, con: duckdb.DuckDBPyConnection, table: TableDef, run_id: str, result: WriteResult
-    ) -> None:
-        """`_changes` (op + columns) into the change table, with the next change_seq prefix."""
-        total = result.inserted + result.updated + result.deleted
         prefix = self._next_seq_prefix(con)
         ct = self._qualified(table.name + CHANGE_SUFFIX)
         cols = ", ".join(q(c) for c in [*table.column_names, *(h for h, _ in HEADER_COLUMNS)])
         con.execute(
             f"INSERT INTO {ct} ({cols}) {change_rows_sql(table, '_changes')}", [prefix, datetime.now(UTC), run_id]
         )
-        result.change_rows = total
-        # change_rows_sql numbers the rows 1..total after the prefix.
-        result.change_seq_first = prefix + "1".zfill(SEQ_COUNTER_DIGITS)
-        result.change_seq_last = prefix + str(total).zfill(SEQ_COUNTER_DIGITS)
+        number_changes(result, prefix)
+        return result
 
     def _next_seq_prefix(self, con: duckdb.DuckDBPyConnection) -> str:
         prefix = next_seq_prefix(self._state(con, "change_seq_prefix"))
@@ -433,21 +416,11 @@ class DuckDBTarget(Target):
                     f"{self.table_name(keys_table)} does not exist; nothing was deleted"
                 )
             self._ensure_all(con, table, True)
-            cur, keys = self._qualified(table.name), self._qualified(keys_table)
-            join = " AND ".join(f"c.{q(k)} = k.{q(k)}" for k in table.primary_key)
-            cols = ", ".join(f"c.{q(c)}" for c in table.column_names)
+            sql = missing_keys_sql(table, self._qualified(table.name), self._qualified(keys_table))
             with self._transaction(con):
-                con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE _changes AS SELECT 'D' AS op, {cols} FROM {cur} c "
-                    f"ANTI JOIN {keys} k ON {join}"
-                )
-                deleted = con.execute("SELECT count(*) FROM _changes").fetchone()[0]
-                result = WriteResult(deleted=deleted)
-                if deleted:
-                    key_join = " AND ".join(f"{cur}.{q(k)} = _changes.{q(k)}" for k in table.primary_key)
-                    con.execute(f"DELETE FROM {cur} USING _changes WHERE {key_join}")
-                    self._write_change_rows(con, table, run_id, result)
-                result.key_check = self._key_check(con, table)
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _changes AS {sql}")
+                result = self._apply_changes(con, table, run_id)
+                result.key_check = select_key_check(con, table, self._qualified(table.name))
                 result.rows = result.key_check.rows
         result.seconds = time.monotonic() - started
         return result
@@ -464,19 +437,19 @@ class DuckDBTarget(Target):
     ) -> WriteResult:
         """Idempotent load of one time window: its rows are deleted and the fresh ones inserted."""
         started = time.monotonic()
-        within = f"{q(time_column)} >= ? AND {q(time_column)} < ?"
-        with self._staged(table, batches) as (path, staged_rows):
+        within = within_window(time_column)
+        with staged(table, batches, self.stage_dir) as (path, staged_rows):
             with self.connect() as con:
                 self._ensure_all(con, table, False)
-                self._load_stage(con, table, path)
-                inside = con.execute(f"SELECT count(*) FROM _stage WHERE {within}", [start, end]).fetchone()[0]
+                load_stage(con, table, path)
+                inside = con.execute(f"SELECT count(*) FROM _stage WHERE {within}", [start, end]).fetchall()[0][0]
                 with self._transaction(con):
                     deleted = con.execute(
                         f"DELETE FROM {self._qualified(table.name)} WHERE {within}", [start, end]
-                    ).fetchone()[0]
+                    ).fetchall()[0][0]
                     # Rows the API put outside the requested window belong to other partitions.
                     self._insert_from(con, table, "_stage", f"WHERE {within}", [start, end])
-                check = self._key_check(con, table)
+                check = select_key_check(con, table, self._qualified(table.name))
         return WriteResult(
             rows=check.rows,
             staged=staged_rows,
@@ -498,30 +471,19 @@ class DuckDBTarget(Target):
         with self.connect() as con:
             if not self._existing_columns(con, table):
                 raise missing_parent_error(self, table)
-            sql, params = parent_keys_sql(self._qualified(table), columns, row_filter)
-            return con.execute(sql, params).fetchall()
+            return select_parent_keys(con, self._qualified(table), columns, row_filter)
 
     def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:
         with self.connect() as con:
             if not self._existing_columns(con, table):
                 return {}
-            rows = con.execute(max_by_sql(self._qualified(table), group, column)).fetchall()
-        return {tuple(str(v) for v in r[:-1]): r[-1] for r in rows if r[-1] is not None}
+            return select_max_by(con, self._qualified(table), group, column)
 
     def check_primary_key(self, table: TableDef) -> KeyCheck:
         with self.connect() as con:
             if not self._existing_columns(con, table.name):
                 return KeyCheck(0, 0, 0)
-            return self._key_check(con, table)
-
-    def _key_check(self, con: duckdb.DuckDBPyConnection, table: TableDef) -> KeyCheck:
-        keys = ", ".join(q(k) for k in table.primary_key)
-        any_null = " OR ".join(f"{q(k)} IS NULL" for k in table.primary_key)
-        rows, distinct, nulls = con.execute(
-            f"SELECT count(*), count(DISTINCT ({keys})), count(*) FILTER (WHERE {any_null}) "
-            f"FROM {self._qualified(table.name)}"
-        ).fetchone()
-        return KeyCheck(rows=rows, duplicate_keys=rows - distinct, null_keys=nulls)
+            return select_key_check(con, table, self._qualified(table.name))
 
     def read_arrow(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
         cols = ", ".join(q(c) for c in columns) if columns else "*"
@@ -544,3 +506,29 @@ class DuckDBTarget(Target):
         with self.connect() as con:
             con.execute(f"USE {q(self._catalog)}.{q(self.schema)}")
             return con.execute(sql, params or []).fetchall()
+
+    def sql_session(self) -> duckdb.DuckDBPyConnection:
+        """The file attached read-only (under its own catalog name) with the schema as the default."""
+        if not Path(self.path).exists():
+            raise StorageError(f"{self.path} does not exist yet: sync at least one stream first")
+        self.close()  # this process's own write connection would hold the file lock
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        path = self.path.replace("'", "''")
+        try:
+            con.execute(f"ATTACH '{path}' AS {q(self._catalog)} (READ_ONLY)")
+        except duckdb.Error as exc:
+            con.close()
+            if "lock" in str(exc).lower():
+                raise StorageError(
+                    f"{self.path} is being written by another process (a sync?); try again when it is done ({exc})"
+                ) from exc
+            raise StorageError(f"cannot open {self.path} for reading ({exc})") from exc
+        try:
+            con.execute(f"USE {q(self._catalog)}.{q(self.schema)}")
+        except duckdb.Error as exc:
+            con.close()
+            raise StorageError(
+                f"{self.path} has no schema {self.schema!r} yet ({exc}); sync at least one stream first"
+            ) from exc
+        return con

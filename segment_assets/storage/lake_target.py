@@ -19,7 +19,7 @@ rows go to `<table>__ct` in a second commit, right after the current table's. Th
 records in its commit info (`segment_assets`) the change_seq prefix, the time and the run id;
 the second carries a Delta app transaction (`txn`, app id `segment_assets:<table>`) whose
 version is the current table's version it mirrors. If the process dies between the two, the
-next write to that table (or `repair`) finds the current-table commits newer than the change
+next write to that table finds the current-table commits newer than the change
 table's app transaction, recomputes their change rows as the diff of the two table versions
 (time travel) with the recorded prefix, time and run id, and appends them: the same rows the
 lost commit would have written. A reader may see the current table one commit ahead of its
@@ -65,6 +65,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from hashlib import sha1
 from pathlib import Path
 from typing import Any, ClassVar
@@ -80,8 +81,8 @@ from deltalake.schema import Field as DeltaField
 from deltalake.schema import PrimitiveType
 from deltalake.transaction import Transaction
 
-from segment_assets.api.streams import RowFilter, UpdateMethod, Window
-from segment_assets.api.tables import ARROW_TYPES, TableDef
+from segment_assets.api.streams import STREAMS, RowFilter, Window
+from segment_assets.api.tables import ARROW_TYPES, TableDef, table_def
 from segment_assets.storage.base import (
     CHANGE_SUFFIX,
     DEFAULT_SCHEMA,
@@ -91,17 +92,23 @@ from segment_assets.storage.base import (
     KeyCheck,
     StorageError,
     Target,
+    WriteMode,
     WriteResult,
     missing_parent_error,
 )
 from segment_assets.storage.changes import (
     change_rows_sql,
     changes_sql,
+    count_changes,
     load_stage,
-    max_by_sql,
+    missing_keys_sql,
     next_seq_prefix,
-    parent_keys_sql,
+    number_changes,
     q,
+    select_key_check,
+    select_max_by,
+    select_parent_keys,
+    within_window,
 )
 from segment_assets.storage.duckdb_target import DEFAULT_MEMORY_LIMIT
 from segment_assets.storage.staging import staged
@@ -162,6 +169,24 @@ def _plain_type(t: pa.DataType) -> pa.DataType:
 
 def _sql_name(t: pa.DataType) -> str:
     return next((k for k, v in ARROW_TYPES.items() if v == t and k != "JSON"), str(t))
+
+
+@cache
+def _stream_tables() -> dict[str, TableDef]:
+    return {s.table: table_def(s.name) for s in STREAMS.values() if s.materialized}
+
+
+def _declared_types(name: str) -> dict[str, str]:
+    """Column -> DuckDB type the project declares for table `name` (a stream's table or change table):
+    Delta stores JSON columns as plain strings."""
+    base = name.removesuffix(CHANGE_SUFFIX)
+    table = _stream_tables().get(base)
+    if table is None:
+        return {}
+    types = dict(table.column_schema())
+    if base != name:
+        types.update(HEADER_COLUMNS)
+    return types
 
 
 class LakeTarget(Target):
@@ -304,12 +329,6 @@ class LakeTarget(Target):
 
     # -- staging --------------------------------------------------------------------------
 
-    def _staged(self, table: TableDef, batches: Iterable[pa.RecordBatch]):
-        return staged(table.name, table.arrow_schema(), batches, self.stage_dir)
-
-    def _load_stage(self, con: duckdb.DuckDBPyConnection, table: TableDef, path: str) -> None:
-        load_stage(con, table, path)
-
     def _register_current(self, con: duckdb.DuckDBPyConnection, alias: str, dt: DeltaTable, table: TableDef) -> None:
         cols = ", ".join(q(c) for c in table.column_names)
         con.register(f"{alias}_ds", dt.to_pyarrow_dataset())
@@ -330,20 +349,18 @@ class LakeTarget(Target):
 
     # -- writes ---------------------------------------------------------------------------
 
-    def write_snapshot(
-        self, table: TableDef, batches: Iterable[pa.RecordBatch], *, method: UpdateMethod, run_id: str
-    ) -> WriteResult:
+    def _write(self, table: TableDef, batches: Iterable[pa.RecordBatch], mode: WriteMode, run_id: str) -> WriteResult:
         started = time.monotonic()
-        with self._staged(table, batches) as (path, staged_rows):
-            compare = method.keeps_changes
+        with staged(table, batches, self.stage_dir) as (path, staged_rows):
+            compare = mode is not WriteMode.REPLACE
             dt = self._ensure_all(table, compare)
             if compare:
                 self._repair_changes(table)
             with self._duck() as con:
-                self._load_stage(con, table, path)
+                load_stage(con, table, path)
                 if compare:
                     self._register_current(con, "_current", dt, table)
-                    sql = changes_sql(table, "_current", "_stage", deletes=method is UpdateMethod.RELOAD_AND_COMPARE)
+                    sql = changes_sql(table, "_current", "_stage", deletes=mode is WriteMode.COMPARE)
                     con.execute(f"CREATE TEMP TABLE _changes AS {sql}")
                     result = self._apply_changes(con, table, dt, run_id)
                 else:
@@ -371,9 +388,8 @@ class LakeTarget(Target):
         self, con: duckdb.DuckDBPyConnection, table: TableDef, dt: DeltaTable, run_id: str
     ) -> WriteResult:
         """`_changes` (op + columns) onto the current table in one commit, then into the change table."""
-        counts = dict(con.execute("SELECT op, count(*) FROM _changes GROUP BY op").fetchall())
-        result = WriteResult(inserted=counts.get("I", 0), updated=counts.get("U", 0), deleted=counts.get("D", 0))
-        total = sum(counts.values())
+        result = count_changes(con, "_changes")
+        total = result.inserted + result.updated + result.deleted
         if not total:
             return result
         prefix = self._claim_seq_prefix()
@@ -407,9 +423,7 @@ class LakeTarget(Target):
             ) from exc
         version = self._change_commit_version(table, prefix)
         self._append_change_rows(con, table, "_changes", info, version)
-        result.change_rows = total
-        result.change_seq_first = prefix + "1".zfill(19)
-        result.change_seq_last = prefix + str(total).zfill(19)
+        number_changes(result, prefix)
         return result
 
     def _change_commit_version(self, table: TableDef, prefix: str) -> int:
@@ -477,10 +491,6 @@ class LakeTarget(Target):
                 self._append_change_rows(con, table, "_changes", info, version)
         return len(pending)
 
-    def repair(self, table: TableDef) -> int:
-        """Bring the change table of `table` up to its current table (done by every write too)."""
-        return self._repair_changes(table)
-
     def replace_window(
         self,
         table: TableDef,
@@ -497,16 +507,16 @@ class LakeTarget(Target):
         fmt = PARTITION_FORMATS[window.partition] if window else "%Y-%m-%d"
         start, end = start.astimezone(UTC), end.astimezone(UTC)
         tc = q(time_column)
-        within = f"{tc} >= ? AND {tc} < ?"
+        within = within_window(time_column)
         first, last = start.strftime(fmt), (end - timedelta(microseconds=1)).strftime(fmt)
         predicate = (
             f"{PARTITION_COLUMN} >= '{first}' AND {PARTITION_COLUMN} <= '{last}' AND "
             f"{tc} >= '{start.isoformat()}' AND {tc} < '{end.isoformat()}'"
         )
-        with self._staged(table, batches) as (path, staged_rows):
+        with staged(table, batches, self.stage_dir) as (path, staged_rows):
             dt = self._ensure_all(table, False)
             with self._duck() as con:
-                self._load_stage(con, table, path)
+                load_stage(con, table, path)
                 con.register("_current_ds", dt.to_pyarrow_dataset())
                 deleted = con.execute(f"SELECT count(*) FROM _current_ds WHERE {within}", [start, end]).fetchall()[0][0]
                 inside = con.execute(f"SELECT count(*) FROM _stage WHERE {within}", [start, end]).fetchall()[0][0]
@@ -651,11 +661,7 @@ class LakeTarget(Target):
         with self._duck() as con:
             self._register_current(con, "_current", dt, table)
             con.register("_keys", keys_dt.to_pyarrow_dataset())
-            join = " AND ".join(f"c.{q(k)} = k.{q(k)}" for k in table.primary_key)
-            cols = ", ".join(f"c.{q(c)}" for c in table.column_names)
-            con.execute(
-                f"CREATE TEMP TABLE _changes AS SELECT 'D' AS op, {cols} FROM _current c ANTI JOIN _keys k ON {join}"
-            )
+            con.execute(f"CREATE TEMP TABLE _changes AS {missing_keys_sql(table, '_current', '_keys')}")
             result = self._apply_changes(con, table, dt, run_id)
         result.key_check = self.check_primary_key(table)
         result.rows = result.key_check.rows
@@ -668,36 +674,33 @@ class LakeTarget(Target):
     def table_exists(self, name: str) -> bool:
         return DeltaTable.is_deltatable(self._uri(name), storage_options=self.storage_options)
 
-    def _dataset_query(self, name: str, sql: str, params: Sequence[object] | None = None) -> list[tuple[Any, ...]]:
-        """Run `sql` over table `name`, registered as `_t`."""
+    @contextmanager
+    def _reading(self, name: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection with table `name` registered as `_t`."""
         dt = self._table(name)
         if dt is None:
             raise missing_parent_error(self, name)
         with self._duck() as con:
             con.register("_t", dt.to_pyarrow_dataset())
-            return con.execute(sql, params or []).fetchall()
+            yield con
 
     def parent_keys(
         self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
     ) -> list[tuple[object, ...]]:
-        sql, params = parent_keys_sql("_t", columns, row_filter)
-        return self._dataset_query(table, sql, params)
+        with self._reading(table) as con:
+            return select_parent_keys(con, "_t", columns, row_filter)
 
     def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:
         if not self.table_exists(table):
             return {}
-        rows = self._dataset_query(table, max_by_sql("_t", group, column))
-        return {tuple(str(v) for v in r[:-1]): r[-1] for r in rows if r[-1] is not None}
+        with self._reading(table) as con:
+            return select_max_by(con, "_t", group, column)
 
     def check_primary_key(self, table: TableDef) -> KeyCheck:
         if not self.table_exists(table.name):
             return KeyCheck(0, 0, 0)
-        keys = ", ".join(q(k) for k in table.primary_key)
-        any_null = " OR ".join(f"{q(k)} IS NULL" for k in table.primary_key)
-        rows, distinct, nulls = self._dataset_query(
-            table.name, f"SELECT count(*), count(DISTINCT ({keys})), count(*) FILTER (WHERE {any_null}) FROM _t"
-        )[0]
-        return KeyCheck(rows=rows, duplicate_keys=rows - distinct, null_keys=nulls)
+        with self._reading(table.name) as con:
+            return select_key_check(con, table, "_t")
 
     def read_arrow(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
         dt = self._require(name)
@@ -716,13 +719,37 @@ class LakeTarget(Target):
         return sorted(n for n in names if n != STATE_TABLE and not n.startswith(".") and self.table_exists(n))
 
     def query(self, sql: str, params: Sequence[object] | None = None) -> list[tuple[object, ...]]:
-        from segment_assets.storage.sql_session import sql_session
-
-        con = sql_session(self)
+        con = self.sql_session()
         try:
             return con.execute(sql, params or []).fetchall()
         finally:
             con.close()
+
+    def sql_session(self) -> duckdb.DuckDBPyConnection:
+        """Every Delta table as a view in schema `<schema>` over an Arrow dataset of the version current
+        now (through `deltalake`, since DuckDB's delta/httpfs extensions cannot be downloaded everywhere),
+        with the column types the DuckDB target has (JSON columns as JSON) and without the internal
+        partition column. Reopen the session to see later commits."""
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"CREATE SCHEMA {q(self.schema)}")
+        for i, name in enumerate(self.table_names()):
+            dt = self._table(name)
+            if dt is None:
+                continue
+            dataset = dt.to_pyarrow_dataset()
+            alias = f"__delta_{i}"
+            con.register(alias, dataset)
+            types = _declared_types(name)
+            cols = []
+            for field in dataset.schema:
+                if field.name == PARTITION_COLUMN:
+                    continue
+                cast = types.get(field.name) == "JSON"
+                cols.append(f"CAST({q(field.name)} AS JSON) AS {q(field.name)}" if cast else q(field.name))
+            con.execute(f"CREATE VIEW {q(self.schema)}.{q(name)} AS SELECT {', '.join(cols)} FROM {alias}")
+        con.execute(f"USE memory.{q(self.schema)}")
+        return con
 
     # -- maintenance ----------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 A stream's pages arrive as many small Arrow batches (one per API page). They are buffered
 into row groups of a sensible size before they are written: a Parquet writer keeps every
-row group's footer metadata until it closes, so one row group per page made memory grow
-with the number of requests (issue 13). The file is removed when the write is done, and
+row group's footer metadata until it closes, so one row group per page would make memory
+grow with the number of requests. The file is removed when the write is done, and
 files left by processes that died mid-run are swept by the next staging in the folder.
 """
 
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from segment_assets.api.tables import TableDef
 
 ROW_GROUP_ROWS = 128 * 1024
 ROW_GROUP_BYTES = 16 * 1024 * 1024
@@ -35,14 +37,13 @@ def sweep_orphans(stage_dir: Path) -> None:
 
 
 @contextmanager
-def staged(
-    name: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], stage_dir: Path
-) -> Iterator[tuple[str, int]]:
-    """Stream `batches` into a Parquet file in `stage_dir`; yields (path, rows) and removes the file."""
+def staged(table: TableDef, batches: Iterable[pa.RecordBatch], stage_dir: Path) -> Iterator[tuple[str, int]]:
+    """Stream `batches` of `table` into a Parquet file in `stage_dir`; yields (path, rows) and removes the file."""
+    schema = table.arrow_schema()
     stage_dir.mkdir(parents=True, exist_ok=True)
     sweep_orphans(stage_dir)
     # The pid in the name lets sweep_orphans tell a live writer's file from a dead one's.
-    fd, path = tempfile.mkstemp(prefix=f"{name}.{os.getpid()}.", suffix=".parquet", dir=stage_dir)
+    fd, path = tempfile.mkstemp(prefix=f"{table.name}.{os.getpid()}.", suffix=".parquet", dir=stage_dir)
     os.close(fd)
     rows = 0
     try:
