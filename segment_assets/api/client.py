@@ -5,6 +5,7 @@ styles themselves are the paginators of `paging.py`, chosen by the stream declar
 by a budget shared with every client of the token (`rate_limits.py`), 429 handling with
 `msBeforeNext`, bounded retries and the mapping of status codes to typed errors (`errors.py`)
 live here. Pages are yielded as they arrive; nothing holds a whole stream in memory.
+Every request and every wait reads the stop event of the run the client serves (`stops.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import random
 import ssl
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -25,6 +25,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from segment_assets.api import stops
 from segment_assets.api.errors import (
     NotFound,
     PaginationError,
@@ -51,18 +52,6 @@ REGIONS: Mapping[str, str] = {
 # Global ceiling per token: Segment publishes none, so this is deliberately generous and
 # the per-endpoint limits (from the operation descriptions, see `spec.py`) do the real pacing.
 DEFAULT_GLOBAL_PER_MINUTE = 1200.0
-
-
-# The stop events of this process's live clients, so a signal handler can stop every sync at
-# once: the handler runs in the main thread, which may be inside Dagster's bookkeeping rather
-# than in the loop that would otherwise set the event, while stream threads keep requesting.
-_LIVE_STOPS: weakref.WeakSet[threading.Event] = weakref.WeakSet()
-
-
-def stop_all_syncs() -> None:
-    """Ask every sync in this process to stop: no further request, waits end at once."""
-    for event in list(_LIVE_STOPS):
-        event.set()
 
 
 @dataclass
@@ -137,9 +126,9 @@ class SegmentClient:
         self.stream_stats: dict[str, RequestStats] = {}
         self._stats_guard = threading.Lock()
         self.token_env = token_env
-        # Set by whoever runs the sync (SIGTERM, run termination): waits end at once, requests stop.
-        self.stop = stop or threading.Event()
-        _LIVE_STOPS.add(self.stop)
+        # The stop of the run this client serves (`stops.py` says who sets it); a client used on
+        # its own gets one, so process exit still ends its waits.
+        self.stop = stops.register(stop if stop is not None else threading.Event())
         self._sleep = sleep or self._sleep_unless_stopped
         # The first request goes alone: a refused token then costs exactly one request, not one
         # per concurrent stream; every later request fails fast with the same error.
@@ -156,7 +145,8 @@ class SegmentClient:
             verify = ssl.create_default_context(cafile=ca_bundle)
         # One httpx client per thread (streams run on threads): a shared pool serialises every
         # request and response on its lock, and under the GIL that lock convoys (measured: a
-        # fan-out's requests took 30-70 ms each with 16 threads on one pool, 3 ms alone).
+        # fan-out's requests took 30-70 ms each with 16 threads on one pool, 3 ms alone). The
+        # run's threads live as long as the run, so each opens one and reuses it; close() ends all.
         self._http_settings: dict[str, Any] = dict(
             verify=verify,
             base_url=self.base_url,
@@ -177,6 +167,12 @@ class SegmentClient:
                 self._http_clients.append(http)
             self._local.http = http
         return http
+
+    @property
+    def http_clients(self) -> tuple[httpx.Client, ...]:
+        """The per-thread HTTP clients opened so far and not yet closed by close()."""
+        with self._http_guard:
+            return tuple(self._http_clients)
 
     def __repr__(self) -> str:
         return f"SegmentClient(base_url={self.base_url!r}, token=<hidden>)"
@@ -212,24 +208,10 @@ class SegmentClient:
         self.stats.add(**counts)
         self.stats_for(stream.name).add(**counts)
 
-    def _process_is_exiting(self) -> bool:
-        # A run interrupted inside Dagster's own code unwinds the main thread without resuming
-        # the asset's generator, whose `finally` would set `stop`; the interpreter then waits for
-        # the stream threads before it exits. Those threads see the main thread gone and stop.
-        if not threading.main_thread().is_alive():
-            self.stop.set()
-        return self.stop.is_set()
-
     def _sleep_unless_stopped(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self._process_is_exiting():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self.stop.wait(min(left, 0.5))
+        self.stop.wait(seconds)
 
     def _check_stop(self) -> None:
-        self._process_is_exiting()
         if self._auth_error is not None:
             raise self._auth_error
         if self.stop.is_set():

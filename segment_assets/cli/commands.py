@@ -299,15 +299,16 @@ def cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     # Stream threads stop first (their next request or wait ends the stream), then the main
-    # thread unwinds wherever it is, as with Ctrl-C.
+    # thread unwinds wherever it is, as with Ctrl-C. While a run executes, Dagster's own handler
+    # stands in for this one: its interrupt reaches the run, which sets its stop itself.
     _interrupt_streams()
     raise KeyboardInterrupt
 
 
 def _interrupt_streams() -> None:
-    client = sys.modules.get("segment_assets.api.client")  # not loaded: no sync has started
-    if client is not None:
-        client.stop_all_syncs()
+    stops = sys.modules.get("segment_assets.api.stops")  # not loaded: no sync has started
+    if stops is not None:
+        stops.stop_all()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """What a sync is doing, for whoever watches it in this process (the `segment-assets sync`
 terminal view). Dagster runs launched elsewhere have no observer and pay nothing.
 
-`sync.py` and `assets.py` report a run's client and each stream's start and end here; an
-observer registered with `watch()` receives them. Calls come from worker threads.
+`engine/runner.py` and `orchestration/assets.py` report a run's client and each stream's start and end
+here; an observer registered with `watch()` receives them. Calls come from worker threads.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ and its pages as Arrow batches.
 
 A child stream takes its parent ids from the parent's stored table, so every stream can run
 alone (a retry of one asset needs no re-read of its parents). Requests for many parents run
-concurrently on a bounded pool; each request's pages are shaped into Arrow batches as they
-arrive.
+concurrently on the run's fan-out pool, a bounded number per stream; each request's pages are
+shaped into Arrow batches as they arrive.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,12 +113,14 @@ def fetch_batches(
     client: SegmentClient,
     requests: list[Request],
     outcome: FetchOutcome,
+    pool: Executor,
     concurrency: int,
     shaper: Shaper,
     watermarks: Mapping[tuple[str, ...], datetime] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Pages of all requests as Arrow batches. A single request streams page by page; many
-    requests (fan-out) run on a bounded pool, each collecting its own (small) pages."""
+    """Pages of all requests as Arrow batches. A single request streams page by page in the
+    caller's thread; many requests (fan-out) run on `pool`, at most `concurrency` at once, each
+    collecting its own (small) pages."""
     outcome.requests = len(requests)
     watermark_column = spec.snake_case(stream.watermark) if stream.watermark else None
 
@@ -144,22 +146,25 @@ def fetch_batches(
     if len(requests) == 1:
         yield from read(requests[0])
         return
+    # The pool is the run's, shared by every fan-out stream: at most `concurrency` requests of this
+    # stream are in it at once, so a stream sleeping on a 2/min budget holds only its own share.
     pending: set[Future[list[pa.RecordBatch]]] = set()
     todo = iter(requests)
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix=f"segment-{stream.name}") as pool:
-        try:
-            for request in itertools.islice(todo, concurrency * 2):
-                pending.add(pool.submit(lambda r: list(read(r)), request))
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield from future.result()
-                    nxt = next(todo, None)
-                    if nxt is not None:
-                        pending.add(pool.submit(lambda r: list(read(r)), nxt))
-        finally:
-            for future in pending:
-                future.cancel()
+    try:
+        for request in itertools.islice(todo, max(1, concurrency)):
+            pending.add(pool.submit(lambda r: list(read(r)), request))
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                batches = future.result()
+                nxt = next(todo, None)
+                if nxt is not None:  # before the batches go to the writer: the slot stays busy meanwhile
+                    pending.add(pool.submit(lambda r: list(read(r)), nxt))
+                yield from batches
+    finally:
+        for future in pending:
+            future.cancel()
+        wait(pending)  # requests already running end before the stream does (they end at once on a stop)
 
 
 def parent_key(stream: StreamSpec, request: Request) -> tuple[str, ...]:

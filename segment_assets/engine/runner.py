@@ -3,10 +3,16 @@
 Why threads inside one run (and not a process per stream): a full sync is bound by the
 API's per-endpoint rate limits, not by CPU. A 2/min endpoint spends minutes waiting while
 every other endpoint could be read, so streams whose parents are loaded start at once and
-wait on their own budgets side by side. Threads share one pooled HTTP client and one rate
-budget, cost nothing to start (a Dagster step process costs seconds on a small machine),
-and keep one asset per stream: the multi-asset that runs them (`assets.py`) yields each
-stream's materialization as soon as its table is committed.
+wait on their own budgets side by side. Threads share one client and one rate budget, cost
+nothing to start (a Dagster step process costs seconds on a small machine), and keep one asset
+per stream: the multi-asset that runs them (`orchestration/assets.py`) yields each stream's
+materialization as soon as its table is committed.
+
+A run (`StreamRun`) has one stop event and one fan-out pool. The stop is set when the caller
+stops iterating `run_streams`, when an interrupt reaches the thread that iterates it, by the
+CLI's signal handler and at process exit (`api/stops.py`); the client reads it before every
+request and during every wait. A stopped run still reports every stream: what was committed
+before or while stopping as "ok", the rest as "stopped".
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -36,27 +43,59 @@ from segment_assets.engine.windows import clamp_to_retention, iso, window_querie
 from segment_assets.storage import KeyCheck, Target, WriteResult
 from segment_assets.storage.base import seq_range_label
 
-Status = Literal["ok", "unavailable", "failed", "skipped"]
+# "stopped": the run was stopped before the stream finished (or started); its table is as it was.
+Status = Literal["ok", "unavailable", "failed", "skipped", "stopped"]
 
 
 @dataclass
 class StreamRun:
-    """What every stream of one run shares."""
+    """What every stream of one run shares: the client, the target, the run's one stop event and
+    its one fan-out pool.
+
+    `stop` is the event the client was built with (`SegmentClient(stop=...)`): one flag, read by
+    every request and wait of the run. The fan-out pool is created on first use and ended by
+    close(); its threads live as long as the run, so each keeps one HTTP client for all of it.
+    """
 
     client: SegmentClient
     target: Target
     run_id: str
     method_for: Callable[[StreamSpec], UpdateMethod]
+    stop: threading.Event
+    max_streams: int = 16
     fanout_concurrency: int = 8
     strict: bool = True
     stabilities: Sequence[str] = ("v1", "beta", "alpha")
     window: tuple[datetime, datetime] | None = None  # the run's partition time window
-    stop: threading.Event = field(default_factory=threading.Event)
     budget_for: Callable[[StreamSpec], int | None] = lambda stream: None  # requests per run (cycles.py)
     parents: ParentKeys | None = None
+    _fanout: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _fanout_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.client.stop is not self.stop:
+            raise ValueError("build the run's client with the run's stop event: one stop per run")
         self.parents = self.parents or ParentKeys(self.target)
+
+    def fanout_pool(self) -> Executor:
+        """The pool every fan-out stream of the run sends its requests to. Sized so that each of
+        `max_streams` streams can keep `fanout_concurrency` requests in flight: a stream sleeping
+        on a 2/min budget then holds only its own share. Threads start as they are needed."""
+        with self._fanout_guard:
+            if self._fanout is None:
+                self._fanout = ThreadPoolExecutor(
+                    max_workers=max(1, self.max_streams) * max(1, self.fanout_concurrency),
+                    thread_name_prefix="segment-fanout",
+                )
+            return self._fanout
+
+    def close(self) -> None:
+        """End the fan-out pool (its requests end at once if `stop` is set); the caller closes the
+        client, which closes every thread's HTTP client."""
+        with self._fanout_guard:
+            pool, self._fanout = self._fanout, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -151,7 +190,9 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     fetch = FetchOutcome()
     shaper = table.shaper(strict=run.strict)
     watermarks = stored_watermarks(stream, target) if method is UpdateMethod.WATERMARK else None
-    batches = fetch_batches(stream, client, requests, fetch, run.fanout_concurrency, shaper, watermarks)
+    batches = fetch_batches(
+        stream, client, requests, fetch, run.fanout_pool(), run.fanout_concurrency, shaper, watermarks
+    )
     # Knowing a stream is refused before the write keeps a gated stream's old table intact.
     staged = _peek(batches)
     if fetch.fully_unavailable:
@@ -272,14 +313,18 @@ def run_streams(
     *,
     max_parallel: int,
     stop: threading.Event,
-) -> Iterator[StreamOutcome]:
+) -> Generator[StreamOutcome, None, None]:
     """Run `streams` on a thread pool, each as soon as its parent (when also selected) is written,
-    and yield their outcomes in the caller's thread as they finish.
+    and yield their outcomes in the caller's thread as they finish: one outcome per stream.
 
     A parent that is unavailable makes its children unavailable (named in the reason) without a
-    request; a failed parent skips its children. A refused token stops everything at once: no
-    further request is sent and SegmentAuthError is raised. If the caller stops iterating (an
-    interrupt, SIGTERM), `stop` is set and in-flight streams end at their next request or wait.
+    request; a failed parent skips its children. Once `stop` is set (by the caller, a signal
+    handler, process exit, or an interrupt raised in this thread while it waits) nothing new
+    starts, running streams end at their next request or wait, and every stream still gets its
+    outcome: "ok" for one whose table was committed, even while stopping, "stopped" for one
+    that did not finish or never started. A refused token sets `stop` too. Either way the
+    SegmentAuthError or the interrupt is raised after the last outcome. If the caller stops
+    iterating, `stop` is set and the running streams end before this generator closes.
     """
     selected = {s.name: s for s in streams}
     children: dict[str, list[StreamSpec]] = {}
@@ -287,53 +332,104 @@ def run_streams(
         if s.parent and s.parent.stream in selected:
             children.setdefault(s.parent.stream, []).append(s)
     done: queue.Queue[tuple[StreamSpec, Future[StreamOutcome]]] = queue.Queue()
+    ended: dict[str, StreamOutcome] = {}  # written by the stream threads: what an interrupt cannot lose
+    ready: deque[StreamOutcome] = deque()  # outcomes to yield, in order
+    reported: set[str] = set()
     outstanding = 0
+    ending: BaseException | None = None  # raised once every outcome is out
     pool = ThreadPoolExecutor(max_workers=max(1, max_parallel), thread_name_prefix="segment-stream")
+
+    def start(stream: StreamSpec, parent_unavailable: str | None) -> StreamOutcome:
+        if stop.is_set():
+            outcome = _not_started(stream, "the run was stopped")
+        else:
+            outcome = sync_one(stream, parent_unavailable)
+        ended[stream.name] = outcome
+        return outcome
 
     def submit(batch: Sequence[StreamSpec], parent_unavailable: str | None = None) -> None:
         nonlocal outstanding
         for s in sorted(batch, key=lambda s: -critical_path_minutes(s.name)):
             outstanding += 1
-            future = pool.submit(sync_one, s, parent_unavailable)
+            future = pool.submit(start, s, parent_unavailable)
             future.add_done_callback(lambda f, s=s: done.put((s, f)))
 
-    def skipped(parent: StreamOutcome) -> Iterator[StreamOutcome]:
+    def not_run(parent: StreamOutcome) -> Iterator[StreamOutcome]:
         for child in children.get(parent.stream.name, ()):
-            out = StreamOutcome(
-                child, "skipped", error=RuntimeError(f"not read: its parent stream {parent.stream.name} failed")
-            )
+            if parent.status == "failed":
+                out = StreamOutcome(
+                    child, "skipped", error=RuntimeError(f"not read: its parent stream {parent.stream.name} failed")
+                )
+            else:
+                out = _not_started(child, f"the run was stopped before its parent stream {parent.stream.name} ended")
             yield out
-            yield from skipped(out)
+            yield from not_run(out)
+
+    def settled(outcome: StreamOutcome) -> StreamOutcome:
+        if isinstance(outcome.error, SyncStopped) and stop.is_set():
+            outcome.status = "stopped"
+        return outcome
+
+    def take() -> None:
+        """Wait for the next stream to end; queue its outcome, and its children's if they will not run."""
+        nonlocal outstanding, ending
+        try:
+            stream, future = done.get(timeout=0.2)  # short waits: the main thread stays interruptible
+        except queue.Empty:
+            return
+        outstanding -= 1
+        outcome = settled(future.result())
+        if isinstance(outcome.error, SegmentAuthError) and ending is None:
+            stop.set()
+            ending = outcome.error
+        # Children start before the parent's outcome is reported: reporting writes Dagster's
+        # event log in this thread (a tenth of a second or more per stream), and a fan-out
+        # whose parent waited its turn here would wait with it.
+        kids = children.get(stream.name, [])
+        if not stop.is_set() and outcome.status == "ok":
+            submit(kids)
+        elif not stop.is_set() and outcome.status == "unavailable":
+            why = outcome.metadata.get("segment/unavailable_reason", "")
+            submit(kids, f"its parent stream {stream.name} is unavailable: {why}")
+        elif kids:
+            ready.extend([outcome, *not_run(outcome)])
+            return
+        ready.append(outcome)
 
     finished = False
     try:
         submit([s for s in streams if not (s.parent and s.parent.stream in selected)])
-        while outstanding:
+        while outstanding or ready:
+            if ready:
+                outcome = ready.popleft()
+                reported.add(outcome.stream.name)
+                yield outcome
+                continue
             try:
-                stream, future = done.get(timeout=0.2)  # short waits: the main thread stays interruptible
-            except queue.Empty:
-                continue
-            outstanding -= 1
-            outcome = future.result()
-            if isinstance(outcome.error, SegmentAuthError):
+                take()
+            except Exception:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - an interrupt in this thread (SIGINT, an orchestrator's own)
                 stop.set()
-                raise outcome.error
-            if isinstance(outcome.error, SyncStopped) and stop.is_set():
-                continue
-            # Children start before the parent's outcome is reported: reporting writes Dagster's
-            # event log in this thread (a tenth of a second or more per stream), and a fan-out
-            # whose parent waited its turn here would wait with it.
-            kids = children.get(stream.name, [])
-            if outcome.status == "ok":
-                submit(kids)
-            elif outcome.status == "unavailable":
-                why = outcome.metadata.get("segment/unavailable_reason", "")
-                submit(kids, f"its parent stream {stream.name} is unavailable: {why}")
-            yield outcome
-            if outcome.status not in ("ok", "unavailable"):
-                yield from skipped(outcome)
+                ending = exc
+                break
+        if ending is not None and not isinstance(ending, Exception):
+            # Interrupted anywhere in the bookkeeping above (even inside pool.submit): what was
+            # queued may be half done, so the outcomes are read back from the streams themselves
+            # once they have all ended.
+            pool.shutdown(wait=True, cancel_futures=True)  # a second interrupt here is not held back
+            for s in streams:
+                if s.name not in reported:
+                    last = ended.get(s.name)
+                    yield settled(last) if last else _not_started(s, "the run was stopped")
         finished = True
     finally:
         if not finished:
             stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+    if ending is not None:
+        raise ending
+
+
+def _not_started(stream: StreamSpec, why: str) -> StreamOutcome:
+    return StreamOutcome(stream, "stopped", error=SyncStopped(f"not started: {why}"))

@@ -4,12 +4,14 @@ One asset per stream (its own key, group, lineage, metadata and checks), execute
 multi-asset per workspace and partitioning (configuration, daily, monthly), like
 dagster-dbt and dagster-dlt do for their tables: `can_subset=True`, so any selection runs
 as one step in which the selected streams proceed concurrently as soon as their parents
-are written (`sync.run_streams`), each stream's materialization yielded the moment its
-table is committed. A child whose parent is not selected reads the parent's stored table.
+are written (`engine.runner.run_streams`), each stream's materialization yielded the moment
+its table is committed. A child whose parent is not selected reads the parent's stored table.
+A stream that fails or is stopped fails the step, named, after the others are recorded.
 """
 
+import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 from typing import Any
 
 from dagster import (
@@ -23,6 +25,7 @@ from dagster import (
     AssetSpec,
     BackfillPolicy,
     BetaWarning,
+    DagsterExecutionInterruptedError,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -162,57 +165,110 @@ def materialize_streams(
     storage: StorageResource,
     key_of: Mapping[str, AssetKey],
 ) -> Iterator[MaterializeResult]:
-    """Run the selected streams concurrently; yield each one's materialization as it lands."""
+    """Run the selected streams concurrently; yield each one's materialization as it lands.
+
+    A stopped run (an interrupt, SIGTERM, run termination) still yields the materialization of
+    every table it committed, then fails the step naming each stream that did not finish: the
+    specs are skippable, so a stream left out silently would leave the step green."""
     window = None
     if context.has_partition_key or context.has_partition_key_range:
         tw = context.partition_time_window
         window = (tw.start, tw.end)
-    client = segment.make_client()
+    stop = threading.Event()  # the run's one stop: its client, streams and fan-out pool read it
+    client = segment.make_client(stop)
     target = storage.get_target()
     run = StreamRun(
         client=client,
         target=target,
         run_id=context.run.run_id,
         method_for=storage.method_for,
+        stop=stop,
+        max_streams=segment.max_streams,
         fanout_concurrency=segment.max_concurrency,
         strict=segment.require_documented_fields,
         stabilities=tuple(segment.stabilities),
         window=window,
-        stop=client.stop,
         budget_for=segment.budget_for,
     )
     checks = context.selected_asset_check_keys
+    written: set[str] = set()
     failures: list[StreamOutcome] = []
+    interrupted: BaseException | None = None
     progress.emit("run_started", client, streams)
+    outcomes = run_streams(
+        streams, lambda s, why: sync_stream(s, run, why), max_parallel=segment.max_streams, stop=stop
+    )
+    completed = False
     try:
-        for outcome in run_streams(
-            streams, lambda s, why: sync_stream(s, run, why), max_parallel=segment.max_streams, stop=client.stop
-        ):
-            progress.emit("stream_finished", outcome)
-            for level, text in outcome.messages:
-                context.log.log(level, text)
-            key = key_of[outcome.stream.name]
-            if outcome.status in ("ok", "unavailable"):
-                outcome.metadata["segment/connection"] = segment.connection_name
-                outcome.metadata["dagster/column_schema"] = SegmentTranslator().get_column_schema(outcome.stream)
-                results = []
-                if AssetCheckKey(key, PK_CHECK) in checks and outcome.key_check:
-                    results.append(_key_check(key, outcome))
-                if AssetCheckKey(key, DRIFT_CHECK) in checks and outcome.new_undocumented is not None:
-                    results.append(_drift_check(key, outcome))
-                yield MaterializeResult(asset_key=key, metadata=outcome.metadata, check_results=results)
-            else:
+        while True:
+            # An interrupt raised here, between two outcomes, stops the run; the streams still
+            # report (run_streams does the same for one raised while it waits), and the step
+            # fails below. A second interrupt is not held back.
+            try:
+                outcome = next(outcomes, None)
+                if outcome is None:
+                    break
+                result = _record(context, outcome, key_of, checks, segment.connection_name)
+            except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
+                if interrupted is not None:
+                    raise
+                stop.set()
+                interrupted = exc
+                continue
+            if result is None:
                 failures.append(outcome)
-                context.log.error(f"{outcome.stream.name}: {outcome.status}: {_message(outcome.error)}")
+            else:
+                written.add(outcome.stream.name)
+                yield result
+        completed = True
     finally:
+        if not completed:  # Dagster closed this generator, or an error left it: the streams end first
+            stop.set()
+        outcomes.close()
+        run.close()
         client.close()
         target.close()  # readers of the file (other processes, the user's session) get it back at once
-    if failures:
+    reported = written | {o.stream.name for o in failures}
+    unreported = [s.name for s in streams if s.name not in reported]
+    if failures or unreported:
         lines = [f"{o.stream.name}: {_message(o.error)}" for o in failures]
+        lines += [f"{name}: not finished when the run stopped" for name in unreported]
         raise Failure(
-            description=f"{len(failures)} stream(s) failed, the others were written:\n" + "\n".join(lines),
-            metadata={"failed_streams": MetadataValue.text(", ".join(o.stream.name for o in failures))},
-        )
+            description=(
+                f"the run was stopped: {len(lines)} stream(s) did not finish, {len(written)} were written:\n"
+                if stop.is_set()
+                else f"{len(lines)} stream(s) failed, the others were written:\n"
+            )
+            + "\n".join(lines),
+            metadata={"failed_streams": MetadataValue.text(", ".join([o.stream.name for o in failures] + unreported))},
+        ) from interrupted
+    if interrupted is not None:
+        raise interrupted  # it came after the last stream was written
+
+
+def _record(
+    context: AssetExecutionContext,
+    outcome: StreamOutcome,
+    key_of: Mapping[str, AssetKey],
+    checks: Set[AssetCheckKey],
+    connection_name: str,
+) -> MaterializeResult | None:
+    """Log one stream's messages; its materialization if its table was written, else None."""
+    progress.emit("stream_finished", outcome)
+    for level, text in outcome.messages:
+        context.log.log(level, text)
+    if outcome.status not in ("ok", "unavailable"):
+        context.log.error(f"{outcome.stream.name}: {outcome.status}: {_message(outcome.error)}")
+        return None
+    key = key_of[outcome.stream.name]
+    outcome.metadata["segment/connection"] = connection_name
+    outcome.metadata["dagster/column_schema"] = SegmentTranslator().get_column_schema(outcome.stream)
+    results = []
+    if AssetCheckKey(key, PK_CHECK) in checks and outcome.key_check:
+        results.append(_key_check(key, outcome))
+    if AssetCheckKey(key, DRIFT_CHECK) in checks and outcome.new_undocumented is not None:
+        results.append(_drift_check(key, outcome))
+    return MaterializeResult(asset_key=key, metadata=outcome.metadata, check_results=results)
 
 
 def _message(error: BaseException | None) -> str:

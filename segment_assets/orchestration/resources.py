@@ -9,6 +9,7 @@ come from the resource, not from constants.
 from __future__ import annotations
 
 import os
+import threading
 from abc import abstractmethod
 
 from dagster import ConfigurableResource, EnvVar
@@ -108,8 +109,9 @@ class SegmentResource(ConfigurableResource):
     def budget_for(self, stream: StreamSpec) -> int | None:
         return budget_requests(stream, self.fanout_budget_minutes, self.fanout_budgets)
 
-    def make_client(self) -> SegmentClient:
-        """A new pooled client; the caller closes it (one per run step, shared by its streams' threads)."""
+    def make_client(self, stop: threading.Event | None = None) -> SegmentClient:
+        """A new pooled client; the caller closes it (one per run step, shared by its streams' threads).
+        `stop`: the run's stop event, read by every request and wait."""
         return SegmentClient(
             self.api_token,
             self.base_url,
@@ -123,6 +125,7 @@ class SegmentResource(ConfigurableResource):
             token_env=self.token_env,
             rate_limit_store=self.rate_limit_store,
             ca_bundle=self.ca_bundle,
+            stop=stop,
         )
 
 
