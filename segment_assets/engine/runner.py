@@ -52,8 +52,8 @@ class StreamRun:
     """What every stream of one run shares: the client, the target, the run's one stop event and
     its one fan-out pool.
 
-    `stop` is the event the client was built with (`SegmentClient(stop=...)`): one flag, read by
-    every request and wait of the run. The fan-out pool is created on first use and ended by
+    `stop` is the event the client was built with (`SegmentClient(stop=...)`, the default): one
+    flag, read by every request and wait of the run. The fan-out pool is created on first use and ended by
     close(); its threads live as long as the run, so each keeps one HTTP client for all of it.
     """
 
@@ -61,7 +61,7 @@ class StreamRun:
     target: Target
     run_id: str
     method_for: Callable[[StreamSpec], UpdateMethod]
-    stop: threading.Event
+    stop: threading.Event = None  # type: ignore[assignment]  # None: the client's, set in __post_init__
     max_streams: int = 16
     fanout_concurrency: int = 8
     strict: bool = True
@@ -73,6 +73,8 @@ class StreamRun:
     _fanout_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.stop is None:
+            self.stop = self.client.stop
         if self.client.stop is not self.stop:
             raise ValueError("build the run's client with the run's stop event: one stop per run")
         self.parents = self.parents or ParentKeys(self.target)
