@@ -200,6 +200,34 @@ def test_a_terminal_shows_a_live_status_line(tmp_path: Path) -> None:
     assert "TOTAL" in text and " - dagster - " not in text, "Dagster's event lines only with --verbose"
 
 
+def committed_but_unrecorded(home: Path, db: Path, streams: list[str]) -> list[str]:
+    """Streams whose change table holds rows of the home's last run but no materialization of it."""
+    from dagster import AssetKey, DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        run_id = instance.get_runs(limit=1)[0].run_id
+        with duckdb.connect(str(db), read_only=True) as con:
+            committed = [
+                s
+                for s in streams
+                if con.execute(f"SELECT count(*) FROM segment.{s}__ct WHERE header__run_id = ?", [run_id]).fetchone()[0]
+            ]
+        assert committed, "the stopped run committed nothing: the test proves nothing"
+
+        def recorded(stream: str) -> bool:
+            for record in instance.fetch_materializations(AssetKey(["segment", stream]), limit=20).records:
+                tagged = (
+                    record.asset_materialization.metadata.get("segment/run_id")
+                    if record.asset_materialization
+                    else None
+                )
+                if record.run_id == run_id or (tagged is not None and tagged.value == run_id):
+                    return True
+            return False
+
+        return [s for s in committed if not recorded(s)]
+
+
 @pytest.mark.parametrize("runner", ["segment-assets sync", "dagster asset materialize"])
 def test_sigterm_stops_a_sync_promptly_and_keeps_every_table_committed(tmp_path: Path, runner: str) -> None:
     import signal
@@ -262,6 +290,10 @@ def test_sigterm_stops_a_sync_promptly_and_keeps_every_table_committed(tmp_path:
         (r[0],) for r in duckdb.connect(str(db), read_only=True).execute("SELECT name FROM segment.sources").fetchall()
     ], "streams finished before the signal were committed"
     assert not list((tmp_path / ".staging").glob("*.parquet")), "no staging debris"
+    # Every table the stopped run committed has its materialization recorded, in the run or (when
+    # the signal reached Dagster's own event handling) as a runless one naming the run.
+    unrecorded = committed_but_unrecorded(tmp_path / "home", db, streams)
+    assert not unrecorded, f"tables committed by the stopped run without a materialization: {unrecorded}"
     assert not Path(f"{db}.wal").exists(), "the file was closed (checkpointed), not left with a write-ahead log"
 
 

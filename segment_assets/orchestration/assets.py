@@ -21,6 +21,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
@@ -224,6 +225,7 @@ def materialize_streams(
     finally:
         if not completed:  # Dagster closed this generator, or an error left it: the streams end first
             stop.set()
+            _record_unyielded(context, outcomes, key_of, segment.connection_name)
         outcomes.close()
         run.close()
         client.close()
@@ -269,6 +271,30 @@ def _record(
     if AssetCheckKey(key, DRIFT_CHECK) in checks and outcome.new_undocumented is not None:
         results.append(_drift_check(key, outcome))
     return MaterializeResult(asset_key=key, metadata=outcome.metadata, check_results=results)
+
+
+def _record_unyielded(
+    context: AssetExecutionContext, outcomes: Iterator[StreamOutcome], key_of: Mapping[str, AssetKey], connection: str
+) -> None:
+    """Record the tables committed after this generator was closed.
+
+    Dagster closes the generator when SIGTERM reaches the step while Dagster itself handles an
+    event we yielded (it raises before resuming us), so nothing more can be yielded. The streams
+    still finish what they were committing; each table they committed is recorded as a runless
+    materialization naming this run, so every committed table has its materialization."""
+    partitions = context.partition_keys if context.has_partition_key or context.has_partition_key_range else [None]
+    for outcome in outcomes:
+        if outcome.status not in ("ok", "unavailable"):
+            continue
+        metadata = {
+            **outcome.metadata,
+            "segment/connection": connection,
+            "segment/run_id": context.run.run_id,
+            "segment/recorded": "after the run was stopped, as a runless materialization",
+        }
+        for partition in partitions:
+            event = AssetMaterialization(asset_key=key_of[outcome.stream.name], metadata=metadata, partition=partition)
+            context.instance.report_runless_asset_event(event)
 
 
 def _message(error: BaseException | None) -> str:
