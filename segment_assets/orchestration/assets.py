@@ -4,13 +4,12 @@ One asset per stream (its own key, group, lineage, metadata and checks), execute
 multi-asset per workspace and partitioning (configuration, daily, monthly), like
 dagster-dbt and dagster-dlt do for their tables: `can_subset=True`, so any selection runs
 as one step in which the selected streams proceed concurrently as soon as their parents
-are written (`sync.run_streams`), each stream's materialization yielded the moment its
+are written (`engine.runner.run_streams`), each stream's materialization yielded the moment its
 table is committed. A child whose parent is not selected reads the parent's stored table.
 """
 
 import warnings
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
 
 from dagster import (
     AssetCheckKey,
@@ -29,14 +28,15 @@ from dagster import (
     multi_asset,
 )
 
-from segment_assets.api.streams import STREAMS, StreamSpec, Window
+from segment_assets.api.streams import StreamSpec, Window
 from segment_assets.api.tables import table_def
 from segment_assets.engine import progress
 from segment_assets.engine.runner import StreamOutcome, StreamRun, run_streams, sync_stream
-from segment_assets.orchestration.connections import Connection
+from segment_assets.orchestration.connections import ZERO_CONFIG, Connection
 from segment_assets.orchestration.partitions import partitions_def
 from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource, StorageResource
 from segment_assets.orchestration.translator import SegmentTranslator
+from segment_assets.orchestration.workspaces import Workspace
 from segment_assets.storage import KeyCheck
 
 PK_CHECK = "primary_key_unique_not_null"
@@ -53,29 +53,26 @@ def step_name(connection: Connection, window: Window | None, group: str | None =
     return f"{name}_{group}" if group else name
 
 
-ZERO_CONFIG = Connection(name="default", default_names=True)
-
-
 def asset_key(stream_name: str, connection: Connection = ZERO_CONFIG) -> AssetKey:
     """The default translator's key of a stream (`segment/<stream>` for the zero-config workspace)."""
-    return SegmentTranslator().get_asset_key(STREAMS[stream_name], connection)
+    return Workspace(connection).asset_key(stream_name)
 
 
 def build_assets(
     connection: Connection = ZERO_CONFIG, storage: StorageResource | None = None
 ) -> list[AssetsDefinition]:
-    """The assets of one workspace with the default translator (bind resources under its keys)."""
-    return build_workspace_assets(connection, storage or DuckDBStorage())
+    """The assets of one workspace with the default translator, for code that binds its own
+    resources under the workspace's keys (`materialize(build_assets(), resources=...)`)."""
+    return build_workspace_assets(Workspace(connection), storage or DuckDBStorage())
 
 
 def build_workspace_assets(
-    connection: Connection,
+    workspace: Workspace,
     storage: StorageResource,
-    translator: SegmentTranslator | None = None,
-    spec_mapper: Any = None,
+    spec_mapper: Callable[[StreamSpec, AssetSpec], AssetSpec] | None = None,
 ) -> list[AssetsDefinition]:
-    """One multi-asset per partitioning holding every selected stream of `connection`."""
-    translator = translator or SegmentTranslator()
+    """One multi-asset per partitioning holding every selected stream of the workspace."""
+    connection, translator = workspace.connection, workspace.translator
     streams = connection.streams()
     keys = {s.name: translator.get_asset_key(s, connection) for s in streams}
     out = []
@@ -95,12 +92,12 @@ def build_workspace_assets(
                 )
                 specs.append(spec_mapper(s, spec) if spec_mapper else spec)
             if members:
-                out.append(_multi_asset(connection, window, members, specs, group))
+                out.append(_multi_asset(workspace, window, members, specs, group))
     return out
 
 
 def _multi_asset(
-    connection: Connection,
+    workspace: Workspace,
     window: Window | None,
     streams: list[StreamSpec],
     specs: list[AssetSpec],
@@ -108,12 +105,9 @@ def _multi_asset(
 ) -> AssetsDefinition:
     by_key = {spec.key: stream for spec, stream in zip(specs, streams)}
     key_of = {stream.name: spec.key for spec, stream in zip(specs, streams)}
+    connection = workspace.connection
     segment_key, storage_key = connection.resource_keys
-    pdef = (
-        partitions_def(window, connection.daily_start if window is Window.DAILY else connection.monthly_start)
-        if window
-        else None
-    )
+    pdef = partitions_def(window, connection) if window else None
     with warnings.catch_warnings():
         # BackfillPolicy is "beta" in Dagster 1.13; single-run backfills are what we rely on.
         warnings.simplefilter("ignore", BetaWarning)
@@ -150,7 +144,7 @@ def _multi_asset(
             segment: SegmentResource = getattr(context.resources, segment_key)
             storage: StorageResource = getattr(context.resources, storage_key)
             selected = [by_key[s.key] for s in specs if s.key in context.selected_asset_keys]
-            yield from materialize_streams(context, selected, segment, storage, key_of)
+            yield from materialize_streams(context, selected, segment, storage, key_of, workspace.translator)
 
     return _segment_streams
 
@@ -161,6 +155,7 @@ def materialize_streams(
     segment: SegmentResource,
     storage: StorageResource,
     key_of: Mapping[str, AssetKey],
+    translator: SegmentTranslator,
 ) -> Iterator[MaterializeResult]:
     """Run the selected streams concurrently; yield each one's materialization as it lands."""
     window = None
@@ -194,7 +189,7 @@ def materialize_streams(
             key = key_of[outcome.stream.name]
             if outcome.status in ("ok", "unavailable"):
                 outcome.metadata["segment/connection"] = segment.connection_name
-                outcome.metadata["dagster/column_schema"] = SegmentTranslator().get_column_schema(outcome.stream)
+                outcome.metadata["dagster/column_schema"] = translator.get_column_schema(outcome.stream)
                 results = []
                 if AssetCheckKey(key, PK_CHECK) in checks and outcome.key_check:
                     results.append(_key_check(key, outcome))

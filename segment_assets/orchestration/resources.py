@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
+from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
@@ -247,7 +248,7 @@ def segment_resource(connection: Connection) -> SegmentResource:
 
 
 def storage_resource(connection: Connection) -> StorageResource:
-    common = {
+    common: dict[str, Any] = {
         "schema_name": connection.schema,
         "update_method": connection.update_method,
         "update_methods": dict(connection.update_methods),
