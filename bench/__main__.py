@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - started:6.0f}s] {name} ...", flush=True)
         try:
             out = fn()
-        except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
+        except Exception:
             failures[name] = traceback.format_exc()
             print(f"  FAILED: {failures[name].strip().splitlines()[-1]}", flush=True)
             return

@@ -234,7 +234,7 @@ def _second(
             )
         )
         section.notes.append(
-            f"Audit-trail sensor (`segment_assets.orchestration.automation`), evaluated in-process against the "
+            f"Audit-trail sensor (`segment_assets.orchestration.sensors`), evaluated in-process against the "
             f"same simulator: a first tick sets its cursor, then {len(per_tick)} quiet ticks, each "
             f"tick's requests counted by the simulator; last tick: {outcome}."
         )
@@ -245,10 +245,12 @@ def _sensor_ticks(sim: Any, ticks: int) -> tuple[list[int], str]:
     """Requests per quiet tick of the audit-trail sensor (the first tick only sets its cursor)."""
     from dagster import DagsterInstance, SensorResult, build_sensor_context
 
-    from segment_assets.orchestration.automation import build_audit_sensor
+    from segment_assets.orchestration.connections import ZERO_CONFIG
     from segment_assets.orchestration.resources import SegmentResource
+    from segment_assets.orchestration.sensors import build_audit_sensor
+    from segment_assets.orchestration.workspaces import Workspace
 
-    sensor = build_audit_sensor()
+    sensor = build_audit_sensor(Workspace(ZERO_CONFIG))
     segment = SegmentResource(api_token=sim.token, api_url=sim.url, pace_requests=False, rate_limit_store="memory")
     cursor: str | None = None
     per_tick: list[int] = []

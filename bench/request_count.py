@@ -34,12 +34,12 @@ def parameter_sets(stream: Any, target: Any) -> list[Any]:
     """The requests a default sync (latest partition of time-based streams) plans for `stream`."""
     from segment_assets.engine.reading import parent_rows, plan_requests
     from segment_assets.engine.windows import clamp_to_retention, window_queries
-    from segment_assets.orchestration.automation import connection_partitions
     from segment_assets.orchestration.connections import connection_from_env
+    from segment_assets.orchestration.partitions import partitions_def
 
     windows = None
     if stream.windowing:
-        pdef = connection_partitions(connection_from_env({}), stream.windowing.partition)
+        pdef = partitions_def(stream.windowing.partition, connection_from_env({}))
         window = pdef.time_window_for_partition_key(pdef.get_last_partition_key())
         clamped = clamp_to_retention(stream.windowing, window.start, window.end)
         if clamped is None:

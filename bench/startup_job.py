@@ -56,9 +56,11 @@ def main() -> int:
     import segment_assets.cli
     import segment_assets.cli.terminal
     import segment_assets.orchestration.assets
-    import segment_assets.orchestration.automation
     import segment_assets.orchestration.connections
+    import segment_assets.orchestration.freshness
+    import segment_assets.orchestration.jobs
     import segment_assets.orchestration.resources
+    import segment_assets.orchestration.sensors
     import segment_assets.orchestration.translator
 
     timings["import segment_assets"] = time.monotonic() - t
@@ -95,9 +97,9 @@ def main() -> int:
 
 def _sync(streams: list[str], out: io.StringIO) -> None:
     # What `segment-assets sync --select ...` does (cmd_sync), its output kept off stdout.
-    from segment_assets.cli.commands import pick_connection, run_sync
+    from segment_assets.cli.commands import pick_workspace, run_sync
 
-    run_sync(streams, connection=pick_connection(None), out=out)
+    run_sync(streams, workspace=pick_workspace(None), out=out)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def main() -> int:
     # What the sync imports is the same at every scale: imported before tracing starts, so the
     # snapshots (taken as traced memory grows) follow the sync, not the imports.
 
-    from segment_assets.cli.commands import pick_connection, run_sync
+    from segment_assets.cli.commands import pick_workspace, run_sync
 
     tracemalloc.start(10)
     best: dict[str, object] = {"size": 0, "snapshot": None, "rss": 0}
@@ -49,7 +49,7 @@ def main() -> int:
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
-    run_sync(args.streams, connection=pick_connection(None), out=io.StringIO())
+    run_sync(args.streams, workspace=pick_workspace(None), out=io.StringIO())
     stop.set()
     thread.join()
     _, peak = tracemalloc.get_traced_memory()

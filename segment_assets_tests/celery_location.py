@@ -9,14 +9,15 @@ from dagster import Definitions, define_asset_job
 from dagster_celery import celery_executor
 
 from segment_assets import definitions as segment_definitions
-from segment_assets.orchestration.automation import CONFIG_JOB, build_jobs, default_keys
 from segment_assets.orchestration.connections import connection_from_env
+from segment_assets.orchestration.jobs import CONFIG_JOB, build_jobs
+from segment_assets.orchestration.workspaces import Workspace
 
 CELERY_CONFIG_JOB = f"{CONFIG_JOB}_celery"
 
 celery_config_sync = define_asset_job(
     CELERY_CONFIG_JOB,
-    selection=build_jobs(connection_from_env(), default_keys(connection_from_env()))[CONFIG_JOB].selection,
+    selection=build_jobs(Workspace(connection_from_env()))[CONFIG_JOB].selection,
     executor_def=celery_executor,
     description="The configuration sync of segment_config, each step on a Celery worker.",
 )

@@ -149,7 +149,7 @@ def wait_until(
                 return result
         except ServiceError:  # the check saw a failure that waiting will not fix
             raise
-        except Exception as error:  # noqa: BLE001 - not ready yet, kept for the timeout message
+        except Exception as error:
             last_error = error
         if process is not None and not process.alive():
             raise ServiceError(

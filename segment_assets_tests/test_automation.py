@@ -22,24 +22,24 @@ from dagster import (
 )
 
 from segment_assets.api.streams import Window, materialized_streams
-from segment_assets.orchestration import automation
 from segment_assets.orchestration.assets import asset_key, build_assets
-from segment_assets.orchestration.automation import (
+from segment_assets.orchestration.connections import ZERO_CONFIG, Connection
+from segment_assets.orchestration.definitions import build_definitions
+from segment_assets.orchestration.freshness import largest_cron_gap
+from segment_assets.orchestration.jobs import config_streams, monthly_partition_keys, partitioned_streams
+from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
+from segment_assets.orchestration.sensors import (
     AUDIT_RESOURCE_STREAMS,
     AuditCursor,
     build_audit_sensor,
-    config_streams,
-    partitioned_streams,
     streams_for_resource_type,
 )
-from segment_assets.orchestration.connections import Connection
-from segment_assets.orchestration.definitions import build_definitions
-from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
+from segment_assets.orchestration.workspaces import Workspace
 from segment_assets.simulator import AUDIT_RESOURCE_TYPES, Simulator
 from segment_assets.storage import DuckDBTarget
 from segment_assets_tests.conftest import segment_for
 
-CONFIG = {s.name for s in config_streams()}
+CONFIG = {s.name for s in config_streams(ZERO_CONFIG)}
 SOURCES_AND_DESCENDANTS = {
     "sources",
     "source_details",
@@ -61,7 +61,7 @@ class Ticker:
     def __init__(self, sim: Simulator, segment: SegmentResource, instance: DagsterInstance, **sensor_args: Any) -> None:
         self.sim, self.segment, self.instance = sim, segment, instance
         self.cursor: str | None = None
-        self.sensor = build_audit_sensor(**sensor_args)
+        self.sensor = build_audit_sensor(Workspace(ZERO_CONFIG), **sensor_args)
         self.requests: list[int] = []  # API requests per tick
 
     def tick(self) -> SensorResult:
@@ -296,8 +296,8 @@ def test_schedules_and_sensor_are_declared_stopped_with_their_jobs() -> None:
         return {k.path[-1] for k in repo.get_job(job).asset_layer.selected_asset_keys}
 
     assert selected("segment_config") == CONFIG
-    assert selected("segment_daily") == {s.name for s in partitioned_streams(Window.DAILY)}
-    assert selected("segment_monthly") == {s.name for s in partitioned_streams(Window.MONTHLY)}
+    assert selected("segment_daily") == {s.name for s in partitioned_streams(Window.DAILY, ZERO_CONFIG)}
+    assert selected("segment_monthly") == {s.name for s in partitioned_streams(Window.MONTHLY, ZERO_CONFIG)}
     assert CONFIG | selected("segment_daily") | selected("segment_monthly") == {s.name for s in materialized_streams()}
     assert {k.path[-1] for k in graph.get_all_asset_keys()} == {s.name for s in materialized_streams()}
     [sensor] = repo.sensor_defs
@@ -349,7 +349,7 @@ def test_monthly_schedule_rereads_the_current_month_daily(day: int, months: list
 
 def test_monthly_schedule_skips_a_month_before_the_first_partition() -> None:
     connection = Connection(name="default", default_names=True, monthly_start=f"{_month(2):%Y-%m-%d}")
-    assert automation.monthly_partition_keys(_month(2), connection) == [f"{_month(2):%Y-%m-%d}"]
+    assert monthly_partition_keys(_month(2), connection) == [f"{_month(2):%Y-%m-%d}"]
 
 
 # -- freshness -----------------------------------------------------------------------------
@@ -398,5 +398,5 @@ def test_freshness_passes_after_a_run_warns_then_fails(
 
 
 def test_largest_cron_gap_sees_weekends() -> None:
-    assert automation.largest_cron_gap("0 * * * *") == timedelta(hours=1)
-    assert automation.largest_cron_gap("0 9 * * 1-5") == timedelta(days=3)
+    assert largest_cron_gap("0 * * * *") == timedelta(hours=1)
+    assert largest_cron_gap("0 9 * * 1-5") == timedelta(days=3)

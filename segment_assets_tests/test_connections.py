@@ -23,6 +23,7 @@ from segment_assets.orchestration.connections import (
 )
 from segment_assets.orchestration.definitions import build_definitions
 from segment_assets.orchestration.translator import SegmentTranslator
+from segment_assets.orchestration.workspaces import Workspace
 from segment_assets.simulator import Simulator
 from segment_assets.storage import DuckDBTarget
 from segment_assets_tests.test_assets import by_key, expected_rows, loaded_rows
@@ -73,7 +74,7 @@ def test_two_workspaces_are_namespaced_in_one_code_location(
     us, eu = two_simulators
     file = write_connections(tmp_path / "connections.yaml", us, eu, tmp_path / "segment_assets.duckdb")
     connections = load_connections_file(file)
-    defs = build_definitions(connections)
+    defs = build_definitions([Workspace(c) for c in connections])
     repo = defs.get_repository_def()
     keys = set(repo.asset_graph.get_all_asset_keys())
     us_keys = {k for k in keys if k.path[:2] == ["segment", "us_prod"]}
@@ -128,7 +129,7 @@ def test_both_workspaces_sync_from_their_own_api_and_changes_stay_apart(
     monkeypatch.setenv("SEGMENT_EU_TOKEN", "eu-token")
     conns = {c.name: c for c in load_connections_file(file)}
     for name in conns:
-        run_sync(None, connection=conns[name], out=io.StringIO())
+        run_sync(None, workspace=Workspace(conns[name]), out=io.StringIO())
     targets = {"us_prod": (DuckDBTarget(db, schema="us_prod"), us), "eu_prod": (DuckDBTarget(db, schema="eu_prod"), eu)}
     for name, (target, sim) in targets.items():
         wrong = [
@@ -144,7 +145,7 @@ def test_both_workspaces_sync_from_their_own_api_and_changes_stay_apart(
     source = us.workspace.list("sources")[0]
     us.workspace.update("sources", source["id"], name="Renamed in US only")
     for name in conns:
-        run_sync(["sources"], connection=conns[name], out=io.StringIO())
+        run_sync(["sources"], workspace=Workspace(conns[name]), out=io.StringIO())
     changes = {
         name: target.query(
             "SELECT count(*) FROM sources__ct WHERE header__run_id <> (SELECT min(header__run_id) FROM sources__ct)"
@@ -185,7 +186,7 @@ def test_bad_connections_say_what_to_fix(tmp_path: Path) -> None:
 
 def test_zero_config_keeps_the_single_workspace_names() -> None:
     connection = connection_from_env({})
-    repo = build_definitions([connection]).get_repository_def()
+    repo = build_definitions([Workspace(connection)]).get_repository_def()
     assert AssetKey(["segment", "sources"]) in set(repo.asset_graph.get_all_asset_keys())
     assert {"segment_config", "segment_daily", "segment_monthly"} <= set(repo.job_names)
     assert connection.schema == "segment" and connection.pool == "segment_api"
@@ -212,7 +213,7 @@ class TeamTranslator(SegmentTranslator):
 
 def test_translator_override_renames_groups_and_adds_owners() -> None:
     connection = Connection(name="us_prod", owners=["alice@example.com"])
-    repo = build_definitions([connection], translator=TeamTranslator()).get_repository_def()
+    repo = build_definitions([Workspace(connection, TeamTranslator())]).get_repository_def()
     key = AssetKey(["segment", "us_prod", "sources"])
     spec = repo.assets_defs_by_key[key].specs_by_key[key]
     assert spec.group_name == "segment_sources"

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from segment_assets.api.paging import Page
-from segment_assets.cli.doctor import Count, diagnose, main, page_count
+from segment_assets.cli.doctor.probe import Count, page_count
+from segment_assets.cli.doctor.report import diagnose, main
 from segment_assets.orchestration.connections import Connection
 from segment_assets.simulator import Simulator
+from segment_assets_tests.test_component import component_tree
 
 TOKEN = "tok-us-Zq81-not-to-be-printed"
 EU_TOKEN = "tok-eu-Pw27-not-to-be-printed"
@@ -175,6 +177,23 @@ def test_named_connection_in_the_wrong_region_points_at_its_file(us: Simulator, 
 
     code, _ = run(["--connection", "nope"], env)
     assert code == 2
+
+
+def test_a_component_workspace_is_checked_and_its_yaml_named_for_the_fix(us: Simulator, eu: Simulator) -> None:
+    attributes = {"name": "acme", "token_env": "ACME_TOKEN", "region": "eu"}
+    with component_tree(attributes) as tree:
+        out = io.StringIO()
+        code = main(
+            ["--no-estimate"],
+            out=out,
+            environ={"ACME_TOKEN": TOKEN},
+            components=tree,
+            region_urls={"us": us.url, "eu": eu.url},
+        )
+    text = out.getvalue()
+    assert code == 1 and "connection 'acme': token from ACME_TOKEN, region eu" in text
+    assert "set `region: us` for connection 'acme' in the component YAML of 'acme'" in text
+    assert (eu.stats.total, us.stats.total) == (1, 1)
 
 
 def test_missing_token_names_the_variable_and_how_to_create_one(us: Simulator) -> None:

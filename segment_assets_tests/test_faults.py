@@ -565,7 +565,7 @@ def test_first_use_of_dagster_home_by_concurrent_syncs(dagster_home: Path, monke
             start.wait()
             try:
                 _instance()
-            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
 
         threads = [threading.Thread(target=first_use) for _ in range(4)]

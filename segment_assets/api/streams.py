@@ -971,5 +971,12 @@ def materialized_streams() -> list[StreamSpec]:
     return [s for s in STREAMS.values() if s.materialized]
 
 
-def children_of(name: str) -> list[StreamSpec]:
-    return [s for s in STREAMS.values() if s.parent and s.parent.stream == name]
+def descendants_of(name: str, *, transitive: bool = True) -> list[StreamSpec]:
+    """The materialized streams whose ids come from rows of `name`: its children and, when
+    `transitive`, theirs, in declaration order (parents first)."""
+    found: dict[str, StreamSpec] = {}
+    for stream in STREAMS.values():  # declarations list parents before children
+        above = stream.parent.stream if stream.parent else None
+        if stream.materialized and (above == name or (transitive and above in found)):
+            found[stream.name] = stream
+    return list(found.values())

@@ -17,7 +17,12 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dagster import ComponentTree
+
+    from segment_assets.orchestration.workspaces import Workspace
 
 DEFAULT_DAGSTER_HOME = ".dagster_home"
 
@@ -46,10 +51,11 @@ def run_sync(
     segment: Any = None,
     storage: Any = None,
     out: Any = sys.stdout,
-    connection: Any = None,
+    workspace: Workspace | None = None,
     verbose: bool = False,
 ) -> list[dict[str, Any]]:
-    """Materialize the selected streams (default all) of one workspace; returns summary rows.
+    """Materialize the selected streams (default all) of one workspace (default: the environment's);
+    returns summary rows.
 
     One run per partitioning: the configuration streams (read concurrently in dependency order),
     then the last complete day of the daily streams, then the current month of the monthly ones."""
@@ -59,12 +65,13 @@ def run_sync(
     from segment_assets.cli.terminal import TerminalProgress, print_summary
     from segment_assets.engine import progress
     from segment_assets.orchestration.assets import KINDS, build_workspace_assets, window_of
-    from segment_assets.orchestration.automation import connection_partitions
     from segment_assets.orchestration.connections import connection_from_env
+    from segment_assets.orchestration.partitions import partitions_def
     from segment_assets.orchestration.resources import segment_resource, storage_resource
-    from segment_assets.orchestration.translator import SegmentTranslator
+    from segment_assets.orchestration.workspaces import Workspace
 
-    connection = connection or connection_from_env()
+    workspace = workspace or Workspace(connection_from_env())
+    connection = workspace.connection
     unknown = [s for s in select or () if s not in STREAMS]
     if unknown:
         raise SystemExit(f"unknown stream(s): {', '.join(unknown)}; `segment-assets streams` lists them")
@@ -78,8 +85,7 @@ def run_sync(
     wanted = [available[n] for n in (select or available)]
     segment = segment or segment_resource(connection)
     storage = storage or storage_resource(connection)
-    translator = SegmentTranslator()
-    assets = build_workspace_assets(connection, storage, translator)
+    assets = build_workspace_assets(workspace, storage)
     target = storage.get_target()
     print(
         f"syncing {len(wanted)} stream(s) of {connection.name!r} from {segment.base_url} into "
@@ -104,10 +110,8 @@ def run_sync(
                     assets,
                     instance=instance,
                     resources={segment_key: segment, storage_key: storage},
-                    selection=[translator.get_asset_key(s, connection) for s in streams],
-                    partition_key=connection_partitions(connection, window).get_last_partition_key()
-                    if window
-                    else None,
+                    selection=[workspace.asset_key(s) for s in streams],
+                    partition_key=partitions_def(window, connection).get_last_partition_key() if window else None,
                     raise_on_error=False,
                     tags=connection.run_tags,
                     run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
@@ -138,7 +142,8 @@ def run_sync(
                 "requests": md.get("segment/api_requests", 0),
                 "seconds": md.get("segment/seconds", 0.0),
                 "status": md.get("segment/status", "ok"),
-                "changes": f"+{md.get('segment/inserted', 0)} ~{md.get('segment/updated', 0)} -{md.get('segment/deleted', 0)}",
+                "changes": f"+{md.get('segment/inserted', 0)} ~{md.get('segment/updated', 0)} "
+                f"-{md.get('segment/deleted', 0)}",
             }
         )
     print_summary(rows, time.monotonic() - started, out)
@@ -177,31 +182,32 @@ def cmd_streams(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    run_sync(args.select, connection=pick_connection(args.connection), verbose=args.verbose)
+    run_sync(args.select, workspace=pick_workspace(args.connection), verbose=args.verbose)
     return 0
 
 
-def pick_connection(name: str | None) -> Any:
-    """The workspace a command works on: --connection NAME among the configured ones (the
-    SEGMENT_CONNECTIONS file and component YAML files), else the only one there is."""
-    from segment_assets.orchestration.connections import ConnectionConfigError, all_connections
+def pick_workspace(name: str | None, components: ComponentTree | None = None) -> Workspace:
+    """The workspace a command works on: --connection NAME among the configured ones (component
+    YAML files and the SEGMENT_CONNECTIONS file), else the only one there is."""
+    from segment_assets.orchestration.connections import ConnectionConfigError
+    from segment_assets.orchestration.workspaces import resolve_workspaces
 
     try:
-        connections = all_connections()
+        workspaces = resolve_workspaces(components=components)
     except (ConnectionConfigError, ValueError) as exc:
         raise SystemExit(f"configuration error: {exc}") from None
     if name is None:
-        if len(connections) > 1:
+        if len(workspaces) > 1:
             raise SystemExit(
                 "several workspaces are configured ("
-                + ", ".join(c.name for c in connections)
+                + ", ".join(w.name for w in workspaces)
                 + "): choose one with --connection NAME"
             )
-        return connections[0]
-    for c in connections:
-        if c.name == name:
-            return c
-    raise SystemExit(f"no connection named {name!r}; configured: {', '.join(c.name for c in connections)}")
+        return workspaces[0]
+    for w in workspaces:
+        if w.name == name:
+            return w
+    raise SystemExit(f"no connection named {name!r}; configured: {', '.join(w.name for w in workspaces)}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -230,7 +236,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from segment_assets.orchestration.resources import storage_resource
     from segment_assets.storage import StorageError
 
-    connection = pick_connection(args.connection)
+    connection = pick_workspace(args.connection).connection
     target = storage_resource(connection).get_target()
     try:
         con = target.sql_session()
@@ -354,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["simulate"]:
         return cmd_simulate(argparse.Namespace(), argv[1:])
     if argv[:1] == ["doctor"]:
-        from segment_assets.cli.doctor import main as doctor_main
+        from segment_assets.cli.doctor.report import main as doctor_main
 
         return doctor_main(argv[1:])
     if argv[:1] == ["docs"]:

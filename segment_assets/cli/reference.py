@@ -24,7 +24,7 @@ from segment_assets.api.streams import (
     TimeWindowing,
     UpdateMethod,
     Window,
-    children_of,
+    descendants_of,
     materialized_streams,
 )
 from segment_assets.api.tables import Column, table_def
@@ -206,7 +206,7 @@ def _table_section(stream: StreamSpec) -> list[str]:
         if op.feature_gate
         else "none"
     )
-    feeds = [s.name for s in children_of(stream.name) if s.materialized]
+    feeds = [s.name for s in descendants_of(stream.name, transitive=False)]
     lines = [
         f"### `{stream.table}`",
         "",

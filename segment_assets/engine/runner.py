@@ -122,7 +122,7 @@ def sync_stream(stream: StreamSpec, run: StreamRun, parent_unavailable: str | No
     progress.emit("stream_started", stream)
     try:
         _sync(stream, run, parent_unavailable, out)
-    except BaseException as exc:  # noqa: BLE001 - the scheduler decides what an error means for the run
+    except BaseException as exc:
         out.status, out.error = "failed", exc
     out.metadata["segment/seconds"] = round(time.monotonic() - started, 3)
     return out
@@ -411,7 +411,7 @@ def run_streams(
                 take()
             except Exception:
                 raise
-            except BaseException as exc:  # noqa: BLE001 - an interrupt in this thread (SIGINT, an orchestrator's own)
+            except BaseException as exc:
                 stop.set()
                 ending = exc
                 break

@@ -11,8 +11,7 @@ A stream that fails or is stopped fails the step, named, after the others are re
 
 import threading
 import warnings
-from collections.abc import Iterator, Mapping, Set
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Set
 
 from dagster import (
     AssetCheckKey,
@@ -33,14 +32,15 @@ from dagster import (
     multi_asset,
 )
 
-from segment_assets.api.streams import STREAMS, StreamSpec, Window
+from segment_assets.api.streams import StreamSpec, Window
 from segment_assets.api.tables import table_def
 from segment_assets.engine import progress
 from segment_assets.engine.runner import StreamOutcome, StreamRun, run_streams, sync_stream
-from segment_assets.orchestration.connections import Connection
+from segment_assets.orchestration.connections import ZERO_CONFIG, Connection
 from segment_assets.orchestration.partitions import partitions_def
 from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource, StorageResource
 from segment_assets.orchestration.translator import SegmentTranslator
+from segment_assets.orchestration.workspaces import Workspace
 from segment_assets.storage import KeyCheck
 
 PK_CHECK = "primary_key_unique_not_null"
@@ -57,29 +57,26 @@ def step_name(connection: Connection, window: Window | None, group: str | None =
     return f"{name}_{group}" if group else name
 
 
-ZERO_CONFIG = Connection(name="default", default_names=True)
-
-
 def asset_key(stream_name: str, connection: Connection = ZERO_CONFIG) -> AssetKey:
     """The default translator's key of a stream (`segment/<stream>` for the zero-config workspace)."""
-    return SegmentTranslator().get_asset_key(STREAMS[stream_name], connection)
+    return Workspace(connection).asset_key(stream_name)
 
 
 def build_assets(
     connection: Connection = ZERO_CONFIG, storage: StorageResource | None = None
 ) -> list[AssetsDefinition]:
-    """The assets of one workspace with the default translator (bind resources under its keys)."""
-    return build_workspace_assets(connection, storage or DuckDBStorage())
+    """The assets of one workspace with the default translator, for code that binds its own
+    resources under the workspace's keys (`materialize(build_assets(), resources=...)`)."""
+    return build_workspace_assets(Workspace(connection), storage or DuckDBStorage())
 
 
 def build_workspace_assets(
-    connection: Connection,
+    workspace: Workspace,
     storage: StorageResource,
-    translator: SegmentTranslator | None = None,
-    spec_mapper: Any = None,
+    spec_mapper: Callable[[StreamSpec, AssetSpec], AssetSpec] | None = None,
 ) -> list[AssetsDefinition]:
-    """One multi-asset per partitioning holding every selected stream of `connection`."""
-    translator = translator or SegmentTranslator()
+    """One multi-asset per partitioning holding every selected stream of the workspace."""
+    connection, translator = workspace.connection, workspace.translator
     streams = connection.streams()
     keys = {s.name: translator.get_asset_key(s, connection) for s in streams}
     out = []
@@ -99,12 +96,12 @@ def build_workspace_assets(
                 )
                 specs.append(spec_mapper(s, spec) if spec_mapper else spec)
             if members:
-                out.append(_multi_asset(connection, window, members, specs, group))
+                out.append(_multi_asset(workspace, window, members, specs, group))
     return out
 
 
 def _multi_asset(
-    connection: Connection,
+    workspace: Workspace,
     window: Window | None,
     streams: list[StreamSpec],
     specs: list[AssetSpec],
@@ -112,12 +109,9 @@ def _multi_asset(
 ) -> AssetsDefinition:
     by_key = {spec.key: stream for spec, stream in zip(specs, streams)}
     key_of = {stream.name: spec.key for spec, stream in zip(specs, streams)}
+    connection = workspace.connection
     segment_key, storage_key = connection.resource_keys
-    pdef = (
-        partitions_def(window, connection.daily_start if window is Window.DAILY else connection.monthly_start)
-        if window
-        else None
-    )
+    pdef = partitions_def(window, connection) if window else None
     with warnings.catch_warnings():
         # BackfillPolicy is "beta" in Dagster 1.13; single-run backfills are what we rely on.
         warnings.simplefilter("ignore", BetaWarning)
@@ -154,7 +148,7 @@ def _multi_asset(
             segment: SegmentResource = getattr(context.resources, segment_key)
             storage: StorageResource = getattr(context.resources, storage_key)
             selected = [by_key[s.key] for s in specs if s.key in context.selected_asset_keys]
-            yield from materialize_streams(context, selected, segment, storage, key_of)
+            yield from materialize_streams(context, selected, segment, storage, key_of, workspace.translator)
 
     return _segment_streams
 
@@ -165,6 +159,7 @@ def materialize_streams(
     segment: SegmentResource,
     storage: StorageResource,
     key_of: Mapping[str, AssetKey],
+    translator: SegmentTranslator,
 ) -> Iterator[MaterializeResult]:
     """Run the selected streams concurrently; yield each one's materialization as it lands.
 
@@ -209,7 +204,7 @@ def materialize_streams(
                 outcome = next(outcomes, None)
                 if outcome is None:
                     break
-                result = _record(context, outcome, key_of, checks, segment.connection_name)
+                result = _record(context, outcome, key_of, checks, segment.connection_name, translator)
             except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
                 if interrupted is not None:
                     raise
@@ -254,6 +249,7 @@ def _record(
     key_of: Mapping[str, AssetKey],
     checks: Set[AssetCheckKey],
     connection_name: str,
+    translator: SegmentTranslator,
 ) -> MaterializeResult | None:
     """Log one stream's messages; its materialization if its table was written, else None."""
     progress.emit("stream_finished", outcome)
@@ -264,7 +260,7 @@ def _record(
         return None
     key = key_of[outcome.stream.name]
     outcome.metadata["segment/connection"] = connection_name
-    outcome.metadata["dagster/column_schema"] = SegmentTranslator().get_column_schema(outcome.stream)
+    outcome.metadata["dagster/column_schema"] = translator.get_column_schema(outcome.stream)
     results = []
     if AssetCheckKey(key, PK_CHECK) in checks and outcome.key_check:
         results.append(_key_check(key, outcome))

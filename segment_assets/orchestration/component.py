@@ -10,12 +10,19 @@ name. To shape the asset specs, subclass it and return your own `SegmentTranslat
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dagster import Definitions
 from dagster.components import Component, ComponentLoadContext, Resolvable
 from pydantic import BaseModel
 
 from segment_assets.orchestration.connections import Connection
 from segment_assets.orchestration.translator import SegmentTranslator
+
+if TYPE_CHECKING:
+    # The workspaces module finds components by this class, and definitions import it: both are
+    # imported where they are used.
+    from segment_assets.orchestration.workspaces import Workspace
 
 
 class SegmentWorkspaceComponent(Connection, Component, Resolvable):
@@ -36,7 +43,12 @@ class SegmentWorkspaceComponent(Connection, Component, Resolvable):
     def connection(self) -> Connection:
         return Connection.model_validate(self.model_dump())
 
+    def workspace(self) -> Workspace:
+        from segment_assets.orchestration.workspaces import Workspace
+
+        return Workspace(self.connection(), self.get_translator(), f"the component YAML of {self.name!r}")
+
     def build_defs(self, context: ComponentLoadContext) -> Definitions:
         from segment_assets.orchestration.definitions import build_workspace_definitions
 
-        return build_workspace_definitions(self.connection(), self.get_translator())
+        return build_workspace_definitions(self.workspace())

@@ -51,6 +51,9 @@ class Connection(BaseModel):
     name: str = Field(
         description="Names the workspace: asset key prefix, schema/folder, job, schedule and sensor names."
     )
+    # Never set (`_refuse_tokens` refuses it): declared so the YAML model Dagster derives for the
+    # component lets `token:` through to that refusal, which names token_env, instead of a bare
+    # "extra inputs are not permitted".
     token: str | None = Field(
         default=None, repr=False, description="Refused: a token never goes into a file. Use token_env."
     )
@@ -212,6 +215,9 @@ class Connection(BaseModel):
         return list(chosen.values())
 
 
+# The single workspace of the zero-config environment, with the default settings.
+ZERO_CONFIG = Connection(name=DEFAULT_NAME, default_names=True)
+
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -233,7 +239,7 @@ def connection_from_env(environ: Mapping[str, str] | None = None) -> Connection:
         raise ConnectionConfigError("SEGMENT_TARGET=lake needs SEGMENT_LAKE_URL (file:///path or s3://bucket/prefix)")
     return Connection(
         name=env.get("SEGMENT_CONNECTION_NAME", DEFAULT_NAME),
-        region=env.get("SEGMENT_REGION", "us") or "us",  # type: ignore[arg-type]
+        region=env.get("SEGMENT_REGION", "us") or "us",
         api_url=env.get("SEGMENT_API_URL") or None,
         duckdb_path=None if lake else env.get("SEGMENT_DUCKDB_PATH") or None,
         lake_url=env.get("SEGMENT_LAKE_URL") if lake else None,
@@ -276,40 +282,3 @@ def check_distinct(connections: Sequence[Connection], where: str) -> None:
                     f"{where}: two connections share the {what} {value!r}; each workspace needs its own"
                 )
             seen[key] = c.name
-
-
-def configured_connections(environ: Mapping[str, str] | None = None) -> list[Connection]:
-    """The connections file named by SEGMENT_CONNECTIONS, else the zero-config workspace."""
-    env = os.environ if environ is None else environ
-    path = env.get(CONNECTIONS_ENV)
-    return load_connections_file(path) if path else [connection_from_env(env)]
-
-
-COMPONENT_TYPE = "segment_assets.component.SegmentWorkspaceComponent"
-
-
-def component_connections(defs_dir: Path | None = None) -> list[Connection]:
-    """The workspaces of component YAML files (`segment_assets/defs/<name>/defs.yaml`), read
-    as connections so the command line sees what the code location loads."""
-    root = defs_dir or Path(__file__).resolve().parents[1] / "defs"
-    out = []
-    for file in sorted(root.glob("*/defs.yaml")):
-        for doc in yaml.safe_load_all(file.read_text()):
-            if isinstance(doc, Mapping) and doc.get("type") == COMPONENT_TYPE:
-                try:
-                    out.append(Connection.model_validate(doc.get("attributes") or {}))
-                except ValueError as exc:
-                    raise ConnectionConfigError(f"{file}: {exc}") from None
-    return out
-
-
-def all_connections(environ: Mapping[str, str] | None = None) -> list[Connection]:
-    """Every workspace the code location replicates: component YAML files and the SEGMENT_CONNECTIONS
-    file; the environment's single workspace when neither names one."""
-    env = os.environ if environ is None else environ
-    named = component_connections()
-    if env.get(CONNECTIONS_ENV):
-        named += load_connections_file(env[CONNECTIONS_ENV])
-    out = named or [connection_from_env(env)]
-    check_distinct(out, "the configured workspaces")
-    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from abc import abstractmethod
+from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
@@ -259,7 +260,7 @@ def segment_resource(connection: Connection) -> SegmentResource:
 
 
 def storage_resource(connection: Connection) -> StorageResource:
-    common = {
+    common: dict[str, Any] = {
         "schema_name": connection.schema,
         "update_method": connection.update_method,
         "update_methods": dict(connection.update_methods),

@@ -25,8 +25,6 @@ FAULT_KINDS = (
     "type_change",
 )
 STATUS_FAULTS = frozenset({"429", "500", "502", "503", "401", "403"})
-BODY_FAULTS = frozenset({"repeat_cursor", "missing_field", "type_change"})
-WIRE_FAULTS = frozenset({"timeout", "reset", "malformed", "truncated"})
 
 
 @dataclass

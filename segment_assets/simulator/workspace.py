@@ -1208,19 +1208,6 @@ KINDS: tuple[Kind, ...] = (
 # resourceType strings of the audit trail -> kind. Kinds without a resource type log their
 # changes as "<ancestor type> Modified" (e.g. a new rule modifies its Tracking Plan).
 AUDIT_RESOURCE_TYPES: dict[str, str] = {k.resource_type: k.name for k in KINDS if k.resource_type}
-AUDIT_KINDS_FOR_BASE_EVENTS = (
-    "sources",
-    "destinations",
-    "warehouses",
-    "tracking_plans",
-    "functions",
-    "users",
-    "user_groups",
-    "labels",
-    "spaces",
-    "audiences",
-    "transformations",
-)
 
 
 class Workspace:
