@@ -15,7 +15,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -323,7 +323,7 @@ class SegmentClient:
         path_params: Mapping[str, str] | None = None,
         query: Mapping[str, Any] | None = None,
         shape: Callable[[Page], T] | None = None,
-    ) -> Iterator[T]:
+    ) -> Generator[T, None, None]:
         """Yield every page of `stream` for one set of parameters, following its paging style.
 
         `shape` turns a page into what the caller keeps (e.g. an Arrow batch); a page it rejects
@@ -352,7 +352,7 @@ def _quote(value: str) -> str:
     return quote(str(value), safe="")
 
 
-def _encode_query(query: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _encode_query(query: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     """Objects as `name[field]` (what the official SDKs send), arrays as `name.0`, `name.1`."""
     out: list[tuple[str, str]] = []
     for name, value in query.items():
@@ -364,7 +364,7 @@ def _encode_query(query: Mapping[str, Any]) -> list[tuple[str, str]]:
             out.extend((f"{name}.{i}", str(v)) for i, v in enumerate(value))
         else:
             out.append((name, str(value)))
-    return out
+    return tuple(out)
 
 
 def _error_message(body: bytes) -> str:

@@ -173,8 +173,8 @@ def table_def(name: str) -> TableDef:
             )
     required = {c.api_name for c in columns if c.source == "record"}
     # A multi-key stream (credential consumers: sources and warehouses) requires what all its shapes do.
-    for key in stream.data_keys or (None,):
-        required &= set(_record_schema(stream, key).get("required", ()))
+    for data_key in stream.data_keys or (None,):
+        required &= set(_record_schema(stream, data_key).get("required", ()))
     return TableDef(stream, tuple(columns), frozenset(required) if not stream.scalar_column else frozenset())
 
 

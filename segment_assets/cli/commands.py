@@ -133,7 +133,7 @@ def run_sync(
         raise SystemExit(130) from None
     rows = []
     for event in (e for result in results for e in result.get_asset_materialization_events()):
-        mat = event.event_specific_data.materialization
+        mat = event.materialization
         md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
         rows.append(
             {

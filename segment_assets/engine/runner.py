@@ -27,7 +27,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -309,6 +309,12 @@ def critical_path_minutes(name: str) -> float:
     return own + max(below, default=0.0)
 
 
+def _report_done(
+    done: queue.Queue[tuple[StreamSpec, Future[StreamOutcome]]], stream: StreamSpec, future: Future[StreamOutcome]
+) -> None:
+    done.put((stream, future))
+
+
 def run_streams(
     streams: Sequence[StreamSpec],
     sync_one: Callable[[StreamSpec, str | None], StreamOutcome],
@@ -354,7 +360,7 @@ def run_streams(
         for s in sorted(batch, key=lambda s: -critical_path_minutes(s.name)):
             outstanding += 1
             future = pool.submit(start, s, parent_unavailable)
-            future.add_done_callback(lambda f, s=s: done.put((s, f)))
+            future.add_done_callback(partial(_report_done, done, s))
 
     def not_run(parent: StreamOutcome) -> Iterator[StreamOutcome]:
         for child in children.get(parent.stream.name, ()):

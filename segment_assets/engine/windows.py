@@ -37,6 +37,8 @@ def window_queries(windowing: TimeWindowing, start: datetime, end: datetime) -> 
             out.append({windowing.period_param: month.isoformat()})
             month = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
         return out
+    if windowing.start_param is None or windowing.end_param is None:
+        raise ValueError("a time window without period_param needs start_param and end_param")
     step = timedelta(days=windowing.chunk_days or windowing.max_range_days or 10_000)
     out, a = [], start
     while a < end:

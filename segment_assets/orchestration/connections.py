@@ -152,7 +152,7 @@ class Connection(BaseModel):
     # -- names ---------------------------------------------------------------------------
 
     @property
-    def schema(self) -> str:
+    def schema(self) -> str:  # type: ignore[override]  # pydantic's deprecated BaseModel.schema(); the name is ours
         return self.schema_name or ("segment" if self.default_names else self.name)
 
     @property

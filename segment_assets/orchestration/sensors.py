@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -29,6 +29,7 @@ from dagster import (
 
 from segment_assets.api.client import SegmentClient
 from segment_assets.api.errors import StreamUnavailable
+from segment_assets.api.paging import Page
 from segment_assets.api.streams import STREAMS, descendants_of
 from segment_assets.orchestration.jobs import CONFIG_JOB, TRIGGER_TAG, build_jobs, config_streams
 from segment_assets.orchestration.workspaces import Workspace
@@ -162,7 +163,9 @@ def poll_audit_trail(
     poll = AuditPoll(cursor)
     # One millisecond early: whether the API reads startTime as inclusive or as "after", events
     # in the cursor's own millisecond are listed, and the ids tell the counted ones apart.
-    pages = client.pages(stream, query={"startTime": _iso(since - timedelta(milliseconds=1))})
+    pages: Generator[Page, None, None] = client.pages(
+        stream, query={"startTime": _iso(since - timedelta(milliseconds=1))}
+    )
     try:
         for page in pages:
             poll.pages += 1

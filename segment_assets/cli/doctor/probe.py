@@ -15,7 +15,7 @@ The token is read from the connection's variable and never printed.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -260,7 +260,7 @@ class Probe:
         self, client: SegmentClient, stream: StreamSpec, path: dict[str, str], query: dict[str, Any]
     ) -> Page:
         client.page_size = 1  # pages() sends it as the page size of this stream's paging style
-        pages = client.pages(stream, path, query)
+        pages: Generator[Page, None, None] = client.pages(stream, path, query)
         try:
             return next(pages)
         finally:
