@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.storage import DuckDBTarget
+
+_SIGNALS_AT_START: dict[int, Any] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        _SIGNALS_AT_START[signum] = signal.getsignal(signum)
+
+
+@pytest.fixture(autouse=True)
+def signals_as_at_start() -> Iterator[None]:
+    """Puts SIGTERM and SIGINT back as the test process started with them after each test.
+
+    Dagster's `materialize` ends by copying SIGINT's disposition onto SIGTERM
+    (dagster._utils.interrupts): under a shell that started the tests in the background, SIGINT
+    is ignored, so SIGTERM became ignored for the rest of the session and for every process
+    started after it. Processes started within a test get default dispositions from
+    `services.popen`/`services.run`."""
+    yield
+    for signum, handler in _SIGNALS_AT_START.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from segment_assets.orchestration.resources import DuckDBStorage
 from segment_assets.simulator import Simulator
 from segment_assets.storage import DuckDBTarget, q
 from segment_assets_tests.conftest import materializations, segment_for
+from segment_assets_tests.services import popen
 
 # Parents before children: a child reads its parent ids from the parent's stored table.
 STREAM_NAMES = (
@@ -246,7 +247,7 @@ def test_kill_mid_run_leaves_tables_consistent_and_the_rerun_converges(
         first = sync(sim, storage, instance)
         mutations = mutate(sim)
         sim.reset_stats()
-        proc = subprocess.Popen(
+        proc = popen(
             [sys.executable, "-c", SUBPROCESS_SYNC, sim.url, sim.token, storage.path, *STREAM_NAMES],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

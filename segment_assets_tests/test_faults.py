@@ -31,6 +31,7 @@ from segment_assets.orchestration.partitions import partitions_def
 from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.simulator import Simulator
 from segment_assets_tests.conftest import segment_for
+from segment_assets_tests.services import popen
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = build_assets()
@@ -355,7 +356,7 @@ def _env(sim: Simulator, db: Path, token: str | None = None) -> dict[str, str]:
 def _spawn(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     # Output goes to a file: a full pipe would stall a child, possibly while it holds the DuckDB lock.
     with log.open("w") as out:
-        return subprocess.Popen([sys.executable, *args], env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT)
+        return popen([sys.executable, *args], env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _wait_for(check: Callable[[], bool], proc: subprocess.Popen, timeout: float, what: str, log: Path) -> None:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from segment_assets.simulator import CHANGES, Simulator
+from segment_assets_tests.services import popen, stop
 
 NOW = datetime(2024, 6, 15, 12, 30, tzinfo=UTC)
 
@@ -218,7 +219,7 @@ def _free_port() -> int:
 
 def test_command_line_live_mode() -> None:
     port = _free_port()
-    proc = subprocess.Popen(
+    proc = popen(
         [
             sys.executable,
             "-m",
@@ -246,8 +247,7 @@ def test_command_line_live_mode() -> None:
         types = [f"{e['type']} {e['resourceName']!r} ({e['resourceId']})" for e in events]
         assert all(line[len("live change: ") :].strip() in types for line in printed)
     finally:
-        proc.terminate()
-        proc.wait(5)
+        stop(proc)
 
 
 def test_command_line_rejects_a_bad_interval() -> None:

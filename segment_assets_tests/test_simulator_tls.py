@@ -17,7 +17,7 @@ import pytest
 
 from segment_assets.simulator import Simulator
 from segment_assets.simulator.tls import TlsFiles, make_certificates
-from segment_assets_tests.services import tinyproxy
+from segment_assets_tests.services import popen, stop, tinyproxy
 
 AUTH = {"Authorization": "Bearer sim-token"}
 
@@ -139,7 +139,7 @@ def test_bad_tls_arguments_are_explained(certs: TlsFiles, tmp_path: Path) -> Non
 
 def test_command_line_serves_https(certs: TlsFiles) -> None:
     port = _free_port()
-    proc = subprocess.Popen(
+    proc = popen(
         [
             sys.executable,
             "-m",
@@ -159,8 +159,7 @@ def test_command_line_serves_https(certs: TlsFiles) -> None:
         response = httpx.get(f"https://127.0.0.1:{port}/labels", headers=AUTH, verify=_trust(certs))
         assert response.status_code == 200
     finally:
-        proc.terminate()
-        proc.wait(5)
+        stop(proc)
     done = subprocess.run(
         [sys.executable, "-m", "segment_assets.simulator", "--tls-cert", str(certs.cert)],
         capture_output=True,
