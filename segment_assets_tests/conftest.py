@@ -35,6 +35,26 @@ def signals_as_at_start() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+# The fast tier is `pytest -m "not e2e"`. Tests marked e2e start servers in other processes
+# (simulator subprocesses, `dagster dev`, moto_server, tinyproxy, PostgreSQL, Redis, Celery
+# workers), a browser, or whole syncs. The markers and fixtures below imply it, so a test that
+# uses one of those servers is e2e without saying so twice.
+E2E_MARKERS = ("ui", "postgres", "celery")
+E2E_FIXTURES = ("moto_s3", "s3_lake_url", "redis_url")
+E2E_PARAMS = ("s3", "redis")  # the moto_server and redis-server variants of parametrized targets and stores
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if (
+            any(item.get_closest_marker(name) for name in E2E_MARKERS)
+            or any(name in getattr(item, "fixturenames", ()) for name in E2E_FIXTURES)
+            or (params is not None and any(v in E2E_PARAMS for v in params.params.values() if isinstance(v, str)))
+        ):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture
 def sim() -> Iterator[Simulator]:  # noqa: F821
     from segment_assets.simulator import Simulator

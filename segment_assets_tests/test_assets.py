@@ -80,6 +80,7 @@ def test_definitions_load_with_parent_child_dependencies() -> None:
     assert len(list(graph.get_all_asset_keys())) == len(materialized_streams())
 
 
+@pytest.mark.e2e
 def test_full_sync_equals_what_the_simulator_serves(
     sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget
 ) -> None:

@@ -238,6 +238,7 @@ SUBPROCESS_SYNC = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e
 def test_kill_mid_run_leaves_tables_consistent_and_the_rerun_converges(
     storage: DuckDBStorage, target: DuckDBTarget, instance: DagsterInstance
 ) -> None:
@@ -370,6 +371,7 @@ def test_range_backfill_in_one_run_equals_five_single_partition_runs(
     assert len(audit_rows(ranged)) > 5 * 20
 
 
+@pytest.mark.e2e
 def test_cli_partition_range_materializes_in_one_run(
     sim: Simulator, tmp_path: Path, dagster_home: Path, five_days: tuple[list[str], datetime, datetime]
 ) -> None:

@@ -250,6 +250,7 @@ def test_values_keep_the_token_in_a_secret(deployment: dict[str, Any]) -> None:
     assert not re.search(r"(?im)^\s*[\w-]*(token|password)\s*:\s*\S", VALUES.read_text())
 
 
+@pytest.mark.e2e
 def test_image_serves_the_code_location_the_chart_names(deployment: dict[str, Any]) -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)

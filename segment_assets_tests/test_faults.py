@@ -241,6 +241,7 @@ def mutate(sim: Simulator) -> None:
 # -- transient faults: the result is the clean result ------------------------------------------
 
 
+@pytest.mark.e2e
 def test_transient_faults_converge_to_the_clean_tables(tmp_path: Path, fast_backoff: None) -> None:
     clean_db, faulty_db = tmp_path / "clean.duckdb", tmp_path / "faulty.duckdb"
     with Simulator(seed=11, scale=0.3, now=ANCHOR) as clean:
@@ -370,6 +371,7 @@ def _wait_for(check: Callable[[], bool], proc: subprocess.Popen, timeout: float,
         time.sleep(0.05)
 
 
+@pytest.mark.e2e
 def test_kill_9_mid_write_keeps_committed_tables_and_the_rerun_converges(tmp_path: Path) -> None:
     db, reference_db, marker = tmp_path / "killed.duckdb", tmp_path / "reference.duckdb", tmp_path / "paused"
     with Simulator(seed=13, scale=0.4, latency_ms=15) as sim:
@@ -490,6 +492,7 @@ def test_sync_summary_says_why_a_stream_failed(tmp_path: Path) -> None:
 GATED = ("Protocols", "Spaces", "Functions", "Audience", "Audit Trail")
 
 
+@pytest.mark.e2e
 def test_403_gated_streams_succeed_as_unavailable_and_others_load(tmp_path: Path) -> None:
     db = tmp_path / "gated.duckdb"
     roots = {
@@ -529,6 +532,7 @@ def test_403_gated_streams_succeed_as_unavailable_and_others_load(tmp_path: Path
 # -- two writers at once --------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_concurrent_syncs_into_one_file_all_complete_correctly(tmp_path: Path) -> None:
     db, reference_db = tmp_path / "shared.duckdb", tmp_path / "reference.duckdb"
     first = ["sources", "destinations", "source_connected_destinations", "destination_filters"]
@@ -555,6 +559,7 @@ def test_concurrent_syncs_into_one_file_all_complete_correctly(tmp_path: Path) -
         assert [r[-1] for r in changes[f"{table}__ct"]] == ["I"] * len(changes[table]), table
 
 
+@pytest.mark.e2e
 def test_first_use_of_dagster_home_by_concurrent_syncs(dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Threads race exactly like separate `segment-assets sync` processes do, without paying for imports.
     errors: list[str] = []
@@ -605,6 +610,7 @@ def _duckdb_values_containing(path: Path, needle: str) -> list[str]:
         con.close()
 
 
+@pytest.mark.e2e
 def test_the_token_appears_in_no_log_file_table_or_metadata(
     tmp_path: Path,
     dagster_home: Path,

@@ -22,6 +22,9 @@ from segment_assets.storage.lake_target import LakeTarget
 from segment_assets_tests.s3_server import moto_s3, s3_lake_url  # noqa: F401 - fixtures
 from segment_assets_tests.services import S3, popen
 
+# Worker processes killed mid-write, and moto_server for the s3 variants.
+pytestmark = pytest.mark.e2e
+
 SOURCES = table_def("sources")
 ROOT = Path(__file__).resolve().parent.parent
 

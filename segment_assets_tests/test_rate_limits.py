@@ -272,6 +272,7 @@ def _run_workers(jobs: list[dict[str, Any]], seconds: float, timeout: float = 12
             stop(proc)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("store_spec", STORES, indirect=True)
 def test_four_processes_share_one_window(store_spec: str) -> None:
     """4 processes reserve 30 starts each, at once, on one operation limited to 12 per 60 s
@@ -328,6 +329,7 @@ def _four_clients_read_at_once(
     return results, sim.stats.as_dict()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("store_spec", STORES, indirect=True)
 def test_four_processes_sharing_a_token_stay_within_its_limit(store_spec: str) -> None:
     """Realistic limits (listRulesFromTrackingPlan: 200/min, plus 1200/min per token) and four

@@ -711,6 +711,7 @@ def test_counts_and_scale() -> None:
 # ---- command line ----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_command_line_serves(tmp_path: Any) -> None:
     import socket
 
@@ -743,6 +744,7 @@ def test_command_line_serves(tmp_path: Any) -> None:
         stop(proc)
 
 
+@pytest.mark.e2e
 def test_a_started_simulator_stops_on_sigterm_when_the_test_process_ignores_it() -> None:
     """SIGTERM ignored here (as Dagster's `materialize` leaves it under a background shell) is
     not inherited: the simulator gets SIGTERM's default action and dies of it."""

@@ -220,6 +220,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.e2e
 def test_command_line_live_mode() -> None:
     port = _free_port()
     proc = popen(

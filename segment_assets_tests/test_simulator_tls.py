@@ -115,6 +115,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen[str], seconds: float = 10) 
     raise AssertionError(f"nothing listens on {port} after {seconds} s")
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("tinyproxy") is None, reason="tinyproxy is not installed (apt-get install tinyproxy)")
 def test_through_a_connect_proxy(https_sim: Simulator, certs: TlsFiles, tmp_path: Path) -> None:
     with tinyproxy(tmp_path) as (proxy_url, log):
@@ -137,6 +138,7 @@ def test_bad_tls_arguments_are_explained(certs: TlsFiles, tmp_path: Path) -> Non
         Simulator(tls_cert=certs.cert, tls_key=other.key)
 
 
+@pytest.mark.e2e
 def test_command_line_serves_https(certs: TlsFiles) -> None:
     port = _free_port()
     proc = popen(

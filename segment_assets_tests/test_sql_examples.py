@@ -27,6 +27,9 @@ from segment_assets.cli.commands import run_sync
 from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.simulator import Simulator
 
+# One module-scoped sync of the whole demo workspace.
+pytestmark = pytest.mark.e2e
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "## Questions answered in SQL"
 
