@@ -7,6 +7,16 @@ The render functions mirror the chart's templates for the values this project se
 helm/dagster/templates/configmap-instance.yaml and helpers/instance/*.tpl (the instance), and
 charts/dagster-user-deployments/templates/helpers/_helpers.tpl `k8sContainerContext` (what
 includeConfigInLaunchedRuns hands to run pods).
+
+What this proves: that the instance and run-pod configuration the values *mean* (as mirrored
+here) load in Dagster's own classes (every section validated against its config schema, the
+storage answering on PostgreSQL, the run pod carrying the secret, volume and resources), and
+that the image serves the module the chart names. What it cannot prove: that the chart renders
+these values that way, or accepts them. `helm` is not installed here (neither Debian nor PyPI
+ship it), the chart is not available offline, and dagster-k8s ships no chart or values schema;
+a renamed or misplaced key in values.yaml that the mirror reads the same way would pass. Check
+that with `helm template dagster dagster/dagster -f deploy/helm/values.yaml` (the chart's
+values.schema.json validates the file) before a release.
 """
 
 from __future__ import annotations
