@@ -12,10 +12,10 @@ What this proves: that the instance and run-pod configuration the values *mean* 
 here) load in Dagster's own classes (every section validated against its config schema, the
 storage answering on PostgreSQL, the run pod carrying the secret, volume and resources), and
 that the image serves the module the chart names. What it cannot prove: that the chart renders
-these values that way, or accepts them. `helm` is not installed here (neither Debian nor PyPI
-ship it), the chart is not available offline, and dagster-k8s ships no chart or values schema;
-a renamed or misplaced key in values.yaml that the mirror reads the same way would pass. Check
-that with `helm template dagster dagster/dagster -f deploy/helm/values.yaml` (the chart's
+these values that way, or accepts them. `helm` is not installed here (no Debian package; PyPI
+has only wrappers of the binary), the chart is not available offline, and dagster-k8s ships no
+chart or values schema; a key in values.yaml that the chart names differently but the mirror
+reads would pass. Check that with `helm template dagster dagster/dagster -f deploy/helm/values.yaml` (the chart's
 values.schema.json validates the file) before a release.
 """
 
