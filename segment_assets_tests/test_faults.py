@@ -567,7 +567,7 @@ def test_first_use_of_dagster_home_by_concurrent_syncs(dagster_home: Path, monke
         monkeypatch.setenv("DAGSTER_HOME", str(dagster_home / str(attempt)))
         start = threading.Barrier(4)
 
-        def first_use() -> None:
+        def first_use(start: threading.Barrier = start) -> None:
             start.wait()
             try:
                 _instance()

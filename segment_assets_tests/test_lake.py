@@ -188,7 +188,7 @@ def test_a_reader_during_writes_sees_old_or_new_never_a_mix(tmp_path: Path) -> N
     assert {"A"} in seen and len(seen) > 3
 
 
-def test_concurrent_prefix_claims_and_appends_never_collide(moto_s3: S3, s3_lake_url: str, tmp_path: Path) -> None:
+def test_concurrent_prefix_claims_and_appends_never_collide(moto_s3: S3, s3_lake_url: str, tmp_path: Path) -> None:  # noqa: F811 - fixtures
     worker = textwrap.dedent("""
         import sys, pyarrow as pa
         from segment_assets.storage.lake_target import LakeTarget
