@@ -2,13 +2,57 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.storage import DuckDBTarget
+
+_SIGNALS_AT_START: dict[int, Any] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        _SIGNALS_AT_START[signum] = signal.getsignal(signum)
+
+
+@pytest.fixture(autouse=True)
+def signals_as_at_start() -> Iterator[None]:
+    """Puts SIGTERM and SIGINT back as the test process started with them after each test.
+
+    Dagster's `materialize` ends by copying SIGINT's disposition onto SIGTERM
+    (dagster._utils.interrupts): under a shell that started the tests in the background, SIGINT
+    is ignored, so SIGTERM became ignored for the rest of the session and for every process
+    started after it. Processes started within a test get default dispositions from
+    `services.popen`/`services.run`."""
+    yield
+    for signum, handler in _SIGNALS_AT_START.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
+
+
+# The fast tier is `pytest -m "not e2e"`. Tests marked e2e start servers in other processes
+# (simulator subprocesses, `dagster dev`, moto_server, tinyproxy, PostgreSQL, Redis, Celery
+# workers), a browser, or whole syncs. The markers and fixtures below imply it, so a test that
+# uses one of those servers is e2e without saying so twice.
+E2E_MARKERS = ("ui", "postgres", "celery")
+E2E_FIXTURES = ("moto_s3", "s3_lake_url", "redis_url")
+E2E_PARAMS = ("s3", "redis")  # the moto_server and redis-server variants of parametrized targets and stores
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if (
+            any(item.get_closest_marker(name) for name in E2E_MARKERS)
+            or any(name in getattr(item, "fixturenames", ()) for name in E2E_FIXTURES)
+            or (params is not None and any(v in E2E_PARAMS for v in params.params.values() if isinstance(v, str)))
+        ):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture

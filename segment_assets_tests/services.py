@@ -58,10 +58,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _restore_sigint() -> None:
-    # A shell that starts a job in the background ignores SIGINT for it, and Python (and Dagster,
-    # which maps SIGTERM onto the SIGINT handler) then never shuts down gracefully.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# Signals a test process may have set to "ignore": a shell that starts a job in the background
+# ignores SIGINT for it, and Dagster's `materialize` then copies that SIGINT disposition onto
+# SIGTERM (dagster._utils.interrupts). An ignored signal stays ignored across exec, so a server
+# started from such a process would never stop on SIGTERM, and Python (and Dagster, which maps
+# SIGTERM onto the SIGINT handler) would never shut down gracefully.
+DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
+def default_signals() -> None:
+    """`preexec_fn` for every process a test starts: SIGTERM, SIGINT, SIGHUP and SIGQUIT at
+    their default action, whatever the test process does with them."""
+    for signum in DEFAULT_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def popen(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """subprocess.Popen with default signal dispositions (see `default_signals`); stop it with
+    `stopped`."""
+    return subprocess.Popen(list(argv), preexec_fn=default_signals, **kwargs)
+
+
+def run(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+    """subprocess.run with default signal dispositions (see `default_signals`)."""
+    return subprocess.run(list(argv), preexec_fn=default_signals, **kwargs)
+
+
+def stop(proc: subprocess.Popen[Any], grace: float = 60.0) -> None:
+    """SIGTERM, up to `grace` seconds to exit, then SIGKILL: the process is gone on return."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=30)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@contextmanager
+def stopped(proc: subprocess.Popen[Any], grace: float = 60.0) -> Iterator[subprocess.Popen[Any]]:
+    """Yields `proc` and stops it (`stop`) when the block ends, failing or not."""
+    try:
+        yield proc
+    finally:
+        stop(proc, grace)
 
 
 @dataclass
@@ -124,7 +169,7 @@ def start_process(
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=_restore_sigint,
+                preexec_fn=default_signals,
             )
         except FileNotFoundError as error:
             raise ServiceError(f"cannot start {name}: {error.filename} not found") from error
@@ -463,7 +508,10 @@ class DagsterDev:
         return body["data"]
 
 
-_LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+_LOCATIONS = (
+    "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+    "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+)
 _DAEMONS = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"
 
 

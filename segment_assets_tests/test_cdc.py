@@ -19,20 +19,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from segment_assets.api.streams import STREAMS, StreamSpec, Window
 from segment_assets.api.tables import table_def
-from segment_assets.engine.reading import parent_rows, plan_requests
 from segment_assets.orchestration.assets import asset_key, build_assets
 from segment_assets.orchestration.partitions import partitions_def
 from segment_assets.orchestration.resources import DuckDBStorage
 from segment_assets.simulator import Simulator
 from segment_assets.storage import DuckDBTarget, q
 from segment_assets_tests.conftest import materializations, segment_for
+from segment_assets_tests.ground_truth import served, served_item_row, stored
+from segment_assets_tests.services import popen
 
 # Parents before children: a child reads its parent ids from the parent's stored table.
 STREAM_NAMES = (
@@ -60,18 +60,6 @@ def instance() -> Iterator[DagsterInstance]:
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def served_rows(stream: StreamSpec, target: DuckDBTarget, sim: Simulator) -> dict[tuple, dict[str, Any]]:
-    """What the simulator serves for every parameter set of a plain list stream, keyed like the table."""
-    assert not (stream.data_fields or stream.map_key_column or len(stream.data_keys) > 1 or stream.windowing)
-    table = table_def(stream.name)
-    batches = [
-        table.to_batch(sim.items(stream.operation_id, r.path, r.params), r.context, {})
-        for r in plan_requests(stream, parent_rows(stream, target))
-    ]
-    rows = pa.Table.from_batches(batches, schema=table.arrow_schema()).to_pylist()
-    return {tuple(r[k] for k in stream.primary_key): r for r in rows}
 
 
 def table_rows(
@@ -189,7 +177,7 @@ def mutate(sim: Simulator) -> Mutations:
 def assert_current_equals_served(target: DuckDBTarget, sim: Simulator) -> None:
     for name in STREAM_NAMES:
         stream = STREAMS[name]
-        assert table_rows(target, stream) == served_rows(stream, target, sim), name
+        assert stored(target, stream) == served(stream, sim), name
 
 
 def assert_changes_replay_to_current(target: DuckDBTarget, names: tuple[str, ...] = STREAM_NAMES) -> None:
@@ -207,7 +195,7 @@ def test_sync_mutate_sync_writes_exact_change_rows_then_an_unchanged_rerun_write
     first = sync(sim, storage, instance)
     for name in STREAM_NAMES:
         stream = STREAMS[name]
-        assert sorted(changes(target, stream, [first])) == sorted(("I", k) for k in served_rows(stream, target, sim))
+        assert sorted(changes(target, stream, [first])) == sorted(("I", k) for k in served(stream, sim))
 
     mutations = mutate(sim)
     second = sync(sim, storage, instance)
@@ -237,6 +225,7 @@ SUBPROCESS_SYNC = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e
 def test_kill_mid_run_leaves_tables_consistent_and_the_rerun_converges(
     storage: DuckDBStorage, target: DuckDBTarget, instance: DagsterInstance
 ) -> None:
@@ -246,7 +235,7 @@ def test_kill_mid_run_leaves_tables_consistent_and_the_rerun_converges(
         first = sync(sim, storage, instance)
         mutations = mutate(sim)
         sim.reset_stats()
-        proc = subprocess.Popen(
+        proc = popen(
             [sys.executable, "-c", SUBPROCESS_SYNC, sim.url, sim.token, storage.path, *STREAM_NAMES],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -295,15 +284,13 @@ def _iso(ts: datetime) -> str:
 
 
 def served_audit(sim: Simulator, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    table = table_def("audit_events")
     events = sim.items("listAuditEvents", {}, {"startTime": _iso(start), "endTime": _iso(end)})
-    return sorted(table.to_batch(events, {}, {}).to_pylist(), key=lambda r: r["id"])
+    return sorted((served_item_row(AUDIT, e, {}) for e in events), key=lambda r: r["id"])
 
 
 def audit_rows(target: DuckDBTarget, start: datetime | None = None, end: datetime | None = None) -> list[dict]:
     where, params = ("WHERE timestamp >= ? AND timestamp < ?", [start, end]) if start else ("", [])
-    rows = table_rows(target, AUDIT, f"SELECT * FROM audit_events {where}", params)
-    return sorted(rows.values(), key=lambda r: r["id"])
+    return sorted(stored(target, AUDIT, where, params).values(), key=lambda r: r["id"])
 
 
 def last_days(n: int) -> list[str]:
@@ -369,6 +356,7 @@ def test_range_backfill_in_one_run_equals_five_single_partition_runs(
     assert len(audit_rows(ranged)) > 5 * 20
 
 
+@pytest.mark.e2e
 def test_cli_partition_range_materializes_in_one_run(
     sim: Simulator, tmp_path: Path, dagster_home: Path, five_days: tuple[list[str], datetime, datetime]
 ) -> None:

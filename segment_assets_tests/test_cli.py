@@ -37,6 +37,7 @@ def test_streams_json_lists_every_declared_operation() -> None:
     assert rules["parent"] == "tracking_plans" and rules["primary_key"] == ["tracking_plan_id", "type", "key"]
 
 
+@pytest.mark.e2e
 def test_demo_loads_the_simulator_workspace(tmp_path: Path) -> None:
     db = tmp_path / "demo.duckdb"
     out = cli(
@@ -59,6 +60,7 @@ def test_demo_loads_the_simulator_workspace(tmp_path: Path) -> None:
         assert con.execute(f"SELECT count(*) FROM demo.segment.{table}").fetchone()[0] == n
 
 
+@pytest.mark.e2e
 def test_sync_against_a_workspace_from_the_environment(tmp_path: Path) -> None:
     with Simulator(seed=11, tokens=("tok-env-123",)) as sim:
         env = {
@@ -102,6 +104,7 @@ def change_rows(db: Path) -> dict[str, int]:
         con.close()
 
 
+@pytest.mark.e2e
 def test_running_the_demo_twice_reports_no_changes(tmp_path: Path) -> None:
     db, env = tmp_path / "segment_assets.duckdb", {"DAGSTER_HOME": str(tmp_path / "home")}
     first = cli("demo", "--duckdb", str(db), env=env, timeout=600)
@@ -118,6 +121,7 @@ def test_running_the_demo_twice_reports_no_changes(tmp_path: Path) -> None:
     assert config_lines and all(line.rstrip().endswith("+0 ~0 -0") for line in config_lines), config_lines
 
 
+@pytest.mark.e2e
 def test_sql_reads_the_tables_under_their_schema(tmp_path: Path) -> None:
     db = tmp_path / "segment_assets.duckdb"
     with Simulator(seed=7) as sim:
@@ -150,6 +154,7 @@ def test_init_writes_a_connections_file_with_fixed_start_dates(tmp_path: Path) -
     assert again.returncode != 0 and "exists" in again.stderr
 
 
+@pytest.mark.e2e
 def test_a_terminal_shows_a_live_status_line(tmp_path: Path) -> None:
     import pty
 
@@ -228,6 +233,7 @@ def committed_but_unrecorded(home: Path, db: Path, streams: list[str]) -> list[s
         return [s for s in committed if not recorded(s)]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("runner", ["segment-assets sync", "dagster asset materialize"])
 def test_sigterm_stops_a_sync_promptly_and_keeps_every_table_committed(tmp_path: Path, runner: str) -> None:
     import signal

@@ -20,7 +20,10 @@ from segment_assets.storage import DuckDBTarget
 from segment_assets_tests.services import tinyproxy
 
 SECRET = "sk-proxy-test-token-4242"
-pytestmark = pytest.mark.skipif(shutil.which("tinyproxy") is None, reason="needs Debian's tinyproxy (.ci/run)")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("tinyproxy") is None, reason="needs Debian's tinyproxy (.ci/run)"),
+]
 
 
 @pytest.fixture

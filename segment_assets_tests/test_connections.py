@@ -119,6 +119,7 @@ def test_two_workspaces_are_namespaced_in_one_code_location(
     assert out.returncode == 0 and "Validation successful" in out.stdout + out.stderr, out.stdout + out.stderr
 
 
+@pytest.mark.e2e
 def test_both_workspaces_sync_from_their_own_api_and_changes_stay_apart(
     two_simulators: tuple[Simulator, Simulator], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -220,6 +221,7 @@ def test_translator_override_renames_groups_and_adds_owners() -> None:
     assert spec.owners == ["team:analytics", "alice@example.com"]
 
 
+@pytest.mark.e2e
 def test_sync_picks_a_connection_by_name(two_simulators: tuple[Simulator, Simulator], tmp_path: Path) -> None:
     us, eu = two_simulators
     db = tmp_path / "segment_assets.duckdb"

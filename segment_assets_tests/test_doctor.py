@@ -203,6 +203,7 @@ def test_missing_token_names_the_variable_and_how_to_create_one(us: Simulator) -
     assert us.stats.total == 0
 
 
+@pytest.mark.e2e
 def test_doctor_runs_as_a_command_without_printing_the_token(us: Simulator) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENT_")}
     env.update({"SEGMENT_API_TOKEN": TOKEN, "SEGMENT_API_URL": us.url})

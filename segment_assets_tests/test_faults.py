@@ -31,6 +31,7 @@ from segment_assets.orchestration.partitions import partitions_def
 from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.simulator import Simulator
 from segment_assets_tests.conftest import segment_for
+from segment_assets_tests.services import popen
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = build_assets()
@@ -240,6 +241,7 @@ def mutate(sim: Simulator) -> None:
 # -- transient faults: the result is the clean result ------------------------------------------
 
 
+@pytest.mark.e2e
 def test_transient_faults_converge_to_the_clean_tables(tmp_path: Path, fast_backoff: None) -> None:
     clean_db, faulty_db = tmp_path / "clean.duckdb", tmp_path / "faulty.duckdb"
     with Simulator(seed=11, scale=0.3, now=ANCHOR) as clean:
@@ -355,7 +357,7 @@ def _env(sim: Simulator, db: Path, token: str | None = None) -> dict[str, str]:
 def _spawn(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     # Output goes to a file: a full pipe would stall a child, possibly while it holds the DuckDB lock.
     with log.open("w") as out:
-        return subprocess.Popen([sys.executable, *args], env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT)
+        return popen([sys.executable, *args], env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _wait_for(check: Callable[[], bool], proc: subprocess.Popen, timeout: float, what: str, log: Path) -> None:
@@ -369,6 +371,7 @@ def _wait_for(check: Callable[[], bool], proc: subprocess.Popen, timeout: float,
         time.sleep(0.05)
 
 
+@pytest.mark.e2e
 def test_kill_9_mid_write_keeps_committed_tables_and_the_rerun_converges(tmp_path: Path) -> None:
     db, reference_db, marker = tmp_path / "killed.duckdb", tmp_path / "reference.duckdb", tmp_path / "paused"
     with Simulator(seed=13, scale=0.4, latency_ms=15) as sim:
@@ -489,6 +492,7 @@ def test_sync_summary_says_why_a_stream_failed(tmp_path: Path) -> None:
 GATED = ("Protocols", "Spaces", "Functions", "Audience", "Audit Trail")
 
 
+@pytest.mark.e2e
 def test_403_gated_streams_succeed_as_unavailable_and_others_load(tmp_path: Path) -> None:
     db = tmp_path / "gated.duckdb"
     roots = {
@@ -528,6 +532,7 @@ def test_403_gated_streams_succeed_as_unavailable_and_others_load(tmp_path: Path
 # -- two writers at once --------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_concurrent_syncs_into_one_file_all_complete_correctly(tmp_path: Path) -> None:
     db, reference_db = tmp_path / "shared.duckdb", tmp_path / "reference.duckdb"
     first = ["sources", "destinations", "source_connected_destinations", "destination_filters"]
@@ -554,6 +559,7 @@ def test_concurrent_syncs_into_one_file_all_complete_correctly(tmp_path: Path) -
         assert [r[-1] for r in changes[f"{table}__ct"]] == ["I"] * len(changes[table]), table
 
 
+@pytest.mark.e2e
 def test_first_use_of_dagster_home_by_concurrent_syncs(dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Threads race exactly like separate `segment-assets sync` processes do, without paying for imports.
     errors: list[str] = []
@@ -561,7 +567,7 @@ def test_first_use_of_dagster_home_by_concurrent_syncs(dagster_home: Path, monke
         monkeypatch.setenv("DAGSTER_HOME", str(dagster_home / str(attempt)))
         start = threading.Barrier(4)
 
-        def first_use() -> None:
+        def first_use(start: threading.Barrier = start) -> None:
             start.wait()
             try:
                 _instance()
@@ -604,6 +610,7 @@ def _duckdb_values_containing(path: Path, needle: str) -> list[str]:
         con.close()
 
 
+@pytest.mark.e2e
 def test_the_token_appears_in_no_log_file_table_or_metadata(
     tmp_path: Path,
     dagster_home: Path,

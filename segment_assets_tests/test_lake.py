@@ -21,7 +21,10 @@ from segment_assets.api.streams import UpdateMethod
 from segment_assets.api.tables import table_def
 from segment_assets.storage.lake_target import LakeTarget
 from segment_assets_tests.s3_server import moto_s3, s3_lake_url  # noqa: F401 - fixtures
-from segment_assets_tests.services import S3
+from segment_assets_tests.services import S3, popen
+
+# Worker processes killed mid-write, and moto_server for the s3 variants.
+pytestmark = pytest.mark.e2e
 
 SOURCES = table_def("sources")
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +59,7 @@ WORKER = textwrap.dedent("""
 
 
 def start_worker(url: str, stage: Path, plan: dict, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    return popen(
         [sys.executable, "-c", WORKER, url, str(stage), json.dumps(plan)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -211,7 +214,7 @@ def test_concurrent_prefix_claims_and_appends_never_collide(
     """)
     env = {**os.environ, **moto_s3.env}
     procs = [
-        subprocess.Popen(
+        popen(
             [sys.executable, "-c", worker, s3_lake_url, str(w), str(tmp_path / f"s{w}")],
             cwd=ROOT,
             env=env,

@@ -14,6 +14,9 @@ from segment_assets.cli.commands import run_sync
 from segment_assets.orchestration.resources import DuckDBStorage, LakeStorage
 from segment_assets_tests.conftest import segment_for
 
+# Whole syncs into both targets.
+pytestmark = pytest.mark.e2e
+
 # Every kind of stream: root lists, fan-out children (one with a row filter), a watermark
 # stream, a daily-partitioned and a monthly-partitioned one.
 STREAMS = [

@@ -49,6 +49,7 @@ def load_at(when: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("faketime") is None, reason="needs Debian's faketime (installed by .ci/run)")
 def test_partition_set_is_the_same_on_either_side_of_midnight() -> None:
     before, after = load_at("2026-12-01 23:59:50"), load_at("2026-12-02 00:00:10")

@@ -19,6 +19,7 @@ import pytest
 
 from segment_assets.simulator import Simulator
 from segment_assets.simulator.spec import load_spec
+from segment_assets_tests.services import popen, stop
 
 NOW = datetime(2024, 6, 15, 12, 30, tzinfo=UTC)
 SPEC = load_spec()
@@ -710,13 +711,14 @@ def test_counts_and_scale() -> None:
 # ---- command line ----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_command_line_serves(tmp_path: Any) -> None:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(
+    proc = popen(
         [
             sys.executable,
             "-m",
@@ -739,8 +741,37 @@ def test_command_line_serves(tmp_path: Any) -> None:
         sources = httpx.get(f"http://127.0.0.1:{port}/sources", headers={"Authorization": "Bearer t1"})
         assert len(sources.json()["data"]["sources"]) == 4
     finally:
-        proc.terminate()
-        proc.wait(5)
+        stop(proc)
+
+
+@pytest.mark.e2e
+def test_a_started_simulator_stops_on_sigterm_when_the_test_process_ignores_it() -> None:
+    """SIGTERM ignored here (as Dagster's `materialize` leaves it under a background shell) is
+    not inherited: the simulator gets SIGTERM's default action and dies of it."""
+    import signal
+    import socket
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = popen(
+            [sys.executable, "-m", "segment_assets.simulator", "--port", str(port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    try:
+        assert f"http://127.0.0.1:{port}" in proc.stdout.readline()  # type: ignore[union-attr]
+        with open(f"/proc/{proc.pid}/status") as status:
+            ignored = int(next(line for line in status if line.startswith("SigIgn:")).split()[1], 16)
+        assert not ignored & (1 << (signal.SIGTERM - 1)), "the simulator inherited SIGTERM as ignored"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == -signal.SIGTERM, "killed by SIGTERM's default action"
+    finally:
+        stop(proc)
 
 
 def test_concurrent_mutations_and_requests() -> None:
@@ -756,7 +787,7 @@ def test_concurrent_mutations_and_requests() -> None:
                     sim.workspace.update("sources", source["id"], enabled=False)
                     if n % 2:
                         sim.workspace.delete("sources", source["id"])
-            except BaseException as error:  # surfaced below
+            except BaseException as error:  # noqa: BLE001 - surfaced below
                 errors.append(error)
 
         def read(statuses: list[int]) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from segment_assets.simulator import Simulator
 from segment_assets.simulator.tls import TlsFiles, make_certificates
-from segment_assets_tests.services import tinyproxy
+from segment_assets_tests.services import popen, stop, tinyproxy
 
 AUTH = {"Authorization": "Bearer sim-token"}
 
@@ -115,6 +115,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen[str], seconds: float = 10) 
     raise AssertionError(f"nothing listens on {port} after {seconds} s")
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("tinyproxy") is None, reason="tinyproxy is not installed (apt-get install tinyproxy)")
 def test_through_a_connect_proxy(https_sim: Simulator, certs: TlsFiles, tmp_path: Path) -> None:
     with tinyproxy(tmp_path) as (proxy_url, log):
@@ -137,9 +138,10 @@ def test_bad_tls_arguments_are_explained(certs: TlsFiles, tmp_path: Path) -> Non
         Simulator(tls_cert=certs.cert, tls_key=other.key)
 
 
+@pytest.mark.e2e
 def test_command_line_serves_https(certs: TlsFiles) -> None:
     port = _free_port()
-    proc = subprocess.Popen(
+    proc = popen(
         [
             sys.executable,
             "-m",
@@ -159,8 +161,7 @@ def test_command_line_serves_https(certs: TlsFiles) -> None:
         response = httpx.get(f"https://127.0.0.1:{port}/labels", headers=AUTH, verify=_trust(certs))
         assert response.status_code == 200
     finally:
-        proc.terminate()
-        proc.wait(5)
+        stop(proc)
     done = subprocess.run(
         [sys.executable, "-m", "segment_assets.simulator", "--tls-cert", str(certs.cert)],
         capture_output=True,

@@ -1,16 +1,17 @@
 """Every query of the README's "Questions answered in SQL" runs on a synced demo workspace and answers right.
 
 The workspace is synced twice, with a source renamed and a destination toggled in between, so
-the change tables hold updates that the audit trail explains. The simulator's clock starts two
-hours before midnight (UTC), so those changes, like the rest of its audit trail, fall on
-yesterday: the daily partition `segment-assets sync` loads.
+the change tables hold updates that the audit trail explains. "Today" is pinned when the module
+starts, for the sync (Dagster's `partition_loading_context`: the last complete day is the day
+before it) and for the queries (`current_date` reads as that date), so a run across midnight UTC
+answers as any other. The simulator's clock starts two hours before that midnight, so the
+changes, like the rest of its audit trail, fall on "yesterday": the daily partition the sync loads.
 """
 
 from __future__ import annotations
 
 import io
 import re
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,10 +21,14 @@ from typing import Any
 
 import duckdb
 import pytest
+from dagster import partition_loading_context
 
 from segment_assets.cli.commands import run_sync
 from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.simulator import Simulator
+
+# One module-scoped sync of the whole demo workspace.
+pytestmark = pytest.mark.e2e
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "## Questions answered in SQL"
@@ -54,6 +59,7 @@ SETUP, QUERIES = queries()
 @dataclass
 class Loaded:
     db: Path
+    today: datetime  # the pinned "today" (a UTC midnight)
     day: datetime  # start of the UTC day the daily partition covers ("yesterday")
     renamed: dict[str, Any]
     name_before: str
@@ -72,28 +78,27 @@ def _iso(t: datetime) -> str:
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
-    now = datetime.now(UTC)
-    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    if midnight - now < timedelta(minutes=5):  # "yesterday" must not move while the workspace loads
-        time.sleep((midnight - now).total_seconds() + 1)
-        midnight += timedelta(days=1)
-    today = midnight - timedelta(days=1)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     tmp = tmp_path_factory.mktemp("sql_examples")
     db = tmp / "segment_assets.duckdb"
+    noon = today + timedelta(hours=12)  # the sync's "now": its last complete day is the one before `today`
     with pytest.MonkeyPatch.context() as mp, Simulator(seed=7, now=today - timedelta(hours=2)) as sim:
         mp.setenv("DAGSTER_HOME", str(tmp / "dagster_home"))
         segment = SegmentResource(api_token=sim.token, api_url=sim.url, pace_requests=False)
         storage = DuckDBStorage(path=str(db))
-        run_sync(None, segment=segment, storage=storage, out=io.StringIO())
+        with partition_loading_context(effective_dt=noon):
+            run_sync(None, segment=segment, storage=storage, out=io.StringIO())
         names = {s["id"]: s["name"] for s in sim.items("listSources")}
         renamed = sim.mutate("rename_source")
         toggled = sim.mutate("toggle_destination")
-        run_sync(["sources", "destinations", "audit_events"], segment=segment, storage=storage, out=io.StringIO())
+        with partition_loading_context(effective_dt=noon):
+            run_sync(["sources", "destinations", "audit_events"], segment=segment, storage=storage, out=io.StringIO())
         day = today - timedelta(days=1)
         window = {"startTime": _iso(day), "endTime": _iso(today)}
         sources = sim.items("listSources")
         yield Loaded(
             db=db,
+            today=today,
             day=day,
             renamed=renamed,
             name_before=names[renamed["id"]],
@@ -120,7 +125,9 @@ def answer(loaded: Loaded, title: str) -> list[dict[str, Any]]:
     try:
         for statement in SETUP:
             con.execute(statement)
-        rel = con.sql(QUERIES[title])
+        # The pinned "today", whatever the clock says by now.
+        sql = re.sub(r"\bcurrent_date\b", f"DATE '{loaded.today.date().isoformat()}'", QUERIES[title], flags=re.I)
+        rel = con.sql(sql)
         return [dict(zip(rel.columns, row)) for row in rel.fetchall()]
     finally:
         con.close()
