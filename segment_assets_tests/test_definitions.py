@@ -24,6 +24,7 @@ from dagster import Definitions, TimeWindowPartitionsDefinition
 
 from segment_assets.orchestration.connections import load_connections_file
 from segment_assets.orchestration.definitions import build_definitions, code_location
+from segment_assets.orchestration.workspaces import Workspace
 
 SNAPSHOT = Path(__file__).resolve().parent / "snapshots" / "asset_specs.json"
 UPDATE_ENV = "SEGMENT_UPDATE_SNAPSHOTS"
@@ -81,7 +82,7 @@ def two_workspaces(tmp_path: Path) -> Definitions:
             }
         )
     )
-    return build_definitions(load_connections_file(file))
+    return build_definitions([Workspace(c) for c in load_connections_file(file)])
 
 
 def _summary(expected: dict[str, Any], current: dict[str, Any]) -> str:

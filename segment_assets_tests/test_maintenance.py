@@ -10,6 +10,7 @@ from segment_assets.api.streams import UpdateMethod
 from segment_assets.api.tables import table_def
 from segment_assets.orchestration.connections import Connection
 from segment_assets.orchestration.definitions import build_workspace_definitions
+from segment_assets.orchestration.workspaces import Workspace
 from segment_assets.orchestration.maintenance import build_maintenance_job, build_maintenance_schedule, maintain
 from segment_assets.orchestration.resources import LakeStorage
 from segment_assets.storage.lake_target import LakeTarget
@@ -72,7 +73,7 @@ def test_the_job_runs_against_the_storage_resource(tmp_path: Path) -> None:
 def test_only_a_lake_workspace_gets_the_maintenance_job(tmp_path: Path) -> None:
     lake = Connection(name="lake", lake_url=(tmp_path / "lake").as_uri())
     duck = Connection(name="duck", duckdb_path=str(tmp_path / "duck.duckdb"))
-    lake_jobs = {j.name for j in build_workspace_definitions(lake).resolve_all_job_defs()}
-    duck_jobs = {j.name for j in build_workspace_definitions(duck).resolve_all_job_defs()}
+    lake_jobs = {j.name for j in build_workspace_definitions(Workspace(lake)).resolve_all_job_defs()}
+    duck_jobs = {j.name for j in build_workspace_definitions(Workspace(duck)).resolve_all_job_defs()}
     assert lake.maintenance_job_name in lake_jobs
     assert duck.maintenance_job_name not in duck_jobs
