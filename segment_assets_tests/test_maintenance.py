@@ -10,9 +10,9 @@ from segment_assets.api.streams import UpdateMethod
 from segment_assets.api.tables import table_def
 from segment_assets.orchestration.connections import Connection
 from segment_assets.orchestration.definitions import build_workspace_definitions
-from segment_assets.orchestration.workspaces import Workspace
 from segment_assets.orchestration.maintenance import build_maintenance_job, build_maintenance_schedule, maintain
 from segment_assets.orchestration.resources import LakeStorage
+from segment_assets.orchestration.workspaces import Workspace
 from segment_assets.storage.lake_target import LakeTarget
 
 SOURCES = table_def("sources")

@@ -787,7 +787,7 @@ def test_concurrent_mutations_and_requests() -> None:
                     sim.workspace.update("sources", source["id"], enabled=False)
                     if n % 2:
                         sim.workspace.delete("sources", source["id"])
-            except BaseException as error:  # noqa: BLE001 - surfaced below
+            except BaseException as error:
                 errors.append(error)
 
         def read(statuses: list[int]) -> None:

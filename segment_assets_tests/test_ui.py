@@ -168,7 +168,8 @@ _RUN = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run {
   runId jobName status startTime endTime assetSelection { path } tags { key value }
   stepStats { stepKey status } } } }"""
 _RUN_ERRORS = """query($id: ID!) { logsForRun(runId: $id, limit: 2000) { ... on EventConnection { events {
-  __typename ... on ExecutionStepFailureEvent { stepKey error { message } } ... on RunFailureEvent { message } } } } }"""
+  __typename ... on ExecutionStepFailureEvent { stepKey error { message } }
+  ... on RunFailureEvent { message } } } } }"""
 
 
 def run_info(dev: DagsterDev, run_id: str) -> dict[str, Any]:
