@@ -39,7 +39,7 @@ def parameter_sets(stream: Any, target: Any) -> list[Any]:
 
     windows = None
     if stream.windowing:
-        pdef = partitions_def(stream.windowing.partition, connection_from_env({}))
+        pdef = partitions_def(stream.windowing.partitioning, connection_from_env({}))
         window = pdef.time_window_for_partition_key(pdef.get_last_partition_key())
         clamped = clamp_to_retention(stream.windowing, window.start, window.end)
         if clamped is None:

@@ -31,7 +31,7 @@ def latest_window_queries(stream: StreamSpec) -> list[dict[str, Any]] | None:
     """The request windows `run_sync` reads for a time-based stream: its latest partition."""
     if not stream.windowing:
         return None
-    pdef = partitions_def(stream.windowing.partition)
+    pdef = partitions_def(stream.windowing.partitioning)
     window = pdef.time_window_for_partition_key(pdef.get_last_partition_key())
     clamped = clamp_to_retention(stream.windowing, window.start, window.end)
     return window_queries(stream.windowing, *clamped) if clamped else []
@@ -192,7 +192,7 @@ def test_partitioned_stream_loads_its_window(
     sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget, stream: str
 ) -> None:
     spec = STREAMS[stream]
-    pdef = partitions_def(spec.windowing.partition)
+    pdef = partitions_def(spec.windowing.partitioning)
     key = pdef.get_last_partition_key()
     resources = {"segment": segment_for(sim), "storage": storage}
     for _ in range(2):  # a re-run replaces, never duplicates

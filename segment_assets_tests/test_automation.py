@@ -21,7 +21,7 @@ from dagster import (
     materialize,
 )
 
-from segment_assets.api.streams import Window, materialized_streams
+from segment_assets.api.streams import Partitioning, materialized_streams
 from segment_assets.orchestration.assets import asset_key, build_assets
 from segment_assets.orchestration.connections import ZERO_CONFIG, Connection
 from segment_assets.orchestration.definitions import build_definitions
@@ -296,8 +296,8 @@ def test_schedules_and_sensor_are_declared_stopped_with_their_jobs() -> None:
         return {k.path[-1] for k in repo.get_job(job).asset_layer.selected_asset_keys}
 
     assert selected("segment_config") == CONFIG
-    assert selected("segment_daily") == {s.name for s in partitioned_streams(Window.DAILY, ZERO_CONFIG)}
-    assert selected("segment_monthly") == {s.name for s in partitioned_streams(Window.MONTHLY, ZERO_CONFIG)}
+    assert selected("segment_daily") == {s.name for s in partitioned_streams(Partitioning.DAILY, ZERO_CONFIG)}
+    assert selected("segment_monthly") == {s.name for s in partitioned_streams(Partitioning.MONTHLY, ZERO_CONFIG)}
     assert CONFIG | selected("segment_daily") | selected("segment_monthly") == {s.name for s in materialized_streams()}
     assert {k.path[-1] for k in graph.get_all_asset_keys()} == {s.name for s in materialized_streams()}
     [sensor] = repo.sensor_defs

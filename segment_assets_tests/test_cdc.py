@@ -23,7 +23,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from segment_assets.api.streams import STREAMS, StreamSpec, Window
+from segment_assets.api.streams import STREAMS, Partitioning, StreamSpec
 from segment_assets.api.tables import table_def
 from segment_assets.orchestration.assets import asset_key, build_assets
 from segment_assets.orchestration.partitions import partitions_def
@@ -276,7 +276,7 @@ def _runs_except(target: DuckDBTarget, name: str, run_id: str) -> list[str]:
 # -- partitioned streams: replace a window -------------------------------------------------
 
 AUDIT = STREAMS["audit_events"]
-DAILY = partitions_def(Window.DAILY)
+DAILY = partitions_def(Partitioning.DAILY)
 
 
 def _iso(ts: datetime) -> str:

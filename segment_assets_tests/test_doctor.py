@@ -87,13 +87,13 @@ def test_json_report_counts_parents_and_bounds_the_sync_by_the_slow_endpoints(us
     # getAdvancedSyncScheduleFromWarehouse: one unpaginated request per warehouse at 2/min; the shared
     # budget lets 2 go at once, then 2 more each minute.
     schedules = streams["warehouse_advanced_sync_schedules"]
-    assert (schedules["requests"], schedules["requests_kind"]) == (len(warehouses), "exact")
+    assert (schedules["requests"], schedules["requests_precision"]) == (len(warehouses), "exact")
     assert schedules["chain_seconds"] == pytest.approx((-(-len(warehouses) // 2) - 1) * 60.0)
     # A deeper level is extrapolated from one sampled parent and says so.
     first_connected = us.items("listConnectedSourcesFromWarehouse", {"warehouseId": warehouses[0]["id"]})
     selective = streams["warehouse_selective_syncs"]
     assert selective["requests"] == len(warehouses) * len(first_connected)
-    assert selective["requests_kind"] == "approx"
+    assert selective["requests_precision"] == "approx"
     assert selective["chain"] == ["warehouses", "warehouse_connected_sources"]
     assert est["top"][0] == "warehouse_selective_syncs"
     assert est["bound_by"] == "warehouse_selective_syncs"

@@ -88,7 +88,7 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _window(stream: str) -> Any:
-    return STREAMS[stream].windowing.partition if STREAMS[stream].windowing else None
+    return STREAMS[stream].windowing.partitioning if STREAMS[stream].windowing else None
 
 
 def sync(sim: Simulator, path: Path, streams: Sequence[str], **overrides: Any) -> list[ExecuteInProcessResult]:

@@ -48,7 +48,9 @@ class UpdateMethod(str, enum.Enum):
 SELECTABLE_METHODS: frozenset[UpdateMethod] = frozenset({UpdateMethod.FULL_LOAD, UpdateMethod.RELOAD_AND_COMPARE})
 
 
-class Window(str, enum.Enum):
+class Partitioning(str, enum.Enum):
+    """How a time-based stream is partitioned in Dagster: by UTC day or by UTC month."""
+
     DAILY = "daily"
     MONTHLY = "monthly"
 
@@ -83,7 +85,7 @@ class ParentLink:
 class TimeWindowing:
     """How a time-based stream maps a Dagster partition window onto request parameters."""
 
-    partition: Window
+    partitioning: Partitioning  # the Dagster partitions (UTC days or months) the stream is materialized by
     time_column: str  # column whose value places a row in a partition window
     window_columns: bool = False  # records carry no time: store the request window as window_start/window_end
     chunk_days: int | None = None  # one request per chunk of this many days (None: the whole run window)
@@ -179,7 +181,7 @@ class StreamSpec:
             "rate_limit_per_minute": self.rate_limit_per_minute,
             "feature_gate": self.feature_gate,
             "update_method": self.update_method.value,
-            "partitioned": self.windowing.partition.value if self.windowing else None,
+            "partitioned": self.windowing.partitioning.value if self.windowing else None,
             "covered_by": self.covered_by,
             "decision": self.decision,
         }
@@ -192,9 +194,9 @@ def _p(
 
 
 _TS = "TIMESTAMPTZ"
-_DAY = TimeWindowing(Window.DAILY, "time", granularity="HOUR", retention_days=30, max_range_days=14)
+_DAY = TimeWindowing(Partitioning.DAILY, "time", granularity="HOUR", retention_days=30, max_range_days=14)
 _USAGE = TimeWindowing(
-    Window.MONTHLY, "timestamp", start_param=None, end_param=None, period_param="period", retention_days=365
+    Partitioning.MONTHLY, "timestamp", start_param=None, end_param=None, period_param="period", retention_days=365
 )
 _USAGE_TYPES = {
     "timestamp": _TS,
@@ -331,7 +333,7 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         update_method=UpdateMethod.INCREMENTAL,
         column_types={"window_start": _TS, "window_end": _TS},
         windowing=TimeWindowing(
-            Window.DAILY, "window_start", window_columns=True, chunk_days=1, granularity="DAY", retention_days=14
+            Partitioning.DAILY, "window_start", window_columns=True, chunk_days=1, granularity="DAY", retention_days=14
         ),
         decision="totals over a window with no time series: one DAY-granularity summary per destination per day",
     ),
@@ -843,7 +845,7 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         data_key="events",
         update_method=UpdateMethod.INCREMENTAL,
         column_types={"timestamp": _TS},
-        windowing=TimeWindowing(Window.DAILY, "timestamp", retention_days=90),
+        windowing=TimeWindowing(Partitioning.DAILY, "timestamp", retention_days=90),
     ),
     _S(
         "events_volume",
@@ -857,7 +859,7 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         key_defaults={"source_id": "", "event_name": "", "event_type": ""},
         update_method=UpdateMethod.INCREMENTAL,
         column_types={"time": _TS},
-        windowing=TimeWindowing(Window.DAILY, "time", granularity="HOUR", retention_days=30),
+        windowing=TimeWindowing(Partitioning.DAILY, "time", granularity="HOUR", retention_days=30),
         decision="grouped by eventName, eventType and source at HOUR granularity; one row per series bucket",
     ),
     _S(

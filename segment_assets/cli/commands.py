@@ -64,7 +64,7 @@ def run_sync(
     from segment_assets.api.streams import STREAMS
     from segment_assets.cli.terminal import TerminalProgress, print_summary
     from segment_assets.engine import progress
-    from segment_assets.orchestration.assets import KINDS, build_workspace_assets, window_of
+    from segment_assets.orchestration.assets import PARTITIONINGS, build_workspace_assets, partitioning_of
     from segment_assets.orchestration.connections import connection_from_env
     from segment_assets.orchestration.partitions import partitions_def
     from segment_assets.orchestration.resources import segment_resource, storage_resource
@@ -102,8 +102,8 @@ def run_sync(
     view = TerminalProgress(len(wanted), out=out)
     try:
         with progress.watch(view) if not verbose else nullcontext(), view if not verbose else nullcontext():
-            for window in KINDS:
-                streams = [s for s in wanted if window_of(s) is window]
+            for partitioning in PARTITIONINGS:
+                streams = [s for s in wanted if partitioning_of(s) is partitioning]
                 if not streams:
                     continue
                 result = materialize(
@@ -111,7 +111,9 @@ def run_sync(
                     instance=instance,
                     resources={segment_key: segment, storage_key: storage},
                     selection=[workspace.asset_key(s) for s in streams],
-                    partition_key=partitions_def(window, connection).get_last_partition_key() if window else None,
+                    partition_key=partitions_def(partitioning, connection).get_last_partition_key()
+                    if partitioning
+                    else None,
                     raise_on_error=False,
                     tags=connection.run_tags,
                     run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},

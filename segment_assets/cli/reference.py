@@ -20,10 +20,10 @@ from segment_assets.api.streams import (
     EXCLUDED,
     STREAMS,
     Paging,
+    Partitioning,
     StreamSpec,
     TimeWindowing,
     UpdateMethod,
-    Window,
     descendants_of,
     materialized_streams,
 )
@@ -146,7 +146,7 @@ def _requests(stream: StreamSpec) -> str:
 
 
 def _partitioning(w: TimeWindowing) -> str:
-    kind = "daily (UTC days)" if w.partition is Window.DAILY else "monthly (UTC months)"
+    kind = "daily (UTC days)" if w.partitioning is Partitioning.DAILY else "monthly (UTC months)"
     parts = [f"{kind} on `{w.time_column}`"]
     if w.window_columns:
         parts.append("the records carry no time of their own: `window_start`/`window_end` hold the requested window")

@@ -66,7 +66,7 @@ class StreamRun:
     fanout_concurrency: int = 8
     strict: bool = True
     stabilities: Sequence[str] = ("v1", "beta", "alpha")
-    window: tuple[datetime, datetime] | None = None  # the run's partition time window
+    time_window: tuple[datetime, datetime] | None = None  # [start, end) of the run's partitions
     budget_for: Callable[[StreamSpec], int | None] = lambda stream: None  # requests per run (cycles.py)
     parents: ParentKeys | None = None
     _fanout: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
@@ -162,18 +162,18 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
         return unavailable(
             f"{stream.stability} endpoints are switched off in configuration (stabilities={list(run.stabilities)})"
         )
-    window = windows = None
+    window = chunks = None
     if stream.windowing:
-        if run.window is None:
+        if run.time_window is None:
             raise ValueError(f"stream {stream.name} is partitioned: materialize it with a partition or a range")
-        md["segment/window"] = f"{iso(run.window[0])} .. {iso(run.window[1])}"
-        window = clamp_to_retention(stream.windowing, *run.window)
+        md["segment/window"] = f"{iso(run.time_window[0])} .. {iso(run.time_window[1])}"
+        window = clamp_to_retention(stream.windowing, *run.time_window)
         if window is None:
             return unavailable(
                 f"the window is older than the API's {stream.windowing.retention_days}-day retention: "
                 "nothing was requested and rows already loaded for it are kept"
             )
-        windows = window_queries(stream.windowing, *window)
+        chunks = window_queries(stream.windowing, *window)
 
     client = run.client
     stats = client.stats_for(stream.name)
@@ -188,7 +188,7 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
             f"({cycle.state.parents_done} done before this run)",
         )
         parents = cycle.chunk
-    requests = plan_requests(stream, parents, windows)
+    requests = plan_requests(stream, parents, chunks)
     fetch = FetchOutcome()
     shaper = table.shaper(strict=run.strict)
     watermarks = stored_watermarks(stream, target) if method is UpdateMethod.WATERMARK else None

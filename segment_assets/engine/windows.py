@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from segment_assets.api.streams import TimeWindowing, Window
+from segment_assets.api.streams import Partitioning, TimeWindowing
 from segment_assets.api.tables import WINDOW_END, WINDOW_START
 
 # The first partitions offered when nothing is configured (`segment-assets init` writes a
@@ -64,7 +64,7 @@ def clamp_to_retention(
     if not windowing.retention_days:
         return start, end
     oldest = (now or datetime.now(UTC)) - timedelta(days=windowing.retention_days)
-    if windowing.partition is Window.MONTHLY:
+    if windowing.partitioning is Partitioning.MONTHLY:
         oldest = oldest.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     if end <= oldest:
         return None

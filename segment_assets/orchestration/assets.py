@@ -32,7 +32,7 @@ from dagster import (
     multi_asset,
 )
 
-from segment_assets.api.streams import StreamSpec, Window
+from segment_assets.api.streams import Partitioning, StreamSpec
 from segment_assets.api.tables import table_def
 from segment_assets.engine import progress
 from segment_assets.engine.runner import StreamOutcome, StreamRun, run_streams, sync_stream
@@ -45,15 +45,16 @@ from segment_assets.storage import KeyCheck
 
 PK_CHECK = "primary_key_unique_not_null"
 DRIFT_CHECK = "schema_drift"
-KINDS: tuple[Window | None, ...] = (None, Window.DAILY, Window.MONTHLY)
+PARTITIONINGS: tuple[Partitioning | None, ...] = (None, Partitioning.DAILY, Partitioning.MONTHLY)
 
 
-def window_of(stream: StreamSpec) -> Window | None:
-    return stream.windowing.partition if stream.windowing else None
+def partitioning_of(stream: StreamSpec) -> Partitioning | None:
+    return stream.windowing.partitioning if stream.windowing else None
 
 
-def step_name(connection: Connection, window: Window | None, group: str | None = None) -> str:
-    name = connection.job_names["config" if window is None else window.value].replace("segment_", "segment_sync_", 1)
+def step_name(connection: Connection, partitioning: Partitioning | None, group: str | None = None) -> str:
+    job = "config" if partitioning is None else partitioning.value
+    name = connection.job_names[job].replace("segment_", "segment_sync_", 1)
     return f"{name}_{group}" if group else name
 
 
@@ -80,11 +81,11 @@ def build_workspace_assets(
     streams = connection.streams()
     keys = {s.name: translator.get_asset_key(s, connection) for s in streams}
     out = []
-    for window in KINDS:
-        in_window = [s for s in streams if window_of(s) is window]
-        groups = dict.fromkeys(s.group for s in in_window) if connection.step_per_group else {None: None}
+    for partitioning in PARTITIONINGS:
+        alike = [s for s in streams if partitioning_of(s) is partitioning]
+        groups = dict.fromkeys(s.group for s in alike) if connection.step_per_group else {None: None}
         for group in groups:
-            members = [s for s in in_window if group is None or s.group == group]
+            members = [s for s in alike if group is None or s.group == group]
             specs = []
             for s in members:
                 spec = translator.get_asset_spec(
@@ -96,13 +97,13 @@ def build_workspace_assets(
                 )
                 specs.append(spec_mapper(s, spec) if spec_mapper else spec)
             if members:
-                out.append(_multi_asset(workspace, window, members, specs, group))
+                out.append(_multi_asset(workspace, partitioning, members, specs, group))
     return out
 
 
 def _multi_asset(
     workspace: Workspace,
-    window: Window | None,
+    partitioning: Partitioning | None,
     streams: list[StreamSpec],
     specs: list[AssetSpec],
     group: str | None = None,
@@ -111,13 +112,13 @@ def _multi_asset(
     key_of = {stream.name: spec.key for spec, stream in zip(specs, streams)}
     connection = workspace.connection
     segment_key, storage_key = connection.resource_keys
-    pdef = partitions_def(window, connection) if window else None
+    pdef = partitions_def(partitioning, connection) if partitioning else None
     with warnings.catch_warnings():
         # BackfillPolicy is "beta" in Dagster 1.13; single-run backfills are what we rely on.
         warnings.simplefilter("ignore", BetaWarning)
 
         @multi_asset(
-            name=step_name(connection, window, group),
+            name=step_name(connection, partitioning, group),
             # Skippable: a stream that failed is not materialized, the others still are.
             specs=[s.replace_attributes(skippable=True) for s in specs],
             check_specs=[
@@ -141,7 +142,7 @@ def _multi_asset(
             pool=connection.pool,
             op_tags=connection.run_tags,
             description=f"Segment workspace `{connection.name}`: "
-            + ("configuration streams" if window is None else f"{window.value}-partitioned streams")
+            + ("configuration streams" if partitioning is None else f"{partitioning.value}-partitioned streams")
             + ", read concurrently in dependency order.",
         )
         def _segment_streams(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
@@ -166,10 +167,10 @@ def materialize_streams(
     A stopped run (an interrupt, SIGTERM, run termination) still yields the materialization of
     every table it committed, then fails the step naming each stream that did not finish: the
     specs are skippable, so a stream left out silently would leave the step green."""
-    window = None
+    time_window = None
     if context.has_partition_key or context.has_partition_key_range:
         tw = context.partition_time_window
-        window = (tw.start, tw.end)
+        time_window = (tw.start, tw.end)
     stop = threading.Event()  # the run's one stop: its client, streams and fan-out pool read it
     client = segment.make_client(stop)
     target = storage.get_target()
@@ -183,7 +184,7 @@ def materialize_streams(
         fanout_concurrency=segment.max_concurrency,
         strict=segment.require_documented_fields,
         stabilities=tuple(segment.stabilities),
-        window=window,
+        time_window=time_window,
         budget_for=segment.budget_for,
     )
     checks = context.selected_asset_check_keys

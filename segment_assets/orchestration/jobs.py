@@ -27,7 +27,7 @@ from dagster import (
     schedule,
 )
 
-from segment_assets.api.streams import StreamSpec, Window
+from segment_assets.api.streams import Partitioning, StreamSpec
 from segment_assets.orchestration.connections import DEFAULT_CONFIG_CRON, Connection
 from segment_assets.orchestration.partitions import partitions_def
 from segment_assets.orchestration.workspaces import Workspace
@@ -54,8 +54,8 @@ def config_streams(connection: Connection) -> list[StreamSpec]:
     return [s for s in connection.streams() if s.windowing is None]
 
 
-def partitioned_streams(window: Window, connection: Connection) -> list[StreamSpec]:
-    return [s for s in connection.streams() if s.windowing and s.windowing.partition is window]
+def partitioned_streams(partitioning: Partitioning, connection: Connection) -> list[StreamSpec]:
+    return [s for s in connection.streams() if s.windowing and s.windowing.partitioning is partitioning]
 
 
 def build_jobs(workspace: Workspace) -> dict[str, UnresolvedAssetJobDefinition]:
@@ -72,17 +72,17 @@ def build_jobs(workspace: Workspace) -> dict[str, UnresolvedAssetJobDefinition]:
             "(reload and compare into <table>__ct) and sync histories (from their watermark).",
         ),
     }
-    for what, window, text in (
-        (DAILY_JOB, Window.DAILY, "(audit trail, event volume, delivery); each run replaces its days"),
-        (MONTHLY_JOB, Window.MONTHLY, "(usage); each run replaces its months"),
+    for what, partitioning, text in (
+        (DAILY_JOB, Partitioning.DAILY, "(audit trail, event volume, delivery); each run replaces its days"),
+        (MONTHLY_JOB, Partitioning.MONTHLY, "(usage); each run replaces its months"),
     ):
-        streams = partitioned_streams(window, connection)
+        streams = partitioned_streams(partitioning, connection)
         if streams:
             jobs[what] = define_asset_job(
                 names[what],
                 selection=AssetSelection.assets(*(workspace.asset_key(s) for s in streams)),
                 tags=tags,
-                description=f"{window.value.capitalize()}-partitioned streams of Segment workspace "
+                description=f"{partitioning.value.capitalize()}-partitioned streams of Segment workspace "
                 f"`{connection.name}` {text}.",
             )
     return jobs
@@ -118,7 +118,7 @@ def build_schedules(
 
 def daily_partition_key(now: datetime, connection: Connection) -> str:
     """The last complete day at `now`: the day before (UTC)."""
-    pdef = partitions_def(Window.DAILY, connection)
+    pdef = partitions_def(Partitioning.DAILY, connection)
     return pdef.get_partition_key_for_timestamp((now - timedelta(days=1)).timestamp())
 
 
@@ -134,7 +134,7 @@ def _daily_schedule(connection: Connection, job: UnresolvedAssetJobDefinition) -
         description=(
             f"Each day at {DAILY_HOUR:02d}:{DAILY_MINUTE:02d} {TIMEZONE}, materialize the last complete daily "
             f"partition (yesterday) of every daily-partitioned stream "
-            f"({', '.join(s.name for s in partitioned_streams(Window.DAILY, connection))}); the run replaces that day. "
+            f"({_names(partitioned_streams(Partitioning.DAILY, connection))}); the run replaces that day. "
             f"Missed days: backfill the range (one run)."
         ),
     )
@@ -147,7 +147,7 @@ def _daily_schedule(connection: Connection, job: UnresolvedAssetJobDefinition) -
 
 def monthly_partition_keys(now: datetime, connection: Connection) -> list[str]:
     """The month containing `now` and, during the first MONTHLY_SETTLE_DAYS days, the month before."""
-    pdef = partitions_def(Window.MONTHLY, connection)
+    pdef = partitions_def(Partitioning.MONTHLY, connection)
     now = now.astimezone(UTC)
     keys = [pdef.get_partition_key_for_timestamp(now.timestamp())]
     if now.day <= MONTHLY_SETTLE_DAYS:
@@ -166,7 +166,7 @@ def _monthly_schedule(connection: Connection, job: UnresolvedAssetJobDefinition)
         default_status=DefaultScheduleStatus.STOPPED,
         description=(
             f"Every day at 01:30 {TIMEZONE}, materialize the current month's partition of the monthly usage "
-            f"streams ({', '.join(s.name for s in partitioned_streams(Window.MONTHLY, connection))}): the API reports "
+            f"streams ({_names(partitioned_streams(Partitioning.MONTHLY, connection))}): the API reports "
             f"cumulative daily counts for the open month, so it is re-read and replaced daily. On the first "
             f"{MONTHLY_SETTLE_DAYS} days of a month the previous month is re-read too, while it settles."
         ),
@@ -182,3 +182,7 @@ def _monthly_schedule(connection: Connection, job: UnresolvedAssetJobDefinition)
         ]
 
     return segment_monthly_schedule
+
+
+def _names(streams: list[StreamSpec]) -> str:
+    return ", ".join(s.name for s in streams)

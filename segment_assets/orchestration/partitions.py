@@ -8,19 +8,21 @@ from functools import cache
 
 from dagster import DailyPartitionsDefinition, MonthlyPartitionsDefinition, TimeWindowPartitionsDefinition
 
-from segment_assets.api.streams import Window
+from segment_assets.api.streams import Partitioning
 from segment_assets.orchestration.connections import ZERO_CONFIG, Connection
 
 
-def partitions_def(window: Window, connection: Connection = ZERO_CONFIG) -> TimeWindowPartitionsDefinition:
+def partitions_def(partitioning: Partitioning, connection: Connection = ZERO_CONFIG) -> TimeWindowPartitionsDefinition:
     """The workspace's daily or monthly partitioning, shared by its time-based streams so a schedule
     or backfill covers them together; it starts at the connection's daily_start or monthly_start."""
-    return _partitions(window, connection.daily_start if window is Window.DAILY else connection.monthly_start)
+    return _partitions(
+        partitioning, connection.daily_start if partitioning is Partitioning.DAILY else connection.monthly_start
+    )
 
 
 @cache  # one object per start date: the assets and jobs of a workspace share it
-def _partitions(window: Window, start: str) -> TimeWindowPartitionsDefinition:
-    if window is Window.DAILY:
+def _partitions(partitioning: Partitioning, start: str) -> TimeWindowPartitionsDefinition:
+    if partitioning is Partitioning.DAILY:
         return DailyPartitionsDefinition(start_date=start, timezone="UTC")
     # end_offset=1: the current month is a partition too; its cumulative counts are re-read.
     return MonthlyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=1)

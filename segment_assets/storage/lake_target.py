@@ -81,7 +81,7 @@ from deltalake.schema import Field as DeltaField
 from deltalake.schema import PrimitiveType
 from deltalake.transaction import Transaction
 
-from segment_assets.api.streams import STREAMS, RowFilter, Window
+from segment_assets.api.streams import STREAMS, Partitioning, RowFilter
 from segment_assets.api.tables import ARROW_TYPES, TableDef, table_def
 from segment_assets.storage.base import (
     CHANGE_SUFFIX,
@@ -114,7 +114,7 @@ from segment_assets.storage.duckdb_target import DEFAULT_MEMORY_LIMIT
 from segment_assets.storage.staging import staged
 
 PARTITION_COLUMN = "_partition"
-PARTITION_FORMATS = {Window.DAILY: "%Y-%m-%d", Window.MONTHLY: "%Y-%m"}
+PARTITION_FORMATS = {Partitioning.DAILY: "%Y-%m-%d", Partitioning.MONTHLY: "%Y-%m"}
 COMMIT_KEY = "segment_assets"  # commit-info key holding a change commit's prefix, time and run id
 APP_ID_PREFIX = "segment_assets:"
 SEQ_KEY = "change_seq_prefix"
@@ -504,7 +504,7 @@ class LakeTarget(Target):
         """Idempotent load of one time window: a predicate overwrite of exactly [start, end)."""
         started = time.monotonic()
         window = table.stream.windowing
-        fmt = PARTITION_FORMATS[window.partition] if window else "%Y-%m-%d"
+        fmt = PARTITION_FORMATS[window.partitioning] if window else "%Y-%m-%d"
         start, end = start.astimezone(UTC), end.astimezone(UTC)
         tc = q(time_column)
         within = within_window(time_column)

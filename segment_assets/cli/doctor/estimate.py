@@ -15,7 +15,7 @@ from typing import Any
 from segment_assets.api import spec
 from segment_assets.api.client import DEFAULT_GLOBAL_PER_MINUTE, SegmentClient
 from segment_assets.api.rate_limits import minimum_seconds
-from segment_assets.api.streams import STREAMS, RowFilter, Window
+from segment_assets.api.streams import STREAMS, Partitioning, RowFilter
 from segment_assets.cli.doctor.probe import Count, Probe, matches
 from segment_assets.engine.reading import plan_requests
 from segment_assets.engine.windows import clamp_to_retention, window_queries
@@ -72,7 +72,7 @@ def counted_rows(probe: Probe, name: str, where: RowFilter | None = None) -> Cou
     if not stream.parent:
         return per_parent
     product = parents * per_parent
-    return product if parents.value <= 1 and parents.kind == "exact" else product.loose()
+    return product if parents.value <= 1 and parents.precision == "exact" else product.loose()
 
 
 def estimate_full_sync(probe: Probe, client: SegmentClient) -> Estimate:
@@ -91,7 +91,7 @@ def estimate_full_sync(probe: Probe, client: SegmentClient) -> Estimate:
         parents = counted_rows(probe, stream.parent.stream, stream.parent.where) if stream.parent else Count(1)
         windows: list[dict[str, Any]] | None = None
         if stream.windowing:
-            span = probe.windows.get(stream.windowing.partition)
+            span = probe.windows.get(stream.windowing.partitioning)
             clamped = clamp_to_retention(stream.windowing, *span, now=probe.now) if span else None
             windows = window_queries(stream.windowing, *clamped) if clamped else []
         sets = Count(len(plan_requests(stream, [{}], windows))) * parents
@@ -100,10 +100,10 @@ def estimate_full_sync(probe: Probe, client: SegmentClient) -> Estimate:
             per_set, note = Count(1), f"refused (HTTP {census.http_status}): one request per parameter set"
         elif census is not None and census.per_set:
             pages = sum(
-                (Count(max(1, math.ceil(n.value / stream.max_page_size)), n.kind) for _, n in census.per_set),
+                (Count(max(1, math.ceil(n.value / stream.max_page_size)), n.precision) for _, n in census.per_set),
                 Count(0),
             )
-            per_set = Count(max(1, round(pages.value / len(census.per_set))), pages.kind)
+            per_set = Count(max(1, round(pages.value / len(census.per_set))), pages.precision)
             note = "pages counted"
         elif stream.paging.value in ("none", "single"):
             per_set, note = Count(1), ""
@@ -133,5 +133,7 @@ def estimate_full_sync(probe: Probe, client: SegmentClient) -> Estimate:
         min_seconds, bound_by = global_seconds, "global"
     parent_streams = {s.parent.stream for s in probe.streams if s.parent}
     rows = {name: str(counted_rows(probe, name)) for name in sorted(parent_streams)}
-    window = {w.value: f"{a:%Y-%m-%d}" if w is Window.DAILY else f"{a:%Y-%m}" for w, (a, _) in probe.windows.items()}
+    window = {
+        w.value: f"{a:%Y-%m-%d}" if w is Partitioning.DAILY else f"{a:%Y-%m}" for w, (a, _) in probe.windows.items()
+    }
     return Estimate(total, min_seconds, bound_by, streams, rows, window)

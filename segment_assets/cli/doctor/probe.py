@@ -31,7 +31,7 @@ from segment_assets.api.errors import (
     token_help,
 )
 from segment_assets.api.paging import Page
-from segment_assets.api.streams import STREAMS, RowFilter, StreamSpec, Window, descendants_of
+from segment_assets.api.streams import STREAMS, Partitioning, RowFilter, StreamSpec, descendants_of
 from segment_assets.api.tables import table_def
 from segment_assets.engine.reading import plan_requests
 from segment_assets.engine.windows import clamp_to_retention, window_queries
@@ -45,7 +45,7 @@ PLAN_AREAS: Mapping[str, str] = {"Audit Trail": "listAuditEvents", "Reverse ETL"
 
 # -- counts that say how sure they are ---------------------------------------------------------
 
-_KINDS = ("exact", "approx", "at_least")  # worst last
+_PRECISIONS = ("exact", "approx", "at_least")  # worst last
 
 
 @dataclass(frozen=True)
@@ -54,24 +54,24 @@ class Count:
     or pages assumed), or `at_least` (the API gave no total)."""
 
     value: int
-    kind: str = "exact"
+    precision: str = "exact"  # exact, approx (sampled) or at_least (a lower bound)
 
-    def _kind(self, other: Count) -> str:
-        return max(self.kind, other.kind, key=_KINDS.index)
+    def _precision(self, other: Count) -> str:
+        return max(self.precision, other.precision, key=_PRECISIONS.index)
 
     def __add__(self, other: Count) -> Count:
-        return Count(self.value + other.value, self._kind(other))
+        return Count(self.value + other.value, self._precision(other))
 
     def __mul__(self, other: Count) -> Count:
-        if (self.value == 0 and self.kind == "exact") or (other.value == 0 and other.kind == "exact"):
+        if (self.value == 0 and self.precision == "exact") or (other.value == 0 and other.precision == "exact"):
             return Count(0)
-        return Count(self.value * other.value, self._kind(other))
+        return Count(self.value * other.value, self._precision(other))
 
     def loose(self) -> Count:
-        return Count(self.value, self._kind(Count(0, "approx")))
+        return Count(self.value, self._precision(Count(0, "approx")))
 
     def __str__(self) -> str:
-        return {"exact": "", "approx": "≈", "at_least": "≥"}[self.kind] + str(self.value)
+        return {"exact": "", "approx": "≈", "at_least": "≥"}[self.precision] + str(self.value)
 
 
 def page_count(page: Page) -> Count:
@@ -128,15 +128,15 @@ def matches(row: Mapping[str, Any], where: RowFilter | None) -> bool:
     return isinstance(value, str) and (where.startswith is None or value.startswith(where.startswith))
 
 
-def latest_windows(connection: Connection) -> dict[Window, tuple[datetime, datetime]]:
+def latest_windows(connection: Connection) -> dict[Partitioning, tuple[datetime, datetime]]:
     """The windows `segment-assets sync` reads: the last daily partition and the current month."""
     out = {}
-    for window in (Window.DAILY, Window.MONTHLY):
-        pdef = partitions_def(window, connection)
+    for partitioning in (Partitioning.DAILY, Partitioning.MONTHLY):
+        pdef = partitions_def(partitioning, connection)
         key = pdef.get_last_partition_key()
         if key is not None:
             tw = pdef.time_window_for_partition_key(key)
-            out[window] = (tw.start, tw.end)
+            out[partitioning] = (tw.start, tw.end)
     return out
 
 
@@ -289,7 +289,7 @@ class Probe:
             parent_rows = [{param: sample[col] for param, col in stream.parent.params.items()}]
         windows = None
         if stream.windowing:
-            span = self.windows.get(stream.windowing.partition)
+            span = self.windows.get(stream.windowing.partitioning)
             clamped = clamp_to_retention(stream.windowing, *span, now=self.now) if span else None
             windows = window_queries(stream.windowing, *clamped)[:1] if clamped else []
             if not windows:

@@ -45,10 +45,10 @@ class Report:
         out = asdict(self)
         if self.estimate is not None:
             out["estimate"]["requests"] = self.estimate.requests.value
-            out["estimate"]["requests_kind"] = self.estimate.requests.kind
+            out["estimate"]["requests_precision"] = self.estimate.requests.precision
             out["estimate"]["top"] = [s.stream for s in self.estimate.top()]
             for item, est in zip(out["estimate"]["streams"], self.estimate.streams):
-                item["requests"], item["requests_kind"] = est.requests.value, est.requests.kind
+                item["requests"], item["requests_precision"] = est.requests.value, est.requests.precision
         return out
 
 
