@@ -1,7 +1,7 @@
 """What a table should hold, from the simulator's ground truth and rules written here by hand.
 
 Expected rows come from `sim.items(...)` walked from parent to child here, not from the
-production planner (`plan_requests`) or shaper (`Shaper`, `table_def(...).to_batch`): a test
+production planner (`plan_requests`) or shaper (`Shaper`, `table_def(...).shaper()`): a test
 comparing those with the tables would only prove the code agrees with itself. Both sides are
 brought to one plain form before comparing: field names in snake_case, JSON columns parsed,
 timestamps as UTC datetimes, whole floats as ints, NULLs dropped, undocumented fields (the
@@ -124,10 +124,13 @@ def stored(
     """The stream's table in plain form, keyed by primary key (duplicate keys fail)."""
     if not target.table_exists(stream.name):
         return {}
-    with target.connect() as con:
-        rel = con.execute(f"SELECT * FROM {target._qualified(stream.name)} {where}", params or [])
+    con = target.sql_session()
+    try:
+        rel = con.execute(f'SELECT * FROM "{stream.name}" {where}', params or [])
         columns = [d[0] for d in rel.description]
         rows = [stored_row(dict(zip(columns, values))) for values in rel.fetchall()]
+    finally:
+        con.close()
     out = {key_of(stream, r): r for r in rows}
     assert len(out) == len(rows), f"{stream.name}: duplicate keys"
     return out

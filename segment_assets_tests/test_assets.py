@@ -51,11 +51,11 @@ def _shaped_by_the_production_code(stream: StreamSpec, target: DuckDBTarget, sim
             sources = {s["id"] for s in sim.items("listSources")}
             for r in records:
                 kind = "sources" if r["id"] in sources else "warehouses"
-                batches.append(table.to_batch([r], {**request.context, "recordKind": kind}, {}))
+                batches.append(table.shaper().batch([r], {**request.context, "recordKind": kind}, {}))
         elif stream.data_fields and records and stream.data_key in records[0]:  # getSource: [data]
-            batches.append(table.to_batch([records[0][stream.data_key]], request.context, records[0]))
+            batches.append(table.shaper().batch([records[0][stream.data_key]], request.context, records[0]))
         else:
-            batches.append(table.to_batch(records, request.context, {}))
+            batches.append(table.shaper().batch(records, request.context, {}))
     rows = pa.Table.from_batches(batches, schema=table.arrow_schema()).to_pylist() if batches else []
     if stream.dedupe:
         rows = list({tuple(r[k] for k in stream.primary_key): r for r in rows}.values())
@@ -72,10 +72,13 @@ def expected_rows(stream: StreamSpec, target: DuckDBTarget, sim: Simulator) -> l
 
 def loaded_rows(stream: StreamSpec, target: DuckDBTarget) -> list[dict[str, Any]]:
     """Every row of the stream's table in ground_truth's plain form (duplicates kept, to be counted)."""
-    with target.connect() as con:
-        rel = con.execute(f"SELECT * FROM {target._qualified(stream.name)}")
+    con = target.sql_session()
+    try:
+        rel = con.execute(f'SELECT * FROM "{stream.name}"')
         columns = [d[0] for d in rel.description]
         return [stored_row(dict(zip(columns, values))) for values in rel.fetchall()]
+    finally:
+        con.close()
 
 
 def by_key(stream: StreamSpec, rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:

@@ -66,9 +66,11 @@ def table_rows(
     target: DuckDBTarget, stream: StreamSpec, sql: str | None = None, params: list[Any] | None = None
 ) -> dict[tuple, dict[str, Any]]:
     table = table_def(stream.name)
-    with target.connect() as con:
-        con.execute(f"USE {q(target._catalog)}.segment")
+    con = target.sql_session()
+    try:
         arrow = con.sql(sql or f"SELECT * FROM {q(table.name)}", params=params).to_arrow_table()
+    finally:
+        con.close()
     rows = arrow.select(table.column_names).cast(table.arrow_schema()).to_pylist()
     out = {tuple(r[k] for k in stream.primary_key): r for r in rows}
     assert len(out) == len(rows), f"{stream.name}: duplicate keys"

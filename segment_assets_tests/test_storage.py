@@ -58,7 +58,7 @@ def source(i: int, name: str | None = None, enabled: bool = True) -> dict:
 
 
 def batches(records: list[dict], table: TableDef = SOURCES) -> Iterator[pa.RecordBatch]:
-    yield table.to_batch(records, {}, {})
+    yield table.shaper().batch(records, {}, {})
 
 
 def snapshot(
@@ -87,7 +87,7 @@ def test_snapshot_reads_back_equal_to_what_was_written(target: Target) -> None:
     written = [source(1), source(2, enabled=False), source(3, name="Ünïcode ✓")]
     snapshot(target, written)
     back = target.read_arrow("sources").sort_by("id")
-    expected = SOURCES.to_batch(written, {}, {})
+    expected = SOURCES.shaper().batch(written, {}, {})
     assert back.select(SOURCES.column_names).to_pylist() == pa.Table.from_batches([expected]).sort_by("id").to_pylist()
     types = dict(
         rows(target, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'sources'")
@@ -129,7 +129,7 @@ def test_change_seq_is_monotonic_across_tables_and_runs(target: Target) -> None:
     labels = table_def("labels")
     target.write_snapshot(
         labels,
-        iter([labels.to_batch([{"key": "env", "value": "prod"}], {}, {})]),
+        iter([labels.shaper().batch([{"key": "env", "value": "prod"}], {}, {})]),
         method=UpdateMethod.RELOAD_AND_COMPARE,
         run_id="r2",
     )
@@ -158,7 +158,7 @@ def test_upsert_inserts_and_updates_without_deletes(target: Target) -> None:
         }
 
     def write(records: list[dict], run: str):
-        return target.upsert(SYNCS, iter([SYNCS.to_batch(records, {"warehouseId": "wh1"}, {})]), run_id=run)
+        return target.upsert(SYNCS, iter([SYNCS.shaper().batch(records, {"warehouseId": "wh1"}, {})]), run_id=run)
 
     write([sync(1, 0, "SUCCESS"), sync(2, 0, "RUNNING")], "r1")
     result = write([sync(2, 0, "SUCCESS"), sync(3, 0, "RUNNING")], "r2")  # the newest only: no delete of day 1
@@ -182,7 +182,7 @@ def test_failed_snapshot_leaves_previous_table_intact(target: Target) -> None:
     before = snapshot(target, [source(1), source(2)], "r1")
 
     def broken() -> Iterator[pa.RecordBatch]:
-        yield SOURCES.to_batch([source(5)], {}, {})
+        yield SOURCES.shaper().batch([source(5)], {}, {})
         raise ConnectionError("API went away mid-stream")
 
     with pytest.raises(ConnectionError):
@@ -226,7 +226,12 @@ def day(d: int) -> datetime:
 def test_replace_window_is_idempotent_and_touches_only_its_window(target: Target) -> None:
     def load(evs: list[dict], a: int, b: int):
         return target.replace_window(
-            AUDIT, iter([AUDIT.to_batch(evs, {}, {})]), time_column="timestamp", start=day(a), end=day(b), run_id="r"
+            AUDIT,
+            iter([AUDIT.shaper().batch(evs, {}, {})]),
+            time_column="timestamp",
+            start=day(a),
+            end=day(b),
+            run_id="r",
         )
 
     load([event(1, 1), event(2, 1)], 1, 2)
@@ -298,7 +303,7 @@ def test_declared_column_added_mid_life_evolves_the_table(target: Target) -> Non
     grown = _with_column(SOURCES, Column("region", "VARCHAR", "record", "region"))
     result = target.write_snapshot(
         grown,
-        iter([grown.to_batch([{**source(1), "region": "eu"}, source(2)], {}, {})]),
+        iter([grown.shaper().batch([{**source(1), "region": "eu"}, source(2)], {}, {})]),
         method=UpdateMethod.RELOAD_AND_COMPARE,
         run_id="r2",
     )
@@ -320,7 +325,7 @@ def test_type_conflict_fails_clearly_and_leaves_the_table(target: Target) -> Non
     with pytest.raises(StorageError, match=r"column enabled of segment.sources .*BIGINT"):
         target.write_snapshot(
             changed,
-            iter([changed.to_batch([{**source(1), "enabled": 1}], {}, {})]),
+            iter([changed.shaper().batch([{**source(1), "enabled": 1}], {}, {})]),
             method=UpdateMethod.RELOAD_AND_COMPARE,
             run_id="r2",
         )
@@ -332,14 +337,14 @@ def test_type_change_is_a_clear_error() -> None:
     bad = source(1)
     bad["enabled"] = "yes"
     with pytest.raises(RecordShapeError, match=r"sources: field 'enabled'.*str"):
-        SOURCES.to_batch([bad], {}, {})
+        SOURCES.shaper().batch([bad], {}, {})
 
 
 def test_missing_primary_key_is_a_clear_error() -> None:
     bad = source(1)
     del bad["id"]
     with pytest.raises(RecordShapeError, match="primary-key field 'id'"):
-        SOURCES.to_batch([bad], {}, {})
+        SOURCES.shaper().batch([bad], {}, {})
 
 
 @local_only

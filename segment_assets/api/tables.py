@@ -78,9 +78,6 @@ class TableDef:
     def shaper(self, strict: bool = True) -> Shaper:
         return Shaper(self, strict)
 
-    def to_batch(self, records: Iterable[Any], context: Mapping[str, Any], data: Mapping[str, Any]) -> pa.RecordBatch:
-        return Shaper(self).batch(records, context, data)
-
 
 def _record_schema(stream: StreamSpec, key: str | None = None) -> dict[str, Any]:
     data_schema = stream.operation.data_schema

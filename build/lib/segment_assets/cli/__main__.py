@@ -1,0 +1,3 @@
+from segment_assets.cli.commands import main
+
+raise SystemExit(main())

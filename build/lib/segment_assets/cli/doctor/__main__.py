@@ -1,0 +1,3 @@
+from segment_assets.cli.doctor.report import main
+
+raise SystemExit(main())

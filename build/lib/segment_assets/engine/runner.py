@@ -1,0 +1,443 @@
+"""Running streams: one stream end to end (plan, read, write), and many at once.
+
+Why threads inside one run (and not a process per stream): a full sync is bound by the
+API's per-endpoint rate limits, not by CPU. A 2/min endpoint spends minutes waiting while
+every other endpoint could be read, so streams whose parents are loaded start at once and
+wait on their own budgets side by side. Threads share one client and one rate budget, cost
+nothing to start (a Dagster step process costs seconds on a small machine), and keep one asset
+per stream: the multi-asset that runs them (`orchestration/assets.py`) yields each stream's
+materialization as soon as its table is committed.
+
+A run (`StreamRun`) has one stop event and one fan-out pool. The stop is set when the caller
+stops iterating `run_streams`, when an interrupt reaches the thread that iterates it, by the
+CLI's signal handler and at process exit (`api/stops.py`); the client reads it before every
+request and during every wait. A stopped run still reports every stream: what was committed
+before or while stopping as "ok", the rest as "stopped".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache, partial
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from segment_assets.api.client import RequestStats, SegmentClient
+from segment_assets.api.errors import SegmentAuthError, SyncStopped
+from segment_assets.api.streams import STREAMS, StreamSpec, UpdateMethod
+from segment_assets.api.tables import table_def
+from segment_assets.engine import progress
+from segment_assets.engine.cycles import open_cycle, resumable
+from segment_assets.engine.reading import FetchOutcome, ParentKeys, fetch_batches, plan_requests, stored_watermarks
+from segment_assets.engine.windows import clamp_to_retention, iso, window_queries
+from segment_assets.storage import KeyCheck, Target, WriteResult
+from segment_assets.storage.base import seq_range_label
+
+# "stopped": the run was stopped before the stream finished (or started); its table is as it was.
+Status = Literal["ok", "unavailable", "failed", "skipped", "stopped"]
+
+
+@dataclass
+class StreamRun:
+    """What every stream of one run shares: the client, the target, the run's one stop event and
+    its one fan-out pool.
+
+    `stop` is the event the client was built with (`SegmentClient(stop=...)`, the default): one
+    flag, read by every request and wait of the run. The fan-out pool is created on first use and ended by
+    close(); its threads live as long as the run, so each keeps one HTTP client for all of it.
+    """
+
+    client: SegmentClient
+    target: Target
+    run_id: str
+    method_for: Callable[[StreamSpec], UpdateMethod]
+    stop: threading.Event = None  # type: ignore[assignment]  # None: the client's, set in __post_init__
+    max_streams: int = 16
+    fanout_concurrency: int = 8
+    strict: bool = True
+    stabilities: Sequence[str] = ("v1", "beta", "alpha")
+    time_window: tuple[datetime, datetime] | None = None  # [start, end) of the run's partitions
+    budget_for: Callable[[StreamSpec], int | None] = lambda stream: None  # requests per run (cycles.py)
+    parents: ParentKeys | None = None
+    _fanout: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _fanout_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.stop is None:
+            self.stop = self.client.stop
+        if self.client.stop is not self.stop:
+            raise ValueError("build the run's client with the run's stop event: one stop per run")
+        self.parents = self.parents or ParentKeys(self.target)
+
+    def fanout_pool(self) -> Executor:
+        """The pool every fan-out stream of the run sends its requests to. Sized so that each of
+        `max_streams` streams can keep `fanout_concurrency` requests in flight: a stream sleeping
+        on a 2/min budget then holds only its own share. Threads start as they are needed."""
+        with self._fanout_guard:
+            if self._fanout is None:
+                self._fanout = ThreadPoolExecutor(
+                    max_workers=max(1, self.max_streams) * max(1, self.fanout_concurrency),
+                    thread_name_prefix="segment-fanout",
+                )
+            return self._fanout
+
+    def close(self) -> None:
+        """End the fan-out pool (its requests end at once if `stop` is set); the caller closes the
+        client, which closes every thread's HTTP client."""
+        with self._fanout_guard:
+            pool, self._fanout = self._fanout, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class StreamOutcome:
+    stream: StreamSpec
+    status: Status
+    metadata: dict[str, Any] = field(default_factory=dict)
+    key_check: KeyCheck | None = None
+    error: BaseException | None = None
+    messages: list[tuple[int, str]] = field(default_factory=list)  # (logging level, text) for the run log
+    new_undocumented: list[str] | None = None  # fields the API sent undocumented for the first time (None: not read)
+    undocumented: list[str] = field(default_factory=list)  # every undocumented field seen so far
+
+    def log(self, level: int, text: str) -> None:
+        self.messages.append((level, text))
+
+
+def sync_stream(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None = None) -> StreamOutcome:
+    """Read one stream and write its table; never raises (the outcome carries the error)."""
+    started = time.monotonic()
+    out = StreamOutcome(stream, "ok")
+    progress.emit("stream_started", stream)
+    try:
+        _sync(stream, run, parent_unavailable, out)
+    except BaseException as exc:
+        out.status, out.error = "failed", exc
+    out.metadata["segment/seconds"] = round(time.monotonic() - started, 3)
+    return out
+
+
+def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, out: StreamOutcome) -> None:
+    table = table_def(stream.name)
+    target = run.target
+    method = run.method_for(stream)
+    md = out.metadata
+    md.update(
+        {
+            "dagster/table_name": target.table_name(table.name),
+            "segment/table_uri": target.table_uri(table.name),
+            "segment/operation_id": stream.operation_id,
+            "segment/update_method": method.value,
+        }
+    )
+
+    def unavailable(why: str) -> None:
+        target.ensure_table(table)
+        out.status = "unavailable"
+        out.key_check = target.check_primary_key(table)
+        md.update(
+            {
+                "segment/status": "unavailable",
+                "segment/unavailable_reason": why,
+                "dagster/row_count": out.key_check.rows,
+            }
+        )
+        md.setdefault("segment/api_requests", 0)
+        out.log(logging.WARNING, f"{stream.name}: stream unavailable, table left as it was: {why}")
+
+    if parent_unavailable:
+        return unavailable(parent_unavailable)
+    if stream.stability not in run.stabilities:
+        return unavailable(
+            f"{stream.stability} endpoints are switched off in configuration (stabilities={list(run.stabilities)})"
+        )
+    window = chunks = None
+    if stream.windowing:
+        if run.time_window is None:
+            raise ValueError(f"stream {stream.name} is partitioned: materialize it with a partition or a range")
+        md["segment/window"] = f"{iso(run.time_window[0])} .. {iso(run.time_window[1])}"
+        window = clamp_to_retention(stream.windowing, *run.time_window)
+        if window is None:
+            return unavailable(
+                f"the window is older than the API's {stream.windowing.retention_days}-day retention: "
+                "nothing was requested and rows already loaded for it are kept"
+            )
+        chunks = window_queries(stream.windowing, *window)
+
+    client = run.client
+    stats = client.stats_for(stream.name)
+    before = stats.snapshot()
+    parents = run.parents.rows(stream)  # type: ignore[union-attr]
+    cycle = open_cycle(stream, table, target, parents, run.budget_for(stream)) if resumable(stream, method) else None
+    if cycle:
+        out.log(
+            logging.INFO,
+            f"{stream.name}: {len(parents)} parents exceed one run's budget of {cycle.budget} "
+            f"requests: reading {len(cycle.chunk)} of cycle {cycle.state.cycle} "
+            f"({cycle.state.parents_done} done before this run)",
+        )
+        parents = cycle.chunk
+    requests = plan_requests(stream, parents, chunks)
+    fetch = FetchOutcome()
+    shaper = table.shaper(strict=run.strict)
+    watermarks = stored_watermarks(stream, target) if method is UpdateMethod.WATERMARK else None
+    batches = fetch_batches(
+        stream, client, requests, fetch, run.fanout_pool(), run.fanout_concurrency, shaper, watermarks
+    )
+    # Knowing a stream is refused before the write keeps a gated stream's old table intact.
+    staged = _peek(batches)
+    if fetch.fully_unavailable:
+        _request_stats(md, stats, before)
+        return unavailable(fetch.unavailable[0])
+    if window is not None and stream.windowing:
+        result = target.replace_window(
+            table, staged, time_column=stream.windowing.time_column, start=window[0], end=window[1], run_id=run.run_id
+        )
+    elif cycle:
+        result = cycle.write(staged, run.run_id)
+        md.update(cycle.metadata())
+    elif method is UpdateMethod.WATERMARK:
+        result = target.upsert(table, staged, run_id=run.run_id)
+    else:
+        result = target.write_snapshot(table, staged, method=method, run_id=run.run_id)
+    _request_stats(md, stats, before)
+    md.update(_write_metadata(result))
+    md["segment/parameter_sets"] = len(requests)
+    if stream.watermark and method is UpdateMethod.WATERMARK:
+        md["segment/watermark_stops"] = fetch.watermark_stops
+    if fetch.parents_gone:
+        md["segment/parents_gone"] = fetch.parents_gone
+    _schema_drift(stream, target, shaper.undocumented, out)
+    if shaper.invalid_values:
+        md["segment/invalid_values"] = dict(shaper.invalid_values)
+        out.log(
+            logging.WARNING,
+            f"{stream.name}: values that are not what the API schema says were loaded as NULL: "
+            f"{dict(shaper.invalid_values)}",
+        )
+    if shaper.missing_required:
+        md["segment/missing_required_fields"] = dict(shaper.missing_required)
+        out.log(
+            logging.WARNING,
+            f"{stream.name}: records lacked required fields, loaded as NULL: {dict(shaper.missing_required)}",
+        )
+    if fetch.unavailable_count:
+        md["segment/unavailable_parameter_sets"] = fetch.unavailable_count
+        md["segment/unavailable_example"] = fetch.unavailable[0]
+    out.key_check = result.key_check
+    # No summary log line: the materialization event carries these figures, and every log line
+    # is one more event-log write in the run's thread.
+
+
+def _schema_drift(stream: StreamSpec, target: Target, seen: set[str], out: StreamOutcome) -> None:
+    """Compare the undocumented fields of this read with those of earlier runs (kept in the
+    target's state), so the schema-drift check names what the API started sending."""
+    key = f"undocumented:{stream.table}"
+    known = set(json.loads(target.read_state(key) or "[]"))
+    out.new_undocumented = sorted(seen - known)
+    out.undocumented = sorted(seen | known)
+    if out.new_undocumented:
+        target.write_state(key, json.dumps(out.undocumented))
+        out.log(
+            logging.WARNING,
+            f"{stream.name}: the API sent fields its schema does not document: "
+            f"{', '.join(out.new_undocumented)} (kept in the _extra column)",
+        )
+
+
+def _peek(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Pull the first batch before the target is touched, so a refused stream is known up front."""
+    first = next(batches, None)
+
+    def chain() -> Iterator[pa.RecordBatch]:
+        if first is not None:
+            yield first
+        yield from batches
+
+    return chain()
+
+
+def _request_stats(md: dict[str, Any], stats: RequestStats, before: Mapping[str, Any]) -> None:
+    after = stats.snapshot()
+    md["segment/api_requests"] = after["requests"] - before["requests"]
+    md["segment/pages"] = after["pages"] - before["pages"]
+    md["segment/retries"] = after["retries"] - before["retries"]
+    md["segment/rate_limited_429"] = after["rate_limited"] - before["rate_limited"]
+    md["segment/rate_limit_waits"] = after["rate_limit_waits"] - before["rate_limit_waits"]
+    md["segment/rate_limit_wait_seconds"] = round(after["wait_seconds"] - before["wait_seconds"], 3)
+
+
+def _write_metadata(result: WriteResult) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "dagster/row_count": result.rows,
+        "segment/rows_read": result.staged,
+        "segment/inserted": result.inserted,
+        "segment/updated": result.updated,
+        "segment/deleted": result.deleted,
+        "segment/change_rows": result.change_rows,
+        "segment/write_seconds": round(result.seconds, 3),
+    }
+    label = seq_range_label(result.change_seq_first, result.change_seq_last)
+    if label:
+        out["segment/change_seq_range"] = label
+    if result.version is not None:
+        out["segment/table_version"] = result.version
+    return out
+
+
+# -- many streams at once --------------------------------------------------------------------
+
+
+@cache
+def critical_path_minutes(name: str) -> float:
+    """Minutes of rate-limit budget on the longest chain below `name` (per request), so the
+    streams that feed the slowest endpoints start first."""
+    stream = STREAMS[name]
+    own = 1.0 / stream.rate_limit_per_minute if stream.rate_limit_per_minute else 0.0
+    below = [critical_path_minutes(s.name) for s in STREAMS.values() if s.parent and s.parent.stream == name]
+    return own + max(below, default=0.0)
+
+
+def _report_done(
+    done: queue.Queue[tuple[StreamSpec, Future[StreamOutcome]]], stream: StreamSpec, future: Future[StreamOutcome]
+) -> None:
+    done.put((stream, future))
+
+
+def run_streams(
+    streams: Sequence[StreamSpec],
+    sync_one: Callable[[StreamSpec, str | None], StreamOutcome],
+    *,
+    max_parallel: int,
+    stop: threading.Event,
+) -> Generator[StreamOutcome, None, None]:
+    """Run `streams` on a thread pool, each as soon as its parent (when also selected) is written,
+    and yield their outcomes in the caller's thread as they finish: one outcome per stream.
+
+    A parent that is unavailable makes its children unavailable (named in the reason) without a
+    request; a failed parent skips its children. Once `stop` is set (by the caller, a signal
+    handler, process exit, or an interrupt raised in this thread while it waits) nothing new
+    starts, running streams end at their next request or wait, and every stream still gets its
+    outcome: "ok" for one whose table was committed, even while stopping, "stopped" for one
+    that did not finish or never started. A refused token sets `stop` too. Either way the
+    SegmentAuthError or the interrupt is raised after the last outcome. If the caller stops
+    iterating, `stop` is set and the running streams end before this generator closes.
+    """
+    selected = {s.name: s for s in streams}
+    children: dict[str, list[StreamSpec]] = {}
+    for s in streams:
+        if s.parent and s.parent.stream in selected:
+            children.setdefault(s.parent.stream, []).append(s)
+    done: queue.Queue[tuple[StreamSpec, Future[StreamOutcome]]] = queue.Queue()
+    ended: dict[str, StreamOutcome] = {}  # written by the stream threads: what an interrupt cannot lose
+    ready: deque[StreamOutcome] = deque()  # outcomes to yield, in order
+    reported: set[str] = set()
+    outstanding = 0
+    ending: BaseException | None = None  # raised once every outcome is out
+    pool = ThreadPoolExecutor(max_workers=max(1, max_parallel), thread_name_prefix="segment-stream")
+
+    def start(stream: StreamSpec, parent_unavailable: str | None) -> StreamOutcome:
+        if stop.is_set():
+            outcome = _not_started(stream, "the run was stopped")
+        else:
+            outcome = sync_one(stream, parent_unavailable)
+        ended[stream.name] = outcome
+        return outcome
+
+    def submit(batch: Sequence[StreamSpec], parent_unavailable: str | None = None) -> None:
+        nonlocal outstanding
+        for s in sorted(batch, key=lambda s: -critical_path_minutes(s.name)):
+            outstanding += 1
+            future = pool.submit(start, s, parent_unavailable)
+            future.add_done_callback(partial(_report_done, done, s))
+
+    def not_run(parent: StreamOutcome) -> Iterator[StreamOutcome]:
+        for child in children.get(parent.stream.name, ()):
+            if parent.status == "failed":
+                out = StreamOutcome(
+                    child, "skipped", error=RuntimeError(f"not read: its parent stream {parent.stream.name} failed")
+                )
+            else:
+                out = _not_started(child, f"the run was stopped before its parent stream {parent.stream.name} ended")
+            yield out
+            yield from not_run(out)
+
+    def settled(outcome: StreamOutcome) -> StreamOutcome:
+        if isinstance(outcome.error, SyncStopped) and stop.is_set():
+            outcome.status = "stopped"
+        return outcome
+
+    def take() -> None:
+        """Wait for the next stream to end; queue its outcome, and its children's if they will not run."""
+        nonlocal outstanding, ending
+        try:
+            stream, future = done.get(timeout=0.2)  # short waits: the main thread stays interruptible
+        except queue.Empty:
+            return
+        outstanding -= 1
+        outcome = settled(future.result())
+        if isinstance(outcome.error, SegmentAuthError) and ending is None:
+            stop.set()
+            ending = outcome.error
+        # Children start before the parent's outcome is reported: reporting writes Dagster's
+        # event log in this thread (a tenth of a second or more per stream), and a fan-out
+        # whose parent waited its turn here would wait with it.
+        kids = children.get(stream.name, [])
+        if not stop.is_set() and outcome.status == "ok":
+            submit(kids)
+        elif not stop.is_set() and outcome.status == "unavailable":
+            why = outcome.metadata.get("segment/unavailable_reason", "")
+            submit(kids, f"its parent stream {stream.name} is unavailable: {why}")
+        elif kids:
+            ready.extend([outcome, *not_run(outcome)])
+            return
+        ready.append(outcome)
+
+    finished = False
+    try:
+        submit([s for s in streams if not (s.parent and s.parent.stream in selected)])
+        while outstanding or ready:
+            if ready:
+                outcome = ready.popleft()
+                reported.add(outcome.stream.name)
+                yield outcome
+                continue
+            try:
+                take()
+            except Exception:
+                raise
+            except BaseException as exc:
+                stop.set()
+                ending = exc
+                break
+        if ending is not None and not isinstance(ending, Exception):
+            # Interrupted anywhere in the bookkeeping above (even inside pool.submit): what was
+            # queued may be half done, so the outcomes are read back from the streams themselves
+            # once they have all ended.
+            pool.shutdown(wait=True, cancel_futures=True)  # a second interrupt here is not held back
+            for s in streams:
+                if s.name not in reported:
+                    last = ended.get(s.name)
+                    yield settled(last) if last else _not_started(s, "the run was stopped")
+        finished = True
+    finally:
+        if not finished:
+            stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+    if ending is not None:
+        raise ending
+
+
+def _not_started(stream: StreamSpec, why: str) -> StreamOutcome:
+    return StreamOutcome(stream, "stopped", error=SyncStopped(f"not started: {why}"))
