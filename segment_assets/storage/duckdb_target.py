@@ -68,6 +68,7 @@ class _FileConnection:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.con: duckdb.DuckDBPyConnection | None = None
+        self.schemas: set[str] = set()  # created through `con`: a write need not ask again
         self.last_used = 0.0
         self.closer: threading.Timer | None = None
 
@@ -172,10 +173,12 @@ class DuckDBTarget(Target):
         shared = _file(self.path)
         with shared.lock:
             if shared.con is None:
-                shared.con = self._open()
+                shared.con, shared.schemas = self._open(), set()
             con = shared.con
             try:
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(self._catalog)}.{q(self.schema)}")
+                if self.schema not in shared.schemas:
+                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(self._catalog)}.{q(self.schema)}")
+                    shared.schemas.add(self.schema)
                 yield con
             except BaseException:
                 # A failed statement can leave the connection mid-transaction: start the next one clean.
