@@ -65,3 +65,19 @@ def run_ids(home: Path) -> set[str]:
 def streams(infos: list[RunInfo]) -> dict[str, dict[str, Any]]:
     """Stream -> metadata over several runs (a sync is one run per partitioning)."""
     return {name: md for info in infos for name, md in info.streams.items()}
+
+
+def runless_streams(home: Path, streams: set[str], run_ids: set[str]) -> set[str]:
+    """Streams with a runless materialization naming one of `run_ids` (`segment/run_id`): what a step
+    Dagster closed while stopping recorded after it could no longer yield."""
+    from dagster import AssetKey
+
+    found = set()
+    with _instance(home) as instance:
+        for name in streams:
+            for record in instance.fetch_materializations(AssetKey(["segment", name]), limit=20).records:
+                mat = record.asset_materialization
+                tag = mat.metadata.get("segment/run_id") if mat else None
+                if tag is not None and tag.value in run_ids:
+                    found.add(name)
+    return found

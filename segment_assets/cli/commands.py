@@ -64,7 +64,12 @@ def run_sync(
     from segment_assets.api.streams import STREAMS
     from segment_assets.cli.terminal import TerminalProgress, print_summary
     from segment_assets.engine import progress
-    from segment_assets.orchestration.assets import PARTITIONINGS, build_workspace_assets, partitioning_of
+    from segment_assets.orchestration.assets import (
+        PARTITIONINGS,
+        build_workspace_assets,
+        partitioning_of,
+        record_unreported,
+    )
     from segment_assets.orchestration.connections import connection_from_env
     from segment_assets.orchestration.partitions import partitions_def
     from segment_assets.orchestration.resources import segment_resource, storage_resource
@@ -126,6 +131,7 @@ def run_sync(
                     break  # a refused token stops the whole sync: no further run, no further request
     except KeyboardInterrupt:
         _interrupt_streams()
+        record_unreported()  # tables committed after Dagster stopped listening, while the instance is open
         print(
             f"\nstopped after {time.monotonic() - started:.1f}s (signal): every table is at its last committed "
             "state; the next sync continues from there",

@@ -9,9 +9,13 @@ its table is committed. A child whose parent is not selected reads the parent's 
 A stream that fails or is stopped fails the step, named, after the others are recorded.
 """
 
+import atexit
+import itertools
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Set
+from typing import ClassVar
 
 from dagster import (
     AssetCheckKey,
@@ -195,6 +199,7 @@ def materialize_streams(
     outcomes = run_streams(
         streams, lambda s, why: sync_stream(s, run, why), max_parallel=segment.max_streams, stop=stop
     )
+    unreported = UnreportedTables(context, outcomes, key_of, segment.connection_name)
     completed = False
     try:
         while True:
@@ -216,21 +221,24 @@ def materialize_streams(
                 failures.append(outcome)
             else:
                 written.add(outcome.stream.name)
+                unreported.in_flight = outcome
                 yield result
+                unreported.in_flight = None  # Dagster resumed us: it has recorded the result
         completed = True
     finally:
         if not completed:  # Dagster closed this generator, or an error left it: the streams end first
             stop.set()
-            _record_unyielded(context, outcomes, key_of, segment.connection_name)
+            unreported.record()
+        unreported.forget()
         outcomes.close()
         run.close()
         client.close()
         target.close()  # readers of the file (other processes, the user's session) get it back at once
     reported = written | {o.stream.name for o in failures}
-    unreported = [s.name for s in streams if s.name not in reported]
-    if failures or unreported:
+    unfinished = [s.name for s in streams if s.name not in reported]
+    if failures or unfinished:
         lines = [f"{o.stream.name}: {_message(o.error)}" for o in failures]
-        lines += [f"{name}: not finished when the run stopped" for name in unreported]
+        lines += [f"{name}: not finished when the run stopped" for name in unfinished]
         raise Failure(
             description=(
                 f"the run was stopped: {len(lines)} stream(s) did not finish, {len(written)} were written:\n"
@@ -238,7 +246,7 @@ def materialize_streams(
                 else f"{len(lines)} stream(s) failed, the others were written:\n"
             )
             + "\n".join(lines),
-            metadata={"failed_streams": MetadataValue.text(", ".join([o.stream.name for o in failures] + unreported))},
+            metadata={"failed_streams": MetadataValue.text(", ".join([o.stream.name for o in failures] + unfinished))},
         ) from interrupted
     if interrupted is not None:
         raise interrupted  # it came after the last stream was written
@@ -270,28 +278,69 @@ def _record(
     return MaterializeResult(asset_key=key, metadata=outcome.metadata, check_results=results)
 
 
-def _record_unyielded(
-    context: AssetExecutionContext, outcomes: Iterator[StreamOutcome], key_of: Mapping[str, AssetKey], connection: str
-) -> None:
-    """Record the tables committed after this generator was closed.
+class UnreportedTables:
+    """The tables a run committed that Dagster has not recorded, recorded once, as runless
+    materializations naming the run, if the step ends without resuming the asset's generator.
 
-    Dagster closes the generator when SIGTERM reaches the step while Dagster itself handles an
-    event we yielded (it raises before resuming us), so nothing more can be yielded. The streams
-    still finish what they were committing; each table they committed is recorded as a runless
-    materialization naming this run, so every committed table has its materialization."""
-    partitions = context.partition_keys if context.has_partition_key or context.has_partition_key_range else [None]
-    for outcome in outcomes:
-        if outcome.status not in ("ok", "unavailable"):
-            continue
+    That happens when SIGTERM reaches a step while Dagster itself handles an event the generator
+    yielded: Dagster raises before resuming it, and neither it nor its `finally` runs again
+    while the process lives (what references it is Dagster's). The streams still end, each with
+    its table committed or as it was. Whoever ends the process asks first (`record_unreported`:
+    the CLI after a stopped run, and an exit hook for every other runner)."""
+
+    _open: ClassVar["weakref.WeakSet[UnreportedTables]"] = weakref.WeakSet()
+
+    def __init__(
+        self,
+        context: AssetExecutionContext,
+        outcomes: Iterator[StreamOutcome],
+        key_of: Mapping[str, AssetKey],
+        connection: str,
+    ) -> None:
+        self.context, self.outcomes, self.key_of, self.connection = context, outcomes, key_of, connection
+        self.in_flight: StreamOutcome | None = None  # yielded, and Dagster has not resumed us since
+        self._lock = threading.Lock()
+        self._open.add(self)
+
+    def forget(self) -> None:
+        self._open.discard(self)
+
+    def record(self) -> None:
+        with self._lock:
+            if self not in self._open:
+                return
+            self.forget()
+            instance, run_id = self.context.instance, self.context.run.run_id
+            pending = [self.in_flight] if self.in_flight and not self._recorded(self.in_flight) else []
+            for outcome in itertools.chain(pending, self.outcomes):
+                if outcome.status in ("ok", "unavailable"):
+                    for event in self._events(outcome, run_id):
+                        instance.report_runless_asset_event(event)
+
+    def _recorded(self, outcome: StreamOutcome) -> bool:
+        latest = self.context.instance.get_latest_materialization_event(self.key_of[outcome.stream.name])
+        return latest is not None and latest.run_id == self.context.run.run_id
+
+    def _events(self, outcome: StreamOutcome, run_id: str) -> list[AssetMaterialization]:
+        context = self.context
+        partitions = context.partition_keys if context.has_partition_key or context.has_partition_key_range else [None]
         metadata = {
             **outcome.metadata,
-            "segment/connection": connection,
-            "segment/run_id": context.run.run_id,
+            "segment/connection": self.connection,
+            "segment/run_id": run_id,
             "segment/recorded": "after the run was stopped, as a runless materialization",
         }
-        for partition in partitions:
-            event = AssetMaterialization(asset_key=key_of[outcome.stream.name], metadata=metadata, partition=partition)
-            context.instance.report_runless_asset_event(event)
+        key = self.key_of[outcome.stream.name]
+        return [AssetMaterialization(asset_key=key, metadata=metadata, partition=p) for p in partitions]
+
+
+def record_unreported() -> None:
+    """Record the committed tables of every run this process stopped without Dagster resuming it."""
+    for tables in list(UnreportedTables._open):
+        tables.record()
+
+
+atexit.register(record_unreported)
 
 
 def _message(error: BaseException | None) -> str:
