@@ -208,15 +208,23 @@ def materialize_streams(
             # fails below. A second interrupt is not held back.
             try:
                 outcome = next(outcomes, None)
-                if outcome is None:
-                    break
-                result = _record(context, outcome, key_of, checks, segment.connection_name, translator)
             except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
                 if interrupted is not None:
                     raise
                 stop.set()
                 interrupted = exc
                 continue
+            if outcome is None:
+                break
+            try:
+                result = _record(context, outcome, key_of, checks, segment.connection_name, translator)
+            except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
+                if interrupted is not None:
+                    raise
+                stop.set()
+                interrupted = exc
+                # The interrupt is delivered; this outcome's table may be committed: report it all the same.
+                result = _record(context, outcome, key_of, checks, segment.connection_name, translator)
             if result is None:
                 failures.append(outcome)
             else:
