@@ -1,3 +1,0 @@
-from segment_assets.cli.commands import main
-
-raise SystemExit(main())

@@ -1,3 +1,0 @@
-from segment_assets.cli.doctor.report import main
-
-raise SystemExit(main())
