@@ -63,7 +63,6 @@ def main() -> int:
         run_id=uuid.uuid4().hex,
         method_for=lambda stream: stream.update_method,
         fanout_concurrency=FANOUT_CONCURRENCY,
-        stop=client.stop,
         budget_for=lambda stream: budget_requests(stream, DEFAULT_BUDGET_MINUTES),
     )
 

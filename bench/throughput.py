@@ -302,7 +302,7 @@ def run(settings: Settings, work: Workdir) -> Section:
         ),
     ]
     if phases:
-        p = {k: median(x[k] for x in phases) for k in phases[0]}
+        p = _medians(phases)
         section.notes.append("dlt's phases, median s: " + ", ".join(f"{k} {v:.1f}" for k, v in p.items()) + ".")
     section.notes.append(
         "Caveats: the configuration set is small in rows (a few records per request), so every tool's "
@@ -318,7 +318,7 @@ def run(settings: Settings, work: Workdir) -> Section:
         "as the API sends them."
     )
     if inside:
-        p = {k: median(x[k] for x in inside) for k in inside[0]}
+        p = _medians(inside)
         section.notes.append(
             "Where the whole sync's time goes, medians: "
             + "; ".join(f"{k} {v:.1f} s" for k, v in p.items())
@@ -327,7 +327,7 @@ def run(settings: Settings, work: Workdir) -> Section:
             "the DuckDB apply (`segment/write_seconds` starts before the pages are staged)."
         )
     if engine:
-        p = {k: median(x[k] for x in engine) for k in engine[0]}
+        p = _medians(engine)
         section.notes.append(
             "Where the engine alone's time goes, medians (the job's own clock): "
             + "; ".join(f"{k} {v:.2f} s" for k, v in p.items())
@@ -353,3 +353,8 @@ def run(settings: Settings, work: Workdir) -> Section:
         )
     )
     return section
+
+
+def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over runs that all report the same figures."""
+    return {k: median(run[k] for run in runs) for k in runs[0]}

@@ -5,12 +5,17 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.storage import DuckDBTarget
+
+if TYPE_CHECKING:
+    from dagster import AssetMaterialization, ExecuteInProcessResult
+
+    from segment_assets.simulator import Simulator
 
 _SIGNALS_AT_START: dict[int, Any] = {}
 
@@ -56,7 +61,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def sim() -> Iterator[Simulator]:  # noqa: F821
+def sim() -> Iterator[Simulator]:
     from segment_assets.simulator import Simulator
 
     with Simulator(seed=7) as s:
@@ -86,16 +91,16 @@ def storage(duckdb_path: Path) -> DuckDBStorage:
     return DuckDBStorage(path=str(duckdb_path))
 
 
-def segment_for(sim: Simulator, **overrides: object) -> SegmentResource:  # noqa: F821
+def segment_for(sim: Simulator, **overrides: object) -> SegmentResource:
     return SegmentResource(api_token=sim.token, api_url=sim.url, pace_requests=False, **overrides)
 
 
 @pytest.fixture
-def segment(sim: Simulator) -> SegmentResource:  # noqa: F821
+def segment(sim: Simulator) -> SegmentResource:
     return segment_for(sim)
 
 
-def materializations(result: ExecuteInProcessResult, stream: str) -> list[AssetMaterialization]:  # noqa: F821
+def materializations(result: ExecuteInProcessResult, stream: str) -> list[AssetMaterialization]:
     """The materializations a run recorded for one stream's asset (zero-config keys)."""
     from segment_assets.orchestration.assets import asset_key
 

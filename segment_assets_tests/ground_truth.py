@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from segment_assets.api.streams import STREAMS, StreamSpec
@@ -134,3 +134,15 @@ def stored(
     out = {key_of(stream, r): r for r in rows}
     assert len(out) == len(rows), f"{stream.name}: duplicate keys"
     return out
+
+
+def served_audit_event_ids(sim: Any, first: date, last: date) -> set[str]:
+    """Ids of the audit events the simulator serves for the UTC days first..last (a backfill's range)."""
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    window = {"startTime": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "endTime": end.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+    return {
+        e["id"]
+        for e in sim.items("listAuditEvents", query=window)
+        if start <= datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) < end
+    }

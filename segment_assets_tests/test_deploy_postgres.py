@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import duckdb
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from segment_assets_tests.ground_truth import served_audit_event_ids
 from segment_assets_tests.services import PROJECT_ROOT, VENV_BIN, Postgres, postgres_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
@@ -117,19 +118,7 @@ def test_sync_and_backfill_recorded_in_postgres(
     assert not list(home.rglob("*.db")), "a SQLite storage file was created next to the Postgres instance"
 
     # The rows: what the simulator serves.
-    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
-    served_events = {
-        e["id"]
-        for e in sim.items(
-            "listAuditEvents",
-            query={
-                "startTime": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-                "endTime": end.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            },
-        )
-        if start <= datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) < end
-    }
+    served_events = served_audit_event_ids(sim, first, last)
     with duckdb.connect(str(duckdb_path), read_only=True) as con:
         assert {r[0] for r in con.execute("SELECT id FROM segment.sources").fetchall()} == {
             s["id"] for s in sim.items("listSources")

@@ -12,6 +12,7 @@ import pytest
 
 from segment_assets.cli.commands import run_sync
 from segment_assets.orchestration.resources import DuckDBStorage, LakeStorage
+from segment_assets.simulator import Simulator
 from segment_assets_tests.conftest import segment_for
 
 # Whole syncs into both targets.
@@ -55,7 +56,7 @@ def snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[list[tuple], lis
 
 
 @pytest.mark.timeout(600)
-def test_duckdb_and_lake_hold_identical_tables_and_changes(sim: Simulator, tmp_path: Path) -> None:  # noqa: F821
+def test_duckdb_and_lake_hold_identical_tables_and_changes(sim: Simulator, tmp_path: Path) -> None:
     segment = segment_for(sim)
     duck = DuckDBStorage(path=str(tmp_path / "parity.duckdb"))
     lake = LakeStorage(url=(tmp_path / "lake").as_uri())

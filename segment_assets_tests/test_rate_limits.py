@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +34,7 @@ from segment_assets.api.streams import STREAMS
 from segment_assets.orchestration.resources import SegmentResource
 from segment_assets.simulator import Simulator
 from segment_assets_tests.rate_limit_worker import granted
-from segment_assets_tests.services import popen, stop
+from segment_assets_tests.services import free_port, popen, stop
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,19 +110,13 @@ def _left_of(wait: float, pause: float) -> bool:
 # -- the stores -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A throw-away redis-server on a free loopback port, nothing persisted."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
@@ -493,7 +486,7 @@ def test_bad_store_names_the_choices(sim: Simulator) -> None:
 def test_unreachable_redis_is_an_error_not_a_silent_free_for_all() -> None:
     import redis
 
-    store = open_store(f"redis://127.0.0.1:{_free_port()}/0", "http://api.test", "tok")
+    store = open_store(f"redis://127.0.0.1:{free_port()}/0", "http://api.test", "tok")
     with pytest.raises(redis.ConnectionError):
         store.reserve("listSources", None, 1200)
     assert "tok" not in repr(store)

@@ -19,7 +19,7 @@ import pytest
 
 from segment_assets.simulator import Simulator
 from segment_assets.simulator.spec import load_spec
-from segment_assets_tests.services import popen, stop
+from segment_assets_tests.services import free_port, popen, stop
 
 NOW = datetime(2024, 6, 15, 12, 30, tzinfo=UTC)
 SPEC = load_spec()
@@ -713,11 +713,8 @@ def test_counts_and_scale() -> None:
 
 @pytest.mark.e2e
 def test_command_line_serves(tmp_path: Any) -> None:
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = popen(
         [
             sys.executable,
@@ -749,13 +746,10 @@ def test_a_started_simulator_stops_on_sigterm_when_the_test_process_ignores_it()
     """SIGTERM ignored here (as Dagster's `materialize` leaves it under a background shell) is
     not inherited: the simulator gets SIGTERM's default action and dies of it."""
     import signal
-    import socket
 
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         proc = popen(
             [sys.executable, "-m", "segment_assets.simulator", "--port", str(port)],
             stdout=subprocess.PIPE,

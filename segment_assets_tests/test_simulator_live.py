@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from segment_assets.simulator import CHANGES, Simulator
-from segment_assets_tests.services import popen, stop
+from segment_assets_tests.services import free_port, popen, stop
 
 NOW = datetime(2024, 6, 15, 12, 30, tzinfo=UTC)
 
@@ -214,15 +213,9 @@ def test_mutate_from_python(sim: Simulator) -> None:
 # ---- the command line --------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.e2e
 def test_command_line_live_mode() -> None:
-    port = _free_port()
+    port = free_port()
     proc = popen(
         [
             sys.executable,

@@ -17,7 +17,7 @@ import pytest
 
 from segment_assets.simulator import Simulator
 from segment_assets.simulator.tls import TlsFiles, make_certificates
-from segment_assets_tests.services import popen, stop, tinyproxy
+from segment_assets_tests.services import free_port, popen, stop, tinyproxy
 
 AUTH = {"Authorization": "Bearer sim-token"}
 
@@ -96,12 +96,6 @@ def test_plain_http_to_the_https_port_fails_cleanly(https_sim: Simulator, certs:
     assert httpx.get(f"{https_sim.url}/sources", headers=AUTH, verify=_trust(certs)).status_code == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_for_port(port: int, proc: subprocess.Popen[str], seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -140,7 +134,7 @@ def test_bad_tls_arguments_are_explained(certs: TlsFiles, tmp_path: Path) -> Non
 
 @pytest.mark.e2e
 def test_command_line_serves_https(certs: TlsFiles) -> None:
-    port = _free_port()
+    port = free_port()
     proc = popen(
         [
             sys.executable,

@@ -226,7 +226,6 @@ def test_fan_out_streams_share_one_pool_whose_threads_each_reuse_one_http_client
         target=target,
         run_id="pool",
         method_for=lambda stream: UpdateMethod.FULL_LOAD,
-        stop=stop,
         max_streams=2,
         fanout_concurrency=2,
     )

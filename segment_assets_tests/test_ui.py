@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from segment_assets.orchestration.connections import connection_from_env
+from segment_assets_tests.ground_truth import served_audit_event_ids
 from segment_assets_tests.services import PROJECT_ROOT, DagsterDev, chromium_page, dagster_dev, wait_until
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(2400)]
@@ -351,19 +352,9 @@ def test_backfill_of_three_days_runs_as_one_run(page: Any, dev: DagsterDev, ui_s
     page.get_by_text("Succeeded", exact=True).first.wait_for(state="visible")
     shot(page, "06-backfill-succeeded")
 
+    served = served_audit_event_ids(ui_sim, first, last)
     start = datetime(first.year, first.month, first.day, tzinfo=UTC)
     end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
-    served = {
-        e["id"]
-        for e in ui_sim.items(
-            "listAuditEvents",
-            query={
-                "startTime": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-                "endTime": end.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            },
-        )
-        if start <= datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) < end
-    }
     stored = {
         r[0]
         for r in query_duckdb(

@@ -52,32 +52,31 @@ class StreamRun:
     """What every stream of one run shares: the client, the target, the run's one stop event and
     its one fan-out pool.
 
-    `stop` is the event the client was built with (`SegmentClient(stop=...)`, the default): one
-    flag, read by every request and wait of the run. The fan-out pool is created on first use and ended by
-    close(); its threads live as long as the run, so each keeps one HTTP client for all of it.
+    The stop is the client's (`SegmentClient(stop=...)`): one flag, read by every request and wait
+    of the run. The fan-out pool is created on first use and ended by close(); its threads live as
+    long as the run, so each keeps one HTTP client for all of it.
     """
 
     client: SegmentClient
     target: Target
     run_id: str
     method_for: Callable[[StreamSpec], UpdateMethod]
-    stop: threading.Event = None  # type: ignore[assignment]  # None: the client's, set in __post_init__
     max_streams: int = 16
     fanout_concurrency: int = 8
     strict: bool = True
     stabilities: Sequence[str] = ("v1", "beta", "alpha")
     time_window: tuple[datetime, datetime] | None = None  # [start, end) of the run's partitions
     budget_for: Callable[[StreamSpec], int | None] = lambda stream: None  # requests per run (cycles.py)
-    parents: ParentKeys | None = None
+    parents: ParentKeys = field(init=False)
     _fanout: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _fanout_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.stop is None:
-            self.stop = self.client.stop
-        if self.client.stop is not self.stop:
-            raise ValueError("build the run's client with the run's stop event: one stop per run")
-        self.parents = self.parents or ParentKeys(self.target)
+        self.parents = ParentKeys(self.target)
+
+    @property
+    def stop(self) -> threading.Event:
+        return self.client.stop
 
     def fanout_pool(self) -> Executor:
         """The pool every fan-out stream of the run sends its requests to. Sized so that each of
@@ -178,7 +177,7 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     client = run.client
     stats = client.stats_for(stream.name)
     before = stats.snapshot()
-    parents = run.parents.rows(stream)  # type: ignore[union-attr]
+    parents = run.parents.rows(stream)
     cycle = open_cycle(stream, table, target, parents, run.budget_for(stream)) if resumable(stream, method) else None
     if cycle:
         out.log(

@@ -183,7 +183,6 @@ def materialize_streams(
         target=target,
         run_id=context.run.run_id,
         method_for=storage.method_for,
-        stop=stop,
         max_streams=segment.max_streams,
         fanout_concurrency=segment.max_concurrency,
         strict=segment.require_documented_fields,
@@ -203,27 +202,23 @@ def materialize_streams(
     completed = False
     try:
         while True:
-            # An interrupt raised here, between two outcomes, stops the run; the streams still
-            # report (run_streams does the same for one raised while it waits), and the step
-            # fails below. A second interrupt is not held back.
+            # An interrupt raised here, between two outcomes or while one is reported, stops the run;
+            # the streams still report (run_streams does the same for one raised while it waits),
+            # and the step fails below. A second interrupt is not held back.
+            outcome: StreamOutcome | None = None
             try:
                 outcome = next(outcomes, None)
-            except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
-                if interrupted is not None:
-                    raise
-                stop.set()
-                interrupted = exc
-                continue
-            if outcome is None:
-                break
-            try:
+                if outcome is None:
+                    break
                 result = _record(context, outcome, key_of, checks, segment.connection_name, translator)
             except (KeyboardInterrupt, DagsterExecutionInterruptedError) as exc:
                 if interrupted is not None:
                     raise
                 stop.set()
                 interrupted = exc
-                # The interrupt is delivered; this outcome's table may be committed: report it all the same.
+                if outcome is None:
+                    continue
+                # Delivered while this outcome was reported: its table may be committed, so report it.
                 result = _record(context, outcome, key_of, checks, segment.connection_name, translator)
             if result is None:
                 failures.append(outcome)
