@@ -22,8 +22,9 @@ from segment_assets.storage import DuckDBTarget, Target
 from segment_assets.storage.lake_target import LakeTarget
 from segment_assets_tests.conftest import materializations, segment_for
 
-PARENTS = ["spaces", "space_traits"]
-STREAM = "space_trait_sample_values"
+# One request per event, at 25/min (the sample values, once the costliest, now come mostly inline).
+PARENTS = ["spaces", "space_events"]
+STREAM = "space_event_properties"
 BUDGET = 4
 
 
@@ -59,18 +60,18 @@ def test_budgeted_fanout_completes_over_runs_with_the_rows_of_one_run(sim: Simul
     one, many = tmp_path / "one.duckdb", tmp_path / "many.duckdb"
     assert sync(sim, one, [*PARENTS, STREAM]).success
     assert sync(sim, many, PARENTS).success
-    traits = len(rows(one, "SELECT DISTINCT space_id, trait FROM space_traits"))
-    assert traits > BUDGET
+    events = len(rows(one, "SELECT DISTINCT space_id, name FROM space_events"))
+    assert events > BUDGET
 
     runs = cycle_to_the_end(sim, many)
-    assert len(runs) == math.ceil(traits / BUDGET)
-    assert [r["segment/api_requests"] for r in runs] == [min(BUDGET, traits - i * BUDGET) for i in range(len(runs))]
-    assert [r["segment/cycle_parents_done"] for r in runs] == [min((i + 1) * BUDGET, traits) for i in range(len(runs))]
+    assert len(runs) == math.ceil(events / BUDGET)
+    assert [r["segment/api_requests"] for r in runs] == [min(BUDGET, events - i * BUDGET) for i in range(len(runs))]
+    assert [r["segment/cycle_parents_done"] for r in runs] == [min((i + 1) * BUDGET, events) for i in range(len(runs))]
     assert runs[0]["segment/cycle_complete_for"] == "none yet" and runs[-1]["segment/cycle_complete_for"] != "none yet"
     assert runs[0]["segment/cycle_runs_left"] == len(runs) - 1
-    table = "SELECT space_id, trait_key, value FROM space_trait_sample_values"
+    table = "SELECT space_id, event_name, name, samples FROM space_event_properties"
     assert rows(many, table) == rows(one, table)
-    assert rows(many, "SELECT DISTINCT header__change_oper FROM space_trait_sample_values__ct") == [("I",)]
+    assert rows(many, "SELECT DISTINCT header__change_oper FROM space_event_properties__ct") == [("I",)]
     assert not DuckDBTarget(many).table_exists(f"{STREAM}__cycle_parents"), "side tables go with the cycle"
 
 
@@ -78,21 +79,23 @@ def test_deletes_wait_for_the_end_of_the_cycle(sim: Simulator, tmp_path: Path) -
     db = tmp_path / "many.duckdb"
     assert sync(sim, db, PARENTS).success
     cycle_to_the_end(sim, db)
-    trait = sorted(t["trait"] for t in sim.workspace.list("traits"))[0]
-    gone = rows(db, f"SELECT value FROM space_trait_sample_values WHERE trait_key = '{trait}'")
+    event = sorted(r.ident for r in sim.workspace.rows("space_events"))[0]
+    row = sim.workspace.get_row("space_events", event)  # the one delete() removes: names repeat across spaces
+    assert row is not None
+    space = row.pkey[0]
+    where = f"space_id = '{space}' AND event_name = '{event}'"
+    gone = rows(db, f"SELECT name FROM space_event_properties WHERE {where}")
     assert gone
-    sim.workspace.delete("traits", trait)
-    assert sync(sim, db, ["space_traits"]).success  # the parent table no longer lists it
+    sim.workspace.delete("space_events", event)
+    assert sync(sim, db, ["space_events"]).success  # the parent table no longer lists it
 
     runs = cycle_to_the_end(sim, db)
     assert len(runs) >= 2
-    deleted = rows(
-        db, f"SELECT value FROM space_trait_sample_values__ct WHERE header__change_oper = 'D' AND trait_key = '{trait}'"
-    )
-    assert deleted == gone, "the vanished trait's rows are deleted, with D change rows"
+    deleted = rows(db, f"SELECT name FROM space_event_properties__ct WHERE header__change_oper = 'D' AND {where}")
+    assert deleted == gone, "the vanished event's rows are deleted, with D change rows"
     assert [r["segment/deleted"] for r in runs[:-1]] == [0] * (len(runs) - 1), "nothing deleted before the end"
     assert runs[-1]["segment/deleted"] == len(gone)
-    assert not rows(db, f"SELECT value FROM space_trait_sample_values WHERE trait_key = '{trait}'")
+    assert not rows(db, f"SELECT name FROM space_event_properties WHERE {where}")
 
 
 def test_a_failed_run_of_a_cycle_is_continued_by_the_next(sim: Simulator, tmp_path: Path) -> None:
@@ -101,13 +104,13 @@ def test_a_failed_run_of_a_cycle_is_continued_by_the_next(sim: Simulator, tmp_pa
     assert sync(sim, db, PARENTS).success
     first = sync(sim, db, [STREAM], fanout_budgets={STREAM: BUDGET})
     assert first.success
-    sim.inject("500", "listSampleValuesFromTrait", times=100)  # the next run dies mid-chunk
+    sim.inject("500", "listPropertiesFromEvent", times=100)  # the next run dies mid-chunk
     assert not sync(sim, db, [STREAM], fanout_budgets={STREAM: BUDGET}, max_retries=1).success
     sim.faults.clear()
     runs = cycle_to_the_end(sim, db)
     done_before = BUDGET
     assert runs[0]["segment/cycle_parents_done"] == done_before + BUDGET, "it resumes where the last commit left it"
-    table = "SELECT space_id, trait_key, value FROM space_trait_sample_values"
+    table = "SELECT space_id, event_name, name, samples FROM space_event_properties"
     assert rows(db, table) == rows(one, table)
 
 

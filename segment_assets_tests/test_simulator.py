@@ -801,3 +801,62 @@ def test_concurrent_mutations_and_requests() -> None:
         assert not errors and set(statuses) == {200} and len(statuses) == 360
         assert len(sim.items("listSources")) == 10 + 75
         assert sum(e["type"] == "Source Created" for e in sim.items("listAuditEvents")) >= 150
+
+
+# -- sample values inline in the property lists ------------------------------------------------
+
+SAMPLE_LISTS = {  # property list -> (its sample-value endpoint, the path parameter naming the item)
+    "listPropertiesFromEvent": ("listSampleValuesFromEventProperty", "propertyName"),
+    "listPropertiesFromEntity": ("listSampleValuesFromEntityProperty", "propertyName"),
+    "listTraits": ("listSampleValuesFromTrait", "traitKey"),
+}
+
+
+def _listed_with_samples(
+    http: httpx.Client, sim: Simulator, operation_id: str, path: dict[str, str], query: dict[str, Any]
+) -> list[dict[str, Any]]:
+    response = get(http, sim, operation_id, path, {"pagination[count]": 1000, **query})
+    assert response.status_code == 200, response.text
+    return response.json()["data"][SPEC.operations[operation_id].list_key]
+
+
+@pytest.mark.parametrize("operation_id", sorted(SAMPLE_LISTS))
+def test_samples_are_the_first_values_of_the_sample_endpoint_and_only_when_asked(
+    simulator: Simulator, http: httpx.Client, operation_id: str
+) -> None:
+    path, _ = simulator.example_request(operation_id)
+    endpoint, name_param = SAMPLE_LISTS[operation_id]
+    plain = _listed_with_samples(http, simulator, operation_id, path, {})
+    assert plain and all("samples" not in item for item in plain), "absent unless includeSampleValues=true"
+    off = _listed_with_samples(http, simulator, operation_id, path, {"includeSampleValues": "false"})
+    assert all("samples" not in item for item in off)
+    for count, query in ((20, {}), (3, {"samplesCount": 3}), (100, {"samplesCount": 100})):
+        items = _listed_with_samples(http, simulator, operation_id, path, {"includeSampleValues": "true", **query})
+        validator(operation_id).validate(
+            {"data": {SPEC.operations[operation_id].list_key: items, "pagination": {"current": "x"}}}
+        )
+        for item in items:
+            name = item["trait"] if operation_id == "listTraits" else item["name"]
+            served = get(http, simulator, endpoint, {**path, name_param: name}, {"propertyType": item.get("type")})
+            assert served.status_code == 200, served.text
+            assert item["samples"] == served.json()["data"]["sampleValues"][:count]
+
+
+def test_some_properties_have_more_sample_values_than_a_list_inlines(simulator: Simulator) -> None:
+    """Both paths of a sync are exercised by the demo: lists shorter than 100, and cut ones."""
+    ws = simulator.workspace
+    sizes = [len(ws.sample_values(r.pkey[0], r.pkey[1], r.ident)) for r in ws.rows("event_properties")]
+    assert any(n > 100 for n in sizes) and any(n < 100 for n in sizes)
+    assert max(sizes) <= 1000, "the dedicated endpoints return up to 1,000 values"
+
+
+@pytest.mark.parametrize("bad", [0, 101, -5, 2.5, "ten"])
+@pytest.mark.parametrize("operation_id", sorted(SAMPLE_LISTS))
+def test_samples_count_outside_1_to_100_is_422(
+    simulator: Simulator, http: httpx.Client, operation_id: str, bad: Any
+) -> None:
+    path, _ = simulator.example_request(operation_id)
+    response = get(http, simulator, operation_id, path, {"includeSampleValues": "true", "samplesCount": bad})
+    assert response.status_code == 422, response.text
+    error = response.json()["errors"][0]
+    assert error["field"] == "samplesCount" and "1 to 100" in error["message"] and error["type"]

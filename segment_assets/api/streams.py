@@ -82,6 +82,20 @@ class ParentLink:
 
 
 @dataclass(frozen=True)
+class InlineRecords:
+    """The parent's list already carries this stream's records, cut at `limit` per parent (the
+    parent stream asks for that many): a parent whose stored list holds fewer has all its records
+    there and costs no request; a full list may have been cut, so that parent is read from this
+    stream's own endpoint, as is one whose list is absent (a parent table loaded without it)."""
+
+    column: str  # column of the parent table holding the records, a JSON array
+    limit: int  # the most the parent's list holds per row
+
+    def complete(self, records: object) -> bool:
+        return isinstance(records, list) and len(records) < self.limit
+
+
+@dataclass(frozen=True)
 class TimeWindowing:
     """How a time-based stream maps a Dagster partition window onto request parameters."""
 
@@ -121,6 +135,7 @@ class StreamSpec:
     update_method: UpdateMethod = UpdateMethod.RELOAD_AND_COMPARE
     windowing: TimeWindowing | None = None
     covered_by: str | None = None  # not a table: this stream's list already returns the objects
+    inline: InlineRecords | None = None  # the parent's rows carry this stream's records (up to a limit)
     decision: str = ""  # why the declaration is what it is, where the API left a choice
 
     def __post_init__(self) -> None:
@@ -183,6 +198,7 @@ class StreamSpec:
             "update_method": self.update_method.value,
             "partitioned": self.windowing.partitioning.value if self.windowing else None,
             "covered_by": self.covered_by,
+            "inline": {"column": self.inline.column, "limit": self.inline.limit} if self.inline else None,
             "decision": self.decision,
         }
 
@@ -219,9 +235,25 @@ _SYNCS = (
 )
 # Per-request cost of the space-schema endpoints (25/min): no bulk read exists, each parent is one request.
 _SCHEMA = "25 requests/minute, one request per {parent}: the API has no bulk read of {what}"
+# Sample values come inline with the property lists: `includeSampleValues=true` and `samplesCount`
+# up to 100 (the most the API allows) put each property's first values in its `samples`. A list
+# shorter than 100 is all there is; a full one may be cut (the dedicated endpoints return up to
+# 1,000), so only those properties cost a request of their own, at 25/min.
+SAMPLES_INLINE = 100
+_WITH_SAMPLES: Mapping[str, object] = {"includeSampleValues": "true", "samplesCount": SAMPLES_INLINE}
+_INLINE_SAMPLES = InlineRecords("samples", SAMPLES_INLINE)
+_LIST_WITH_SAMPLES = (
+    "; read with includeSampleValues=true&samplesCount=100 (the most the API allows), so `samples` holds up to "
+    "100 sample values per {parent} and `{child}` needs a request only for a {parent} whose list is full (a "
+    "change of a {parent}'s samples is an update of its row here too)"
+)
 _SAMPLES = (
-    _SCHEMA + "; at scale this is the costliest stream of a workspace, so it reads resumably within a "
-    "per-run budget (see README: big workspaces) and can be left out with `exclude`"
+    "25 requests/minute, but only for a {parent} whose inline list is full: the {parent} list's `samples` "
+    "(includeSampleValues=true&samplesCount=100) hold every value of a {parent} with fewer than 100, which land "
+    "here without a request; a full list (100 values) may have been cut, since this endpoint returns up to 1,000, "
+    "so that {parent} is read from this endpoint and its rows are what the endpoint returned (as is a {parent} "
+    "whose row holds no samples, e.g. loaded by an older version). Rows, keys and change rows are those of one "
+    "request per {parent}; beyond one run's budget of requests the stream reads resumably (README: big workspaces)"
 )
 _COVERED = "the list endpoint already returns the full object; a get per id would only spend rate limit"
 
@@ -762,7 +794,9 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         ("space_id", "entity_slug", "name"),
         data_key="entityProperties",
         parent=_p("space_entity_paths", spaceId="space_id", entitySlug="entity_slug"),
-        decision=_SCHEMA.format(parent="entity", what="entity properties"),
+        query=_WITH_SAMPLES,
+        decision=_SCHEMA.format(parent="entity", what="entity properties")
+        + _LIST_WITH_SAMPLES.format(parent="property", child="space_entity_property_sample_values"),
     ),
     _S(
         "space_entity_property_sample_values",
@@ -774,7 +808,8 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         paging=Paging.NONE,
         dedupe=True,
         parent=_p("space_entity_properties", spaceId="space_id", entitySlug="entity_slug", propertyName="name"),
-        decision=_SAMPLES.format(parent="entity property", what="sample values"),
+        inline=_INLINE_SAMPLES,
+        decision=_SAMPLES.format(parent="entity property"),
     ),
     _S(
         "space_events",
@@ -792,7 +827,9 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         ("space_id", "event_name", "name"),
         data_key="eventProperties",
         parent=_p("space_events", spaceId="space_id", eventName="name"),
-        decision=_SCHEMA.format(parent="event", what="event properties"),
+        query=_WITH_SAMPLES,
+        decision=_SCHEMA.format(parent="event", what="event properties")
+        + _LIST_WITH_SAMPLES.format(parent="property", child="space_event_property_sample_values"),
     ),
     _S(
         "space_event_property_sample_values",
@@ -810,8 +847,9 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
             propertyName="name",
             propertyType="type",
         ),
-        decision=_SAMPLES.format(parent="event property", what="sample values")
-        + "; propertyType is required: taken from the property's own type",
+        inline=_INLINE_SAMPLES,
+        decision=_SAMPLES.format(parent="event property")
+        + "; propertyType is required: taken from the property's type",
     ),
     _S(
         "space_traits",
@@ -821,8 +859,10 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         data_key="traits",
         dedupe=True,
         parent=_p("spaces", spaceId="id"),
+        query=_WITH_SAMPLES,
         decision=_SCHEMA.format(parent="space", what="traits")
-        + "; listTraits may repeat entries across pages (documented): deduplicated on (space, trait)",
+        + "; listTraits may repeat entries across pages (documented): deduplicated on (space, trait)"
+        + _LIST_WITH_SAMPLES.format(parent="trait", child="space_trait_sample_values"),
     ),
     _S(
         "space_trait_sample_values",
@@ -834,7 +874,8 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         paging=Paging.NONE,
         dedupe=True,
         parent=_p("space_traits", spaceId="space_id", traitKey="trait"),
-        decision=_SAMPLES.format(parent="trait", what="sample values"),
+        inline=_INLINE_SAMPLES,
+        decision=_SAMPLES.format(parent="trait"),
     ),
     # --- time-based: partitioned, incremental ------------------------------------------------
     _S(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -24,7 +25,7 @@ from segment_assets.api import spec
 from segment_assets.api.client import SegmentClient
 from segment_assets.api.errors import NotFound, StreamUnavailable
 from segment_assets.api.paging import Page
-from segment_assets.api.streams import StreamSpec
+from segment_assets.api.streams import ParentLink, StreamSpec
 from segment_assets.api.tables import RECORD_KIND, WINDOW_END, WINDOW_START, Shaper
 from segment_assets.storage import Target
 
@@ -63,6 +64,31 @@ class FetchOutcome:
             self.unavailable.append(why)
 
 
+@dataclass
+class InlineParents:
+    """A stream's parents split by what their stored list already holds (`StreamSpec.inline`)."""
+
+    requested: list[dict[str, Any]]  # parameter sets still read from the stream's endpoint
+    complete: list[tuple[dict[str, Any], list[Any]]]  # parameter sets whose records the parent's list holds
+
+    def batches(self, shaper: Shaper, per_batch: int = 10_000) -> Iterator[pa.RecordBatch]:
+        """The complete parents' records as the endpoint would have returned them, shaped with each
+        parent's parameters as context; small lists are gathered into batches of about `per_batch` rows."""
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for params, records in self.complete:
+            if not records:
+                continue
+            batch = shaper.batch(records, params, {})
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= per_batch:
+                yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
+                pending, rows = [], 0
+        if pending:
+            yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
+
+
 class ParentKeys:
     """Parent ids read once per run: sources feeds seven children, and a parent is written before
     any of its children starts (and never again in the same run), so one read serves them all."""
@@ -72,17 +98,38 @@ class ParentKeys:
         self._rows: dict[tuple[Any, ...], list[tuple[object, ...]]] = {}
         self._lock = threading.Lock()
 
+    def _read(self, link: ParentLink, carry: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+        key = (link.stream, tuple(link.params.values()), link.where, carry)
+        with self._lock:
+            rows = self._rows.get(key)
+            if rows is None:
+                columns = list(link.params.values())
+                rows = self._rows[key] = self.target.parent_keys(link.stream, columns, link.where, carry)
+        return rows
+
     def rows(self, stream: StreamSpec) -> list[dict[str, Any]]:
         """The parameter sets a child stream's parent table provides (parameter name -> value)."""
         if not stream.parent:
             return [{}]
         link = stream.parent
-        key = (link.stream, tuple(link.params.values()), link.where)
-        with self._lock:
-            rows = self._rows.get(key)
-            if rows is None:
-                rows = self._rows[key] = self.target.parent_keys(link.stream, list(link.params.values()), link.where)
-        return [dict(zip(link.params, row)) for row in rows]
+        return [dict(zip(link.params, row)) for row in self._read(link)]
+
+    def inline(self, stream: StreamSpec) -> InlineParents:
+        """The parameter sets of a stream whose parent's rows carry its records: those whose stored
+        list is complete (shorter than the limit) with it, and the rest, to request."""
+        link, inline = stream.parent, stream.inline
+        if link is None or inline is None:
+            return InlineParents(self.rows(stream), [])
+        out = InlineParents([], [])
+        n = len(link.params)
+        for row in self._read(link, (inline.column,)):
+            params, raw = dict(zip(link.params, row[:n])), row[n]
+            records = orjson.loads(raw) if isinstance(raw, (str, bytes)) else raw
+            if isinstance(records, list) and inline.complete(records):
+                out.complete.append((params, records))
+            else:
+                out.requested.append(params)
+        return out
 
 
 def parent_rows(stream: StreamSpec, target: Target) -> list[dict[str, Any]]:

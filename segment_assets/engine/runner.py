@@ -17,6 +17,7 @@ before or while stopping as "ok", the rest as "stopped".
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import queue
@@ -177,7 +178,9 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     client = run.client
     stats = client.stats_for(stream.name)
     before = stats.snapshot()
-    parents = run.parents.rows(stream)
+    # A stream whose parent's list carries its records requests only the parents whose list was cut.
+    inline = run.parents.inline(stream) if stream.inline else None
+    parents = inline.requested if inline else run.parents.rows(stream)
     cycle = open_cycle(stream, table, target, parents, run.budget_for(stream)) if resumable(stream, method) else None
     if cycle:
         out.log(
@@ -194,6 +197,9 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     batches = fetch_batches(
         stream, client, requests, fetch, run.fanout_pool(), run.fanout_concurrency, shaper, watermarks
     )
+    if inline:
+        batches = itertools.chain(inline.batches(shaper), batches)
+        md["segment/inline_parents"] = len(inline.complete)
     # Knowing a stream is refused before the write keeps a gated stream's old table intact.
     staged = _peek(batches)
     if fetch.fully_unavailable:

@@ -17,7 +17,7 @@ from . import metrics
 from .errors import ApiError, invalid, not_found
 from .generator import digest, iso, mix, parse_time, rng_for
 from .spec import load_spec
-from .workspace import Row, Workspace, sample_values
+from .workspace import Row, Workspace
 
 
 @dataclass
@@ -416,19 +416,33 @@ def _selective_syncs_space(ws: Workspace, path: dict[str, str], query: dict[str,
 
 
 def _with_samples(base: Handler, *path_names: str) -> Handler:
-    """listPropertiesFromEvent/Entity and listTraits add `samples` on includeSampleValues=true."""
+    """listPropertiesFromEvent/Entity and listTraits: with includeSampleValues=true each item gets
+    `samples`, the first `samplesCount` (1-100, default 20) of what its sample-value endpoint serves;
+    without it the field is absent, as the spec says."""
 
     def handle(ws: Workspace, path: dict[str, str], query: dict[str, Any]) -> Listing:
+        n = _samples_count(query.get("samplesCount"))
         result = base(ws, path, query)
         if str(query.get("includeSampleValues", "")).lower() != "true":
             return result  # type: ignore[return-value]
-        n = int(query.get("samplesCount") or 5)
         name_key = "trait" if "trait" in path_names else "name"
         prefix = [path[p] for p in path_names if p != "trait"]
-        items = [{**o, "samples": sample_values(*prefix, o[name_key], n=n)} for o in result.items]  # type: ignore[union-attr]
+        items = [{**o, "samples": ws.sample_values(*prefix, o[name_key])[:n]} for o in result.items]  # type: ignore[union-attr]
         return Listing(items)
 
     return handle
+
+
+def _samples_count(raw: Any) -> int:
+    if raw is None or raw == "":
+        return 20
+    try:
+        n = float(raw)
+    except (TypeError, ValueError):
+        n = 0.0
+    if not (1 <= n <= 100) or n != int(n):
+        raise invalid(f"samplesCount must be a whole number from 1 to 100, got {raw!r}", "samplesCount")
+    return int(n)
 
 
 def _sample_values(kind: str, params: tuple[str, ...], name_param: str) -> Handler:
@@ -440,7 +454,7 @@ def _sample_values(kind: str, params: tuple[str, ...], name_param: str) -> Handl
             wanted = query.get("propertyType")
             if wanted not in ("PROPERTY", "CONTEXT"):
                 raise invalid("propertyType must be PROPERTY or CONTEXT", "propertyType")
-        return Listing(sample_values(*pkey, path[name_param]))
+        return Listing(ws.sample_values(*pkey, path[name_param]))
 
     return handle
 

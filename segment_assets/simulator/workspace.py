@@ -45,6 +45,7 @@ from .generator import (
     digest,
     free_form,
     iso,
+    mix,
     rng_for,
     segment_id,
     slugify,
@@ -1253,6 +1254,7 @@ class Workspace:
         # The audit event the latest create/update/delete appended (None if it logged none);
         # read it under `lock`, in the same critical section as the mutation.
         self.last_audit_event: dict[str, Any] | None = None
+        self._samples: dict[tuple[str, ...], builtins.list[str]] = {}  # sample values set by set_sample_values
         self.audit = AuditTrail(self, self.count("audit_events", 3000))
 
     # ---- reading -----------------------------------------------------------------------------
@@ -1461,15 +1463,38 @@ class Workspace:
             kind.resource_type, action, target.ident, str(target.obj.get(kind.name_field, target.ident)), self.now()
         )
 
+    def sample_values(self, *path: str) -> builtins.list[str]:
+        """What a sample-value endpoint serves for a (space, event|entity|trait, property) path, in
+        order; the property lists inline the first `samplesCount` of these."""
+        with self.lock:
+            values = self._samples.get(path)
+        return builtins.list(values) if values is not None else sample_values(*path)
+
+    def set_sample_values(self, *path: str, values: Sequence[str]) -> None:
+        """Replace a property's (or trait's) sample values, as new data reaching Segment does (no
+        audit event: nobody edited the configuration)."""
+        with self.lock:
+            self._samples[path] = builtins.list(values)
+            self.version += 1
+
     def add_audit_events(self, n: int, at: datetime | None = None) -> builtins.list[dict[str, Any]]:
         """Append ``n`` synthetic audit events at ``at`` (default: the simulator clock)."""
         return self.audit.add_synthetic(n, at or self.now())
 
 
-def sample_values(*parts: str, n: int = 5) -> list[str]:
-    """Deterministic sample values for a (space, event|entity|trait, property) path."""
+# The dedicated sample-value endpoints return up to 1,000 values; the property lists inline at most
+# 100. About one property in 36 has more than 100 (101-500), so a workspace of 1,800 properties
+# has some 50 whose inline list is cut; the others have 0-40.
+MANY_SAMPLES_ONE_IN = 36
+MAX_SAMPLE_VALUES = 1000
+
+
+def sample_values(*parts: str) -> list[str]:
+    """Deterministic sample values for a (space, event|entity|trait, property) path, all distinct."""
     seed = digest(*parts)
-    return [f"{words(rng_for(seed, k), 1)}-{(seed >> (k * 5)) % 1000}" for k in range(n)]
+    h = digest("sample-count", *parts)
+    n = 101 + (h >> 8) % 400 if h % MANY_SAMPLES_ONE_IN == 0 else (h >> 8) % 41
+    return [f"{words(rng_for(seed, k), 1)}-{k}-{mix(seed, k) % 1000}" for k in range(min(n, MAX_SAMPLE_VALUES))]
 
 
 __all__ = ["AUDIT_RESOURCE_TYPES", "KINDS", "Kind", "Row", "Workspace", "sample_values"]

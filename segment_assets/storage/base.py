@@ -149,9 +149,10 @@ class Target(ABC):
 
     @abstractmethod
     def parent_keys(
-        self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
+        self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None, carry: Sequence[str] = ()
     ) -> list[tuple[object, ...]]:
-        """Distinct non-null values of `columns` in `table` (a parent's ids), sorted."""
+        """Distinct non-null values of `columns` in `table` (a parent's ids), sorted; each followed by
+        its row's `carry` columns, which may be NULL (what the parent's list already holds for it)."""
 
     @abstractmethod
     def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:

@@ -116,16 +116,23 @@ def row_filter_sql(row_filter: RowFilter) -> tuple[str, list[object]]:
 
 
 def select_parent_keys(
-    con: duckdb.DuckDBPyConnection, relation: str, columns: Sequence[str], row_filter: RowFilter | None
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    columns: Sequence[str],
+    row_filter: RowFilter | None,
+    carry: Sequence[str] = (),
 ) -> list[tuple[object, ...]]:
-    """Distinct non-null `columns` of `relation` (a parent's ids), sorted."""
+    """Distinct non-null `columns` of `relation` (a parent's ids), sorted, each with its `carry` columns."""
     cols = ", ".join(q(c) for c in columns)
+    carried = "".join(f", {q(c)}" for c in carry)
     where = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
     params: list[object] = []
     if row_filter:
         condition, params = row_filter_sql(row_filter)
         where += f" AND {condition}"
-    return con.execute(f"SELECT DISTINCT {cols} FROM {relation} WHERE {where} ORDER BY {cols}", params).fetchall()
+    return con.execute(
+        f"SELECT DISTINCT {cols}{carried} FROM {relation} WHERE {where} ORDER BY {cols}", params
+    ).fetchall()
 
 
 def select_max_by(

@@ -469,12 +469,12 @@ class DuckDBTarget(Target):
             return bool(self._existing_columns(con, name))
 
     def parent_keys(
-        self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
+        self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None, carry: Sequence[str] = ()
     ) -> list[tuple[object, ...]]:
         with self.connect() as con:
             if not self._existing_columns(con, table):
                 raise missing_parent_error(self, table)
-            return select_parent_keys(con, self._qualified(table), columns, row_filter)
+            return select_parent_keys(con, self._qualified(table), columns, row_filter, carry)
 
     def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:
         with self.connect() as con:

@@ -685,10 +685,10 @@ class LakeTarget(Target):
             yield con
 
     def parent_keys(
-        self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None
+        self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None, carry: Sequence[str] = ()
     ) -> list[tuple[object, ...]]:
         with self._reading(table) as con:
-            return select_parent_keys(con, "_t", columns, row_filter)
+            return select_parent_keys(con, "_t", columns, row_filter, carry)
 
     def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:
         if not self.table_exists(table):
