@@ -2,14 +2,14 @@
 
 6: `segment-assets sync --select` the fan-out-heavy space-schema selection (spaces, their events,
 entity paths and traits, the properties of each, and the sample values of each property and
-trait: one request per parent on the deepest levels), pacing off, against an unlimited
-simulator at growing scales, each into a fresh DuckDB file; peak RSS of the whole process
-(`wait4`) and the requests the simulator answered. Growth = peak at the largest scale less peak
+trait: inline in the property lists, plus one request per property whose inline list is full),
+pacing off, against an unlimited simulator at growing scales, each into a fresh DuckDB file; peak
+RSS of the whole process (`wait4`) and the requests the simulator answered. Growth = peak at the largest scale less peak
 at the smallest.
 
 7: For the sample-value streams, after each of those syncs: the requests the product's planner
-derives from the parent tables before the stream starts (`reading.parent_rows` +
-`plan_requests`, i.e. one per parent row, as `cycles.py` counts them), the share one run may
+derives from the parent tables before the stream starts (`ParentKeys.inline(...).requested` +
+`plan_requests`: one per parent row whose inline list is full, as the runner counts them), the share one run may
 read (`cycles.budget_requests`: 30 minutes of the endpoint's limit), against the requests the
 simulator answered for that operation and the stream's own count (`segment/api_requests`).
 """
@@ -45,7 +45,7 @@ TARGET_GROWTH_MB = 60  # 10^6 bytes
 def _estimates(db: Path) -> dict[str, dict[str, Any]]:
     from segment_assets.api.streams import STREAMS
     from segment_assets.engine.cycles import DEFAULT_BUDGET_MINUTES, budget_requests
-    from segment_assets.engine.reading import parent_rows, plan_requests
+    from segment_assets.engine.reading import ParentKeys, plan_requests
     from segment_assets.storage import DuckDBTarget
 
     target = DuckDBTarget(db)
@@ -53,7 +53,7 @@ def _estimates(db: Path) -> dict[str, dict[str, Any]]:
         out = {}
         for name in SAMPLES:
             stream = STREAMS[name]
-            planned = len(plan_requests(stream, parent_rows(stream, target)))
+            planned = len(plan_requests(stream, ParentKeys(target).inline(stream).requested))
             budget = budget_requests(stream, DEFAULT_BUDGET_MINUTES)
             out[name] = {"planned": planned, "budget": budget, "this_run": min(planned, budget) if budget else planned}
         return out
@@ -166,8 +166,8 @@ def run(settings: Settings, work: Workdir, profile: bool = False) -> list[Sectio
         )
     )
     seven.notes.append(
-        "A sample-value endpoint is unpaginated, so a parent costs exactly one request; a difference "
-        "would be retries, parents gone (404) or a plan the estimate does not see."
+        "A sample-value endpoint is unpaginated, so a parent whose inline list is full costs exactly one request; "
+        "a difference would be retries, parents gone (404) or a plan the estimate does not see."
     )
     return [six, seven]
 

@@ -105,6 +105,16 @@ def test_json_report_counts_parents_and_bounds_the_sync_by_the_slow_endpoints(us
     )
     assert functions and streams["insert_function_instances"]["requests"] == inserts
     assert est["requests"] == sum(s["requests"] for s in est["streams"])
+    # Sample values come inline with the property lists: the share of full lists on the sampled page
+    # (one request, as before) scales down the one-request-per-property count.
+    for name, parent in (
+        ("space_event_property_sample_values", "space_event_properties"),
+        ("space_trait_sample_values", "space_traits"),
+    ):
+        samples = streams[name]
+        properties = int(est["rows"][parent].lstrip("≈≥"))
+        assert samples["requests"] < properties and samples["requests_precision"] == "approx", samples
+        assert "inline" in samples["note"]
 
 
 def test_disabled_feature_is_reported_not_available_with_its_empty_tables() -> None:

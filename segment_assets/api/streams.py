@@ -228,13 +228,14 @@ _USAGE_TYPES = {
 
 _S = StreamSpec
 _SYNCS = (
-    "2 requests/minute, one list per warehouse: it returns the syncs of every source connected to the "
+    "2 requests/minute, one list per warehouse, the cheapest read of sync histories (the per-source list would "
+    "cost one request per warehouse and source): it returns the syncs of every source connected to the "
     "warehouse, newest first (not documented: verified against the simulator only), so paging stops after "
     "the first page reaching the stored watermark (max start less a day, for late-finishing syncs); a re-sync "
     "of an unchanged workspace costs one request per warehouse. Rows are upserted; none are deleted"
 )
 # Per-request cost of the space-schema endpoints (25/min): no bulk read exists, each parent is one request.
-_SCHEMA = "25 requests/minute, one request per {parent}: the API has no bulk read of {what}"
+_SCHEMA = "25 requests/minute, one request per {parent}: the API has no bulk read of {what}, nor a cheaper one"
 # Sample values come inline with the property lists: `includeSampleValues=true` and `samplesCount`
 # up to 100 (the most the API allows) put each property's first values in its `samples`. A list
 # shorter than 100 is all there is; a full one may be cut (the dedicated endpoints return up to
@@ -248,12 +249,12 @@ _LIST_WITH_SAMPLES = (
     "change of a {parent}'s samples is an update of its row here too)"
 )
 _SAMPLES = (
-    "25 requests/minute, but only for a {parent} whose inline list is full: the {parent} list's `samples` "
-    "(includeSampleValues=true&samplesCount=100) hold every value of a {parent} with fewer than 100, which land "
+    "25 requests/minute, spent only where an inline list is full: the {parent} list's `samples` "
+    "(includeSampleValues=true&samplesCount=100) hold every value when there are fewer than 100, and those land "
     "here without a request; a full list (100 values) may have been cut, since this endpoint returns up to 1,000, "
-    "so that {parent} is read from this endpoint and its rows are what the endpoint returned (as is a {parent} "
-    "whose row holds no samples, e.g. loaded by an older version). Rows, keys and change rows are those of one "
-    "request per {parent}; beyond one run's budget of requests the stream reads resumably (README: big workspaces)"
+    "so such a {parent} is read from this endpoint and its rows are what the endpoint returned (so is one whose row "
+    "holds no samples, e.g. loaded by an older version). Rows, keys and change rows are those of one request per "
+    "{parent}; beyond one run's budget of requests the stream reads resumably (README: big workspaces)"
 )
 _COVERED = "the list endpoint already returns the full object; a get per id would only spend rate limit"
 
@@ -387,6 +388,8 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         ("warehouse_id",),
         parent=_p("warehouses", warehouseId="id"),
         paging=Paging.NONE,
+        decision="200 requests/minute, one per warehouse; no cheaper read: the connection state is on no other "
+        "endpoint (listWarehouses items carry enabled and settings, not the state)",
     ),
     _S(
         "warehouse_advanced_sync_schedules",
@@ -395,7 +398,8 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         ("warehouse_id",),
         parent=_p("warehouses", warehouseId="id"),
         paging=Paging.NONE,
-        decision="2 requests/minute, one per warehouse: the schedule is on no other endpoint",
+        decision="2 requests/minute, one per warehouse; no cheaper read: the schedule is on no other endpoint "
+        "(listWarehouses and getWarehouse items carry no schedule)",
     ),
     _S(
         "warehouse_selective_syncs",
@@ -404,9 +408,10 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         ("warehouse_id", "source_id", "collection"),
         data_key="items",
         parent=_p("warehouse_connected_sources", warehouseId="warehouse_id", sourceId="id"),
-        decision="2 requests/minute, one request per (warehouse, connected source): selective-sync settings exist "
-        "nowhere else and carry no timestamp to read incrementally. Items have no id: keyed by (warehouse, "
-        "source, collection)",
+        decision="2 requests/minute, one request per (warehouse, connected source), pages of 1000 (the most "
+        "allowed); no cheaper read: selective-sync settings exist nowhere else (the profiles-warehouse list is "
+        "another warehouse's), have no warehouse-wide list, and carry no timestamp to read incrementally. Items "
+        "have no id: keyed by (warehouse, source, collection)",
     ),
     _S(
         "warehouse_syncs",
@@ -441,8 +446,9 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         data_key="rules",
         parent=_p("tracking_plans", trackingPlanId="id"),
         key_defaults={"key": ""},
-        decision="rules have no id: keyed by (tracking plan, type, key); keyless rules (COMMON, IDENTIFY, GROUP) "
-        "get key ''",
+        decision="200 requests/minute, one list per tracking plan; no cheaper read: rules are on no other endpoint "
+        "(listTrackingPlans items carry none). Rules have no id: keyed by (tracking plan, type, key); keyless rules "
+        "(COMMON, IDENTIFY, GROUP) get key ''",
     ),
     _S(
         "tracking_plan_sources",
@@ -668,6 +674,8 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         data_key="audiences",
         max_page_size=200,
         parent=_p("spaces", spaceId="id"),
+        decision="60 requests/minute, one list per space in pages of 200 (the most it allows); the only list of "
+        "audiences (getAudience, 100/min, needs their ids)",
     ),
     _S(
         "audience_get",
@@ -701,7 +709,8 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         ("space_id", "audience_id", "id"),
         data_key="audiences",
         parent=_p("audiences", spaceId="space_id", id="id", names={"id": "audience_id"}),
-        decision="25 requests/minute, one per audience: which audiences reference an audience is listed nowhere else",
+        decision="25 requests/minute, one per audience; no cheaper read: which audiences reference an audience is "
+        "listed nowhere else (listAudiences items carry no references)",
     ),
     _S(
         "audience_activations",
@@ -710,6 +719,8 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         ("space_id", "audience_id", "id"),
         data_key="activations",
         parent=_p("audiences", spaceId="space_id", audienceId="id"),
+        decision="60 requests/minute, one list per audience; no cheaper read: activations are listed per audience "
+        "only (listAudiences items carry none)",
     ),
     _S(
         "audience_activation_get",
@@ -726,7 +737,8 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         ("space_id", "audience_id", "id"),
         data_key="connections",
         parent=_p("audiences", spaceId="space_id", audienceId="id"),
-        decision="50 requests/minute, one per audience: an audience's destination connections are listed nowhere else",
+        decision="50 requests/minute, one per audience; no cheaper read: an audience's destination connections are "
+        "listed nowhere else",
     ),
     _S(
         "audience_supported_destinations",
@@ -737,7 +749,9 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         map_key_column="destination_key",
         parent=_p("spaces", spaceId="id"),
         fan_out={"audienceType": ("USERS", "ACCOUNTS", "LINKED")},
-        decision="the answer is a map: one row per entry; audienceType iterated over its three values",
+        decision="60 requests/minute, one per space and audienceType; no cheaper read: the destinations catalog "
+        "does not say which destinations an audience type supports. The answer is a map: one row per entry; "
+        "audienceType iterated over its three values",
     ),
     _S(
         "computed_traits",
@@ -901,7 +915,9 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         update_method=UpdateMethod.INCREMENTAL,
         column_types={"time": _TS},
         windowing=TimeWindowing(Partitioning.DAILY, "time", granularity="HOUR", retention_days=30),
-        decision="grouped by eventName, eventType and source at HOUR granularity; one row per series bucket",
+        decision="60 requests/minute, one request (and its pages) per partition window: no other endpoint reports "
+        "event volume, and grouping by eventName, eventType and source answers in one request what per-source "
+        "requests would spread over many. HOUR granularity; one row per series bucket",
     ),
     _S(
         "usage_api_calls_daily",

@@ -131,6 +131,12 @@ def _parent(stream: StreamSpec) -> str:
 
 def _requests(stream: StreamSpec) -> str:
     per = f"one request per row of `{stream.parent.stream}`" if stream.parent else "one request"
+    if stream.parent and stream.inline:
+        per = (
+            f"one request per row of `{stream.parent.stream}` whose `{stream.inline.column}` holds "
+            f"{stream.inline.limit} values (a full list, maybe cut) or none; the other rows' "
+            f"`{stream.inline.column}` are this table's rows, without a request"
+        )
     for param, values in stream.fan_out.items():
         per += f" × {len(values)} values of `{param}` ({', '.join(values)})"
     if stream.windowing:

@@ -95,6 +95,15 @@ def estimate_full_sync(probe: Probe, client: SegmentClient) -> Estimate:
             clamped = clamp_to_retention(stream.windowing, *span, now=probe.now) if span else None
             windows = window_queries(stream.windowing, *clamped) if clamped else []
         sets = Count(len(plan_requests(stream, [{}], windows))) * parents
+        inline_note = ""
+        carrier = probe.census.get(stream.parent.stream) if stream.parent and stream.inline else None
+        if carrier is not None and carrier.full_lists and carrier.full_lists[1]:
+            full, seen = carrier.full_lists  # only rows whose inline list is full (or absent) are requested
+            sets = Count(round(sets.value * full / seen), "approx") if full < seen else sets
+            inline_note = (
+                f"records inline in the parent list: only rows whose list is full are requested ({full} of {seen} "
+                "sampled)"
+            )
         census = probe.census.get(stream.name)
         if census is not None and census.status == "unavailable":
             per_set, note = Count(1), f"refused (HTTP {census.http_status}): one request per parameter set"
@@ -110,6 +119,7 @@ def estimate_full_sync(probe: Probe, client: SegmentClient) -> Estimate:
         else:
             per_set, note = Count(1, "approx"), "one page per request assumed"
         requests = sets * per_set
+        note = "; ".join(n for n in (inline_note, note) if n)
         limit = stream.rate_limit_per_minute
         seconds = 0.0
         if limit:

@@ -95,6 +95,9 @@ class Census:
     message: str = ""
     per_set: list[tuple[dict[str, Any], Count]] = field(default_factory=list)  # (fan-out values, items)
     samples: list[dict[str, Any]] = field(default_factory=list)  # rows as the table stores them
+    # A list whose rows carry a child's records (`StreamSpec.inline`): (rows whose list is full, rows seen)
+    # on the sampled first page, the share of rows the child will request.
+    full_lists: tuple[int, int] | None = None
 
 
 @dataclass
@@ -257,9 +260,9 @@ class Probe:
     # -- first pages -----------------------------------------------------------------------
 
     def _first_page(
-        self, client: SegmentClient, stream: StreamSpec, path: dict[str, str], query: dict[str, Any]
+        self, client: SegmentClient, stream: StreamSpec, path: dict[str, str], query: dict[str, Any], size: int = 1
     ) -> Page:
-        client.page_size = 1  # pages() sends it as the page size of this stream's paging style
+        client.page_size = size  # pages() sends it as the page size of this stream's paging style
         pages: Generator[Page, None, None] = client.pages(stream, path, query)
         try:
             return next(pages)
@@ -296,9 +299,15 @@ class Probe:
                 census.status, census.message = "skipped", "no window the API still serves"
                 return census
         shaper = table_def(stream.name).shaper(strict=False)
+        # A list that carries a child's records inline is read a whole page at once (still one request):
+        # the share of full lists on it says how many of the child's requests remain.
+        inline = next(
+            (s.inline for s in STREAMS.values() if s.inline and s.parent and s.parent.stream == stream.name), None
+        )
         for request in plan_requests(stream, parent_rows, windows):
             try:
-                page = self._first_page(client, stream, request.path, request.params)
+                size = stream.max_page_size if inline else 1
+                page = self._first_page(client, stream, request.path, request.params, size)
             except StreamUnavailable as exc:
                 census.status, census.http_status = "unavailable", exc.status
                 if exc.status == 404 and stream.parent:
@@ -312,6 +321,10 @@ class Probe:
             fan = {k: v for k, v in request.params.items() if k in stream.fan_out}
             census.per_set.append((fan, page_count(page)))
             records = [r for r in page.records if isinstance(r, dict)]
+            if inline is not None:
+                full, seen = census.full_lists or (0, 0)
+                lists = [r.get(inline.column) for r in records]
+                census.full_lists = (full + sum(not inline.complete(v) for v in lists), seen + len(lists))
             if records:
                 cols = shaper.columns(records[:1], request.context, page.data)
                 census.samples.append({name: values[0] for name, values in cols.items()})
