@@ -447,7 +447,7 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         parent=_p("tracking_plans", trackingPlanId="id"),
         key_defaults={"key": ""},
         decision="200 requests/minute, one list per tracking plan; no cheaper read: rules are on no other endpoint "
-        "(listTrackingPlans items carry none). Rules have no id: keyed by (tracking plan, type, key); keyless rules "
+        "(listTrackingPlans items carry none); rules have no id: keyed by (tracking plan, type, key); keyless rules "
         "(COMMON, IDENTIFY, GROUP) get key ''",
     ),
     _S(
