@@ -69,14 +69,17 @@ class InlineParents:
     """A stream's parents split by what their stored list already holds (`StreamSpec.inline`)."""
 
     requested: list[dict[str, Any]]  # parameter sets still read from the stream's endpoint
-    complete: list[tuple[dict[str, Any], list[Any]]]  # parameter sets whose records the parent's list holds
+    # Parameter sets whose records the parent's list holds, with that list as stored (JSON text, the
+    # smallest form to keep while the requests run; parsed again when shaped).
+    complete: list[tuple[dict[str, Any], Any]]
 
     def batches(self, shaper: Shaper, per_batch: int = 10_000) -> Iterator[pa.RecordBatch]:
         """The complete parents' records as the endpoint would have returned them, shaped with each
         parent's parameters as context; small lists are gathered into batches of about `per_batch` rows."""
         pending: list[pa.RecordBatch] = []
         rows = 0
-        for params, records in self.complete:
+        for params, raw in self.complete:
+            records = _records(raw)
             if not records:
                 continue
             batch = shaper.batch(records, params, {})
@@ -99,12 +102,14 @@ class ParentKeys:
         self._lock = threading.Lock()
 
     def _read(self, link: ParentLink, carry: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
-        key = (link.stream, tuple(link.params.values()), link.where, carry)
+        columns = list(link.params.values())
+        if carry:  # one child reads its parent's records: nothing to share, and they may be large
+            return self.target.parent_keys(link.stream, columns, link.where, carry)
+        key = (link.stream, tuple(columns), link.where)
         with self._lock:
             rows = self._rows.get(key)
             if rows is None:
-                columns = list(link.params.values())
-                rows = self._rows[key] = self.target.parent_keys(link.stream, columns, link.where, carry)
+                rows = self._rows[key] = self.target.parent_keys(link.stream, columns, link.where)
         return rows
 
     def rows(self, stream: StreamSpec) -> list[dict[str, Any]]:
@@ -124,12 +129,16 @@ class ParentKeys:
         n = len(link.params)
         for row in self._read(link, (inline.column,)):
             params, raw = dict(zip(link.params, row[:n])), row[n]
-            records = orjson.loads(raw) if isinstance(raw, (str, bytes)) else raw
-            if isinstance(records, list) and inline.complete(records):
-                out.complete.append((params, records))
+            if inline.complete(_records(raw)):
+                out.complete.append((params, raw))
             else:
                 out.requested.append(params)
         return out
+
+
+def _records(raw: Any) -> Any:
+    """A stored list column's value: JSON text on both targets (None when the list was absent)."""
+    return orjson.loads(raw) if isinstance(raw, (str, bytes)) else raw
 
 
 def parent_rows(stream: StreamSpec, target: Target) -> list[dict[str, Any]]:
