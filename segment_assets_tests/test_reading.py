@@ -122,21 +122,23 @@ def test_the_demo_exercises_both_paths(engine: Engine) -> None:
     assert rows == [(len(truth[many[0]]),)]
 
 
-def test_a_list_of_exactly_100_is_requested_one_of_99_is_not(engine: Engine) -> None:
+def test_a_list_of_exactly_100_is_requested_one_of_99_or_none_is_not(engine: Engine) -> None:
     engine.sync(*CHAINS[TRAITS][0])
     ws = engine.sim.workspace
     short = sorted(key for key, values in served(engine.sim, TRAITS).items() if len(values) < SAMPLES_INLINE)
-    (s1, t1), (s2, t2), (s3, t3) = short[:3]
+    (s1, t1), (s2, t2), (s3, t3), (s4, t4) = short[:4]
     baseline = engine.requests(TRAITS, TRAITS)
     ws.set_sample_values(s1, t1, values=[f"v{i}" for i in range(99)])
     ws.set_sample_values(s2, t2, values=[f"v{i}" for i in range(100)])
     ws.set_sample_values(s3, t3, values=[f"w{i}" for i in range(250)])  # the list shows 100 of them
+    ws.set_sample_values(s4, t4, values=[])  # an empty list is complete too: no request, no row
     assert engine.requests(TRAITS, "space_traits", TRAITS) == baseline + 2
     counts = dict(
         ((s, t), n)
         for s, t, n in engine.target.query(f"SELECT space_id, trait_key, count(*) FROM {TRAITS} GROUP BY ALL")
     )
     assert (counts[(s1, t1)], counts[(s2, t2)], counts[(s3, t3)]) == (99, 100, 250)
+    assert (s4, t4) not in counts
     assert stored_rows(engine.target, TRAITS) == expected_rows(engine.sim, TRAITS)
 
 
