@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import threading
 from abc import abstractmethod
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field, PrivateAttr, create_model
@@ -23,6 +24,9 @@ from segment_assets.api.streams import SELECTABLE_METHODS, STREAMS, StreamSpec, 
 from segment_assets.engine.cycles import DEFAULT_BUDGET_MINUTES, budget_requests
 from segment_assets.orchestration.connections import Connection
 from segment_assets.storage import DEFAULT_MEMORY_LIMIT, DEFAULT_SCHEMA, DuckDBTarget, Target
+
+if TYPE_CHECKING:
+    import duckdb
 
 # Not `segment.duckdb`: DuckDB names a file's catalog after it, and a catalog called `segment`
 # next to the schema `segment` makes `SELECT * FROM segment.sources` ambiguous.
@@ -154,6 +158,18 @@ class StorageResource(ConfigurableResource):
 
     @abstractmethod
     def get_target(self) -> Target: ...
+
+    @contextmanager
+    def read_session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only DuckDB session on the workspace's tables, on either target: the schema is the
+        default, so `SELECT * FROM sources` and `SELECT * FROM <schema>.sources` both work. What an
+        asset of the user's own that depends on a Segment asset reads it with (the resource is bound
+        as `storage_<name>`)."""
+        con = self.get_target().sql_session()
+        try:
+            yield con
+        finally:
+            con.close()
 
     @property
     @abstractmethod
