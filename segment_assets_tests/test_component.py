@@ -17,6 +17,7 @@ from dagster import (
     BetaWarning,
     ComponentTree,
     DagsterInstance,
+    DagsterInvalidConfigError,
     Definitions,
     TableColumn,
     TableSchema,
@@ -30,7 +31,13 @@ from segment_assets.cli.commands import pick_workspace, run_sync
 from segment_assets.orchestration import workspaces
 from segment_assets.orchestration.component import SegmentWorkspaceComponent
 from segment_assets.orchestration.connections import Connection, ConnectionConfigError
-from segment_assets.orchestration.resources import DuckDBStorage, StorageResource, storage_resource
+from segment_assets.orchestration.resources import (
+    DuckDBStorage,
+    SegmentResource,
+    StorageResource,
+    segment_resource,
+    storage_resource,
+)
 from segment_assets.orchestration.translator import SegmentTranslator
 from segment_assets.orchestration.workspaces import find_dg_project, resolve_workspaces
 from segment_assets.simulator import Simulator
@@ -259,6 +266,24 @@ def test_partial_run_config_keeps_the_components_path_and_schema(tmp_path: Path)
         "acme",
         {"sources": "full_load"},
     )
+
+
+def test_partial_run_config_on_the_api_resource_keeps_its_url_or_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_TOKEN", "t-1")
+    segment = segment_resource(Connection(name="acme", token_env="ACME_TOKEN", api_url="http://127.0.0.1:9"))
+
+    @asset
+    def probe(segment_acme: SegmentResource) -> tuple[str, str, int]:
+        return segment_acme.base_url, segment_acme.connection_name, segment_acme.max_streams
+
+    def run(config: dict[str, Any]) -> Any:
+        return materialize([probe], resources={"segment_acme": segment}, run_config=config).output_for_node("probe")
+
+    assert run({}) == ("http://127.0.0.1:9", "acme", 16)
+    with_token = {"api_token": {"env": "ACME_TOKEN"}, "max_streams": 4}
+    assert run({"resources": {"segment_acme": {"config": with_token}}}) == ("http://127.0.0.1:9", "acme", 4)
+    with pytest.raises(DagsterInvalidConfigError, match='Missing required config entry "api_token"'):
+        run({"resources": {"segment_acme": {"config": {"max_streams": 4}}}})
 
 
 def test_lock_timeout_is_for_a_duckdb_file() -> None:

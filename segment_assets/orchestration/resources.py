@@ -275,9 +275,11 @@ class LakeStorage(StorageResource):
 
 def segment_resource(connection: Connection) -> SegmentResource:
     """The API connection; the token stays an EnvVar so Dagster resolves it at launch and never
-    shows its value in the UI."""
-    return SegmentResource(
-        api_token=EnvVar(connection.token_env),
+    shows its value in the UI. It is the one configured value: run config that names other fields
+    only is refused (Dagster: missing `api_token`), and one that names it keeps the workspace's URL."""
+    return configured(
+        SegmentResource,
+        {"api_token": EnvVar(connection.token_env)},
         api_url=connection.api_url,
         region=connection.region,
         connection_name=connection.name,
@@ -306,8 +308,9 @@ def storage_resource(connection: Connection) -> StorageResource:
 R = TypeVar("R", bound=ConfigurableResource)
 
 
-def configured(cls: type[R], **values: Any) -> R:
-    """An instance of `cls` holding `values` as its class defaults rather than as its configuration.
+def configured(cls: type[R], config: dict[str, Any] | None = None, /, **values: Any) -> R:
+    """An instance of `cls` holding `values` as its class defaults rather than as its configuration
+    (`config`, if given, is configured as usual: a secret stays an EnvVar, never a default).
 
     Dagster keeps a resource's configured values as one default for its whole config: run config
     that sets any field of the resource (only `lock_timeout`, say) replaces all of them, and the
@@ -319,4 +322,4 @@ def configured(cls: type[R], **values: Any) -> R:
         for name, value in values.items()
     }
     bound = create_model(cls.__name__, __base__=cls, __module__=cls.__module__, __doc__=cls.__doc__, **fields)
-    return bound()
+    return bound(**(config or {}))
