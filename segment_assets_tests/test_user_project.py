@@ -25,7 +25,8 @@ from dagster import AssetKey, DagsterInstance
 from segment_assets.simulator import Simulator
 from segment_assets_tests import services
 
-pytestmark = pytest.mark.e2e
+# A virtualenv to install, five dg commands and a run in three step processes: minutes on a busy machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[1]
 COMPONENT = "segment_assets.component.SegmentWorkspaceComponent"
