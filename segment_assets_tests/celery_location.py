@@ -23,4 +23,4 @@ celery_config_sync = define_asset_job(
 )
 
 # One Definitions object at module level: Dagster refuses a module that holds two.
-defs = Definitions.merge(segment_definitions.defs, Definitions(jobs=[celery_config_sync]))
+defs = Definitions.merge(segment_definitions.defs(), Definitions(jobs=[celery_config_sync]))

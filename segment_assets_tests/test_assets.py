@@ -13,7 +13,7 @@ from segment_assets.api import spec
 from segment_assets.api.streams import STREAMS, StreamSpec, materialized_streams
 from segment_assets.api.tables import table_def
 from segment_assets.cli.commands import run_sync
-from segment_assets.definitions import defs
+from segment_assets.definitions import defs as code_location_defs
 from segment_assets.engine.reading import parent_rows, plan_requests
 from segment_assets.engine.windows import clamp_to_retention, window_queries
 from segment_assets.orchestration.assets import asset_key, build_assets
@@ -88,7 +88,7 @@ def by_key(stream: StreamSpec, rows: list[dict[str, Any]]) -> dict[tuple, dict[s
 
 
 def test_definitions_load_with_parent_child_dependencies() -> None:
-    graph = defs.resolve_asset_graph()
+    graph = code_location_defs().resolve_asset_graph()
     assert graph.get(asset_key("tracking_plan_rules")).parent_keys == {asset_key("tracking_plans")}
     assert graph.get(asset_key("source_connected_destinations")).parent_keys == {asset_key("sources")}
     assert graph.get(asset_key("delivery_failed_delivery")).parent_keys == {asset_key("source_connected_destinations")}

@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Loads the code location and prints what a code server and a run worker must agree on.
 SNAPSHOT = """
 import json, time
-from segment_assets.definitions import defs
+from segment_assets.definitions import defs as code_location_defs
 from segment_assets.orchestration.assets import asset_key
-graph = defs.get_repository_def().asset_graph
+graph = code_location_defs().get_repository_def().asset_graph
 out = {"now": time.time()}
 for stream in ("audit_events", "usage_mtu_daily"):
     pdef = graph.get(asset_key(stream)).partitions_def

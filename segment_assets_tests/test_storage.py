@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -452,3 +454,37 @@ def test_staging_files_of_dead_processes_are_swept(tmp_path: Path) -> None:
     mine.write_bytes(b"in use")
     snapshot(t, [source(1)])
     assert not orphan.exists() and mine.exists()
+
+
+@contextmanager
+def held_by_another_process(path: Path) -> Iterator[int]:
+    """A process holding the DuckDB file (a user's open session); its PID."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()  # it exits, releasing the file
+        holder.wait(30)
+
+
+HOLD = "import duckdb, sys\ncon = duckdb.connect(sys.argv[1])\nprint('held', flush=True)\nsys.stdin.read()"
+
+
+def test_a_held_file_is_reported_with_its_holder_then_refused(tmp_path: Path) -> None:
+    path = tmp_path / "segment_assets.duckdb"
+    heard: list[str] = []
+    target = DuckDBTarget(path, lock_timeout=1.0, on_wait=heard.append)
+    with held_by_another_process(path) as pid:
+        with pytest.raises(StorageError, match=rf"stayed locked by PID {pid} \(.*python.*\) for 1s"):
+            target.table_names()
+        with pytest.raises(StorageError, match=rf"exists but is locked by PID {pid} \(.*\), which is writing it"):
+            target.sql_session()
+    assert heard and heard[0].startswith(f"waiting for {path}: it is locked by PID {pid} (")
+    assert "of lock_timeout 1s" in heard[0]
+    assert target.table_names() == [], "the file is the target's again once released"
+    with target.sql_session() as con:
+        assert con.execute("SELECT 1").fetchall() == [(1,)]

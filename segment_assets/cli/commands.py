@@ -196,10 +196,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def pick_workspace(name: str | None, components: ComponentTree | None = None) -> Workspace:
     """The workspace a command works on: --connection NAME among the configured ones (component
-    YAML files and the SEGMENT_CONNECTIONS file), else the only one there is."""
+    YAML files of the dg project the command runs in, and the SEGMENT_CONNECTIONS file), else the
+    only one there is."""
     from segment_assets.orchestration.connections import ConnectionConfigError
-    from segment_assets.orchestration.workspaces import resolve_workspaces
+    from segment_assets.orchestration.workspaces import current_project_components, find_dg_project, resolve_workspaces
 
+    if components is None:
+        try:
+            components = current_project_components()
+        except Exception as exc:  # the user's project fails to import: say which, not a traceback of ours
+            raise SystemExit(f"cannot load the dg project in {find_dg_project()}: {exc}") from exc
     try:
         workspaces = resolve_workspaces(components=components)
     except (ConnectionConfigError, ValueError) as exc:
@@ -215,7 +221,17 @@ def pick_workspace(name: str | None, components: ComponentTree | None = None) ->
     for w in workspaces:
         if w.name == name:
             return w
-    raise SystemExit(f"no connection named {name!r}; configured: {', '.join(w.name for w in workspaces)}")
+    project = find_dg_project()
+    where = (
+        f"the dg project in {project} has no SegmentWorkspaceComponent named {name!r}"
+        if project
+        else f"no dg project at or above {Path.cwd()}: run the command in your project's folder "
+        "(where its pyproject.toml has [tool.dg])"
+    )
+    raise SystemExit(
+        f"no connection named {name!r}; configured: {', '.join(w.name for w in workspaces)} ({where}; "
+        "or name a connections file with SEGMENT_CONNECTIONS)"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -66,6 +66,12 @@ class Connection(BaseModel):
     )
     api_url: str | None = Field(default=None, description="Base URL; overrides region (e.g. a simulator).")
     duckdb_path: str | None = Field(default=None, description="DuckDB file (default data/segment_assets.duckdb).")
+    lock_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds a sync waits for another process to release the DuckDB file (default 900); "
+        "the run's log says who holds it.",
+    )
     lake_url: str | None = Field(
         default=None,
         description="Delta lake root: file:///path or s3://bucket/prefix. Tables go to <root>/<schema>/<table>/.",
@@ -139,6 +145,10 @@ class Connection(BaseModel):
     def _check_choices(self) -> Connection:
         if self.duckdb_path and self.lake_url:
             raise ValueError(f"connection {self.name!r}: set duckdb_path or lake_url, not both")
+        if self.lock_timeout is not None and self.lake_url:
+            raise ValueError(
+                f"connection {self.name!r}: lock_timeout is for a DuckDB file; lake writers take no lock (remove it)"
+            )
         groups = {s.group for s in STREAMS.values()}
         for field_name in ("include", "exclude"):
             unknown = [x for x in getattr(self, field_name) if x not in STREAMS and x not in groups]

@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import threading
 from abc import abstractmethod
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from dagster import ConfigurableResource, EnvVar
-from pydantic import Field
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
+from pydantic import Field, PrivateAttr, create_model
 
 from segment_assets.api import spec
 from segment_assets.api.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, SegmentClient
@@ -23,9 +25,13 @@ from segment_assets.engine.cycles import DEFAULT_BUDGET_MINUTES, budget_requests
 from segment_assets.orchestration.connections import Connection
 from segment_assets.storage import DEFAULT_MEMORY_LIMIT, DEFAULT_SCHEMA, DuckDBTarget, Target
 
+if TYPE_CHECKING:
+    import duckdb
+
 # Not `segment.duckdb`: DuckDB names a file's catalog after it, and a catalog called `segment`
 # next to the schema `segment` makes `SELECT * FROM segment.sources` ambiguous.
 DEFAULT_DUCKDB_PATH = "data/segment_assets.duckdb"
+DEFAULT_LOCK_TIMEOUT = 900.0
 STABILITIES = ("v1", "beta", "alpha")
 
 
@@ -144,8 +150,26 @@ class StorageResource(ConfigurableResource):
         default_factory=dict, description="Per-stream update method, e.g. {'warehouse_syncs': 'reload_and_compare'}."
     )
 
+    # The run's log, where a target says what it waits for (another process holding the file).
+    _log: Callable[[str], None] | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._log = context.log.warning if context.log is not None else None
+
     @abstractmethod
     def get_target(self) -> Target: ...
+
+    @contextmanager
+    def read_session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only DuckDB session on the workspace's tables, on either target: the schema is the
+        default, so `SELECT * FROM sources` and `SELECT * FROM <schema>.sources` both work. What an
+        asset of the user's own that depends on a Segment asset reads it with (the resource is bound
+        as `storage_<name>`)."""
+        con = self.get_target().sql_session()
+        try:
+            yield con
+        finally:
+            con.close()
 
     @property
     @abstractmethod
@@ -194,7 +218,10 @@ class DuckDBStorage(StorageResource):
     path: str = Field(
         default=DEFAULT_DUCKDB_PATH, description="DuckDB file; SEGMENT_DUCKDB_PATH overrides the default."
     )
-    lock_timeout: float = Field(default=900.0, description="Seconds to wait for another writer to release the file.")
+    lock_timeout: float = Field(
+        default=DEFAULT_LOCK_TIMEOUT,
+        description="Seconds to wait for another process to release the file (the run's log says who holds it).",
+    )
     memory_limit: str = Field(
         default=DEFAULT_MEMORY_LIMIT, description="DuckDB memory_limit while writing; it spills past it."
     )
@@ -211,6 +238,7 @@ class DuckDBStorage(StorageResource):
             lock_timeout=self.lock_timeout,
             memory_limit=self.memory_limit,
             threads=self.threads,
+            on_wait=self._log,
         )
 
 
@@ -247,9 +275,11 @@ class LakeStorage(StorageResource):
 
 def segment_resource(connection: Connection) -> SegmentResource:
     """The API connection; the token stays an EnvVar so Dagster resolves it at launch and never
-    shows its value in the UI."""
-    return SegmentResource(
-        api_token=EnvVar(connection.token_env),
+    shows its value in the UI. It is the one configured value: run config that names other fields
+    only is refused (Dagster: missing `api_token`), and one that names it keeps the workspace's URL."""
+    return configured(
+        SegmentResource,
+        {"api_token": EnvVar(connection.token_env)},
         api_url=connection.api_url,
         region=connection.region,
         connection_name=connection.name,
@@ -266,8 +296,30 @@ def storage_resource(connection: Connection) -> StorageResource:
         "update_methods": dict(connection.update_methods),
     }
     if connection.lake_url:
-        storage: StorageResource = LakeStorage(url=connection.lake_url, **common)
+        storage: StorageResource = configured(LakeStorage, url=connection.lake_url, **common)
     else:
-        storage = DuckDBStorage(path=connection.duckdb_path or default_duckdb_path(), **common)
+        path = connection.duckdb_path or default_duckdb_path()
+        lock_timeout = DEFAULT_LOCK_TIMEOUT if connection.lock_timeout is None else connection.lock_timeout
+        storage = configured(DuckDBStorage, path=path, lock_timeout=lock_timeout, **common)
     storage.validate_update_methods()
     return storage
+
+
+R = TypeVar("R", bound=ConfigurableResource)
+
+
+def configured(cls: type[R], config: dict[str, Any] | None = None, /, **values: Any) -> R:
+    """An instance of `cls` holding `values` as its class defaults rather than as its configuration
+    (`config`, if given, is configured as usual: a secret stays an EnvVar, never a default).
+
+    Dagster keeps a resource's configured values as one default for its whole config: run config
+    that sets any field of the resource (only `lock_timeout`, say) replaces all of them, and the
+    others fall back to the class defaults, so a sync would silently write to the default file and
+    schema. As field defaults they stay under a partial run config (and the Launchpad shows them);
+    a field the run config names still wins. The class keeps its name, so the UI shows `DuckDBStorage`."""
+    fields: dict[str, Any] = {
+        name: (cls.model_fields[name].annotation, Field(default=value, description=cls.model_fields[name].description))
+        for name, value in values.items()
+    }
+    bound = create_model(cls.__name__, __base__=cls, __module__=cls.__module__, __doc__=cls.__doc__, **fields)
+    return bound(**(config or {}))

@@ -1,15 +1,21 @@
 """Which Segment workspaces the project replicates, each with the translator that shapes its assets.
 
-Three places name workspaces: component YAML files under `segment_assets/defs/` (a
+Three places name workspaces: component YAML files in a dg project's defs folder (a
 `SegmentWorkspaceComponent`, or a subclass bringing its own translator), the connections file
 named by `SEGMENT_CONNECTIONS`, and, when neither names one, the environment (zero
 configuration). `resolve_workspaces` reads all three; the code location and every command
 (`sync`, `doctor`, `sql`) use it, so they agree on the workspaces and on each one's asset keys.
+
+Which dg project: the library's own code location reads only its own (`segment_assets/defs/` of
+a source checkout; nothing once installed). The commands read the project they are run in (the
+nearest folder at or above the current directory whose pyproject.toml or dg.toml declares a dg
+project), so `segment-assets sync --connection my_segment` works in a user's project.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +36,7 @@ from segment_assets.orchestration.connections import (
 from segment_assets.orchestration.translator import SegmentTranslator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DISTRIBUTION = "segment-assets"
 
 
 @dataclass(frozen=True)
@@ -63,11 +70,50 @@ def loading_components() -> Iterator[None]:
 
 
 def project_components() -> ComponentTree | None:
-    """The component tree of `segment_assets/defs/`; None when installed as a package (a project
-    using the component then loads it from its own defs folder)."""
-    if not (PROJECT_ROOT / "pyproject.toml").exists():
+    """The component tree of the library's own `segment_assets/defs/` in a source checkout; None when
+    installed as a package (a project using the component loads it from its own defs folder).
+
+    The checkout is recognised by its pyproject.toml naming this distribution, not by a
+    pyproject.toml beside the package: installed, that folder is site-packages, where other
+    wheels may have left one (a project built with hatch's `force-include`)."""
+    if dg_project_name(PROJECT_ROOT) != DISTRIBUTION:
         return None
     return ComponentTree.for_project(PROJECT_ROOT)
+
+
+def dg_project_name(folder: Path) -> str | None:
+    """The distribution name of the dg project whose configuration is in `folder`, else None."""
+    for name in ("dg.toml", "pyproject.toml"):
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            config = tomllib.loads(file.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
+        dg = config if name == "dg.toml" else config.get("tool", {}).get("dg", {})
+        if dg.get("directory_type") != "project":
+            return None
+        return str(config.get("project", {}).get("name") or folder.name)
+    return None
+
+
+def find_dg_project(start: Path | None = None) -> Path | None:
+    """The nearest folder at or above `start` (default: the current directory) holding a dg project."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if dg_project_name(folder) is not None:
+            return folder
+    return None
+
+
+def current_project_components(start: Path | None = None) -> ComponentTree | None:
+    """The component tree the commands read: the dg project they are run in, else the library's own."""
+    root = find_dg_project(start)
+    if root is None:
+        return project_components()
+    with loading_components():
+        return ComponentTree.for_project(root)
 
 
 def resolve_workspaces(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,6 +125,19 @@ def _close_files() -> None:
         shared.close()
 
 
+# How often a wait for another process's lock on the file is reported again.
+LOCK_REPORT_SECONDS = 30.0
+_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+
+
+def lock_holder(error: BaseException) -> str:
+    """Who holds the file, as DuckDB's lock error names it: "PID 123 (/usr/bin/python3)"."""
+    match = _HOLDER.search(str(error))
+    if match is None:
+        return "another process"
+    return f"PID {match['pid']} ({match['program']})"
+
+
 # information_schema's names for the types tables declare (JSON is VARCHAR to DuckDB's catalog).
 _SQL_TYPES = {"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ", "JSON": "VARCHAR"}
 assert set(_SQL_TYPES.values()) <= set(ARROW_TYPES)
@@ -140,10 +154,14 @@ class DuckDBTarget(Target):
         lock_timeout: float = 900.0,
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
         threads: int = 1,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_wait` is told, at once and then every LOCK_REPORT_SECONDS, that another process holds
+        the file and which (a run's log: a silent wait of minutes looks like a hang)."""
         self.path = str(Path(path).expanduser().absolute())
         self.schema = schema
         self.lock_timeout = lock_timeout
+        self.on_wait = on_wait
         self.memory_limit = memory_limit
         self.threads = threads
         self.stage_dir = Path(self.path).parent / ".staging"
@@ -189,8 +207,10 @@ class DuckDBTarget(Target):
                 shared.release()
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.lock_timeout
+        started = time.monotonic()
+        deadline = started + self.lock_timeout
         delay = 0.05
+        reported = None
         while True:
             try:
                 con = duckdb.connect(self.path)
@@ -198,11 +218,18 @@ class DuckDBTarget(Target):
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower():
                     raise
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     raise StorageError(
-                        f"{self.path} stayed locked by another process for {self.lock_timeout:.0f}s "
+                        f"{self.path} stayed locked by {lock_holder(exc)} for {self.lock_timeout:.0f}s "
                         f"({exc}). Close other DuckDB sessions on this file, or raise lock_timeout."
                     ) from exc
+                if self.on_wait is not None and (reported is None or now - reported >= LOCK_REPORT_SECONDS):
+                    reported = now
+                    self.on_wait(
+                        f"waiting for {self.path}: it is locked by {lock_holder(exc)}; waited {now - started:.0f}s "
+                        f"of lock_timeout {self.lock_timeout:.0f}s (close that session, or set lock_timeout)"
+                    )
                 time.sleep(delay)
                 delay = min(delay * 1.5, 2.0)
         con.execute(f"SET memory_limit = '{self.memory_limit}'")
@@ -524,7 +551,8 @@ class DuckDBTarget(Target):
             con.close()
             if "lock" in str(exc).lower():
                 raise StorageError(
-                    f"{self.path} is being written by another process (a sync?); try again when it is done ({exc})"
+                    f"{self.path} exists but is locked by {lock_holder(exc)}, which is writing it (a sync?): "
+                    f"try again when it is done ({exc})"
                 ) from exc
             raise StorageError(f"cannot open {self.path} for reading ({exc})") from exc
         try:

@@ -21,7 +21,7 @@ from segment_assets.api.errors import SegmentError
 from segment_assets.cli.doctor.estimate import Estimate, estimate_full_sync
 from segment_assets.cli.doctor.probe import FeatureStatus, Probe, ProbeFailed
 from segment_assets.orchestration.connections import Connection, ConnectionConfigError
-from segment_assets.orchestration.workspaces import resolve_workspaces
+from segment_assets.orchestration.workspaces import current_project_components, find_dg_project, resolve_workspaces
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -171,6 +171,11 @@ def main(
     parser.add_argument("--json", action="store_true", help="print one JSON object for machines")
     parser.add_argument("--no-estimate", action="store_true", help="skip the full-sync estimate (fewer requests)")
     args = parser.parse_args(argv)
+    try:
+        components = components or current_project_components()
+    except Exception as exc:  # the user's project fails to import: say which, not a traceback of ours
+        print(f"error: cannot load the dg project in {find_dg_project()}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         workspaces = resolve_workspaces(environ, components)
     except (ConnectionConfigError, ValueError) as exc:
