@@ -102,7 +102,8 @@ def test_history_has_a_version_per_change_and_no_row_for_the_deleted_interval(
             "WHERE id = 'src1' ORDER BY change_seq"
         ).fetchall()
         changes = con.execute(
-            "SELECT header__change_oper, header__timestamp FROM sources__ct WHERE id = 'src1' ORDER BY header__change_seq"
+            "SELECT header__change_oper, header__timestamp FROM sources__ct WHERE id = 'src1' "
+            "ORDER BY header__change_seq"
         ).fetchall()
         other = con.execute("SELECT name, change_oper, valid_to, is_current FROM sources__history WHERE id = 'src2'")
         assert other.fetchall() == [("Two", "I", None, True)]
