@@ -1,7 +1,7 @@
-"""`segment-assets snapshot` and `segment-assets diff` end to end: sync, change the workspace, sync,
-change it again, sync; a snapshot as of the end of the first sync equals a fresh sync of a new
-workspace of the same seed, and one as of the end of the second equals that workspace with only
-the first change applied."""
+"""`segment-assets snapshot` and `segment-assets diff`: their errors, and end to end: sync, change the
+workspace, sync, change it again, sync; a snapshot as of the end of the first sync equals a fresh
+sync of a new workspace of the same seed, and one as of the end of the second equals that workspace
+with only the first change applied."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from segment_assets.api.streams import UpdateMethod
+from segment_assets.api.tables import table_def
 from segment_assets.cli.commands import main, run_sync
 from segment_assets.orchestration.resources import DuckDBStorage
 from segment_assets.simulator import Simulator
+from segment_assets.storage import DuckDBTarget
 from segment_assets_tests.conftest import segment_for
-
-# Five whole syncs of a simulated workspace.
-pytestmark = pytest.mark.e2e
 
 # Configuration streams of every kind that keeps history (reload and compare, one-, two- and
 # three-column keys, fan-out children, a watermark stream), and a time-partitioned one that keeps none.
@@ -75,6 +75,52 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], pat
     return capsys.readouterr().out
 
 
+@pytest.fixture
+def synced(tmp_path: Path) -> Path:
+    """A DuckDB file with one source written twice (renamed in between) and a time-partitioned table."""
+    db = tmp_path / "segment_assets.duckdb"
+    target, sources = DuckDBTarget(db), table_def("sources")
+    for name in ("Before", "After"):
+        record = {"id": "src1", "slug": "s", "name": name, "workspaceId": "ws", "enabled": True}
+        batch = sources.shaper(strict=False).batch([record], {}, {})
+        target.write_snapshot(sources, iter([batch]), method=UpdateMethod.RELOAD_AND_COMPARE, run_id="r")
+    target.ensure_table(table_def("audit_events"))
+    target.close()
+    return db
+
+
+def test_snapshot_refuses_an_existing_file_and_a_bad_time(
+    synced: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    existing = tmp_path / "taken.duckdb"
+    existing.write_bytes(b"mine")
+    with pytest.raises(SystemExit, match="taken.duckdb exists: a snapshot writes a new file"):
+        cli(monkeypatch, capsys, synced, "snapshot", "--as-of", "2026-01-01", "--into", str(existing))
+    assert existing.read_bytes() == b"mine"
+    with pytest.raises(SystemExit):
+        cli(monkeypatch, capsys, synced, "snapshot", "--as-of", "last tuesday", "--into", str(tmp_path / "x.duckdb"))
+    assert "'last tuesday' is not a time: use ISO 8601" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--to .* is before --from"):
+        cli(monkeypatch, capsys, synced, "diff", "--from", "2026-02-01", "--to", "2026-01-01")
+
+
+def test_snapshot_and_diff_on_a_file(
+    synced: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC).isoformat()
+    out = cli(monkeypatch, capsys, synced, "snapshot", "--as-of", now, "--into", str(tmp_path / "now.duckdb"))
+    assert "sources" in out and "left out, as they keep no history" in out and "audit_events" in out
+    with duckdb.connect(str(tmp_path / "now.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT id, name FROM segment.sources").fetchall() == [("src1", "After")]
+    out = cli(monkeypatch, capsys, synced, "snapshot", "--as-of", "2020-01-01", "--into", str(tmp_path / "old.duckdb"))
+    assert "history starts at" in out and tables(tmp_path / "old.duckdb", ["sources"]) == {"sources": []}
+    out = cli(monkeypatch, capsys, synced, "diff", "--from", "2020-01-01")
+    assert "sources: 1 inserted, 0 updated, 0 deleted" in out and "+ id=src1" in out
+    with pytest.raises(SystemExit, match="no history for table.*audit_events: they keep none"):
+        cli(monkeypatch, capsys, synced, "diff", "--from", "2020-01-01", "--table", "audit_events")
+
+
+@pytest.mark.e2e  # five whole syncs of a simulated workspace
 @pytest.mark.timeout(900)
 def test_snapshots_rebuild_the_workspace_as_each_sync_saw_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
