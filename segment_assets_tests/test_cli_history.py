@@ -167,4 +167,4 @@ def test_snapshots_rebuild_the_workspace_as_each_sync_saw_it(
     text = cli(monkeypatch, capsys, db, "diff", "--from", first.isoformat(), "--table", "labels")
     assert text.splitlines()[0].endswith(": none")
     text = cli(monkeypatch, capsys, db, "diff", "--from", first.isoformat(), "--to", second.isoformat())
-    assert f"~ id={renamed['id']}" in text and f'name: "{old_name}" -> "{renamed["object"]["name"]}"' in text
+    assert f"~ id={renamed['id']}" in text and f"name: {old_name} -> {renamed['object']['name']}" in text

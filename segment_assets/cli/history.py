@@ -132,10 +132,12 @@ def render(changes: list[Change], start: datetime, end: datetime) -> str:
 
 
 def _short(value: str | None, width: int = 100) -> str:
+    """A value as text: NULL for none, '' for an empty string, long JSON cut."""
     if value is None:
         return "NULL"
-    text = json.dumps(value) if not value.startswith(("{", "[")) else value
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if value == "":
+        return "''"
+    return value if len(value) <= width else value[: width - 1] + "…"
 
 
 COMMANDS = {"snapshot": cmd_snapshot, "diff": cmd_diff}
