@@ -218,7 +218,14 @@ def diff(
     for name in tables:
         table = stream_tables()[name]
         columns = live_columns(con, name)
-        history = history_sql(table, q(name + CHANGE_SUFFIX))
+        ct, keys = q(name + CHANGE_SUFFIX), ", ".join(q(k) for k in table.primary_key)
+        # Only keys with a change in (start, end] can differ: the others' versions are not even built.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _diff_keys AS SELECT DISTINCT {keys} FROM {ct} "
+            "WHERE header__timestamp > ? AND header__timestamp <= ?",
+            [start, end],
+        )
+        history = history_sql(table, f"(SELECT * FROM {ct} SEMI JOIN _diff_keys USING ({keys}))")
         for alias, moment in (("_diff_before", start), ("_diff_after", end)):
             con.execute(f"CREATE OR REPLACE TEMP TABLE {alias} AS {as_of_sql(history, columns)}", [moment, moment])
         sql = diff_sql(table, "_diff_before", "_diff_after", columns)
@@ -226,5 +233,5 @@ def diff(
         rows = con.execute(f"SELECT * FROM ({sql}) ORDER BY {order}, op, column_name").fetchall()
         for op, key, column, old, new in rows:
             changes.append(Change(name, op, dict(key), column, old, new))
-        con.execute("DROP TABLE _diff_before; DROP TABLE _diff_after")
+        con.execute("DROP TABLE _diff_keys; DROP TABLE _diff_before; DROP TABLE _diff_after")
     return changes, [t for t in others if not only or t in only]
