@@ -140,7 +140,7 @@ def _connect(path: Path) -> tuple[duckdb.DuckDBPyConnection, str]:
 def _tables(con: duckdb.DuckDBPyConnection) -> list[str]:
     rows = con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'segment' "
-        "AND table_name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY 1"
+        "AND table_name NOT LIKE '\\_%' ESCAPE '\\' AND table_type = 'BASE TABLE' ORDER BY 1"
     ).fetchall()
     return [r[0] for r in rows]
 

@@ -1,10 +1,13 @@
 """The same simulated workspace synced into DuckDB and into a Delta lake gives the same tables
-(rows and column types) and the same change rows, after a first sync, a few live changes of
-the workspace, and a second sync."""
+(rows and column types), the same change rows and the same history (`<table>__history`, a
+snapshot as of a moment between the syncs, the diff since), after a first sync, a few live
+changes of the workspace, and a second sync."""
 
 from __future__ import annotations
 
 import io
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -13,6 +16,7 @@ import pytest
 from segment_assets.cli.commands import run_sync
 from segment_assets.orchestration.resources import DuckDBStorage, LakeStorage
 from segment_assets.simulator import Simulator
+from segment_assets.storage.history import diff, write_snapshot
 from segment_assets_tests.conftest import segment_for
 
 # Whole syncs into both targets.
@@ -31,7 +35,16 @@ STREAMS = [
     "audit_events",
     "usage_mtu_daily",
 ]
-IGNORED = ("header__change_seq", "header__timestamp", "header__run_id")  # differ by when and by which run
+# Differ by when and by which run (change tables, then history views).
+IGNORED = (
+    "header__change_seq",
+    "header__timestamp",
+    "header__run_id",
+    "valid_from",
+    "valid_to",
+    "change_seq",
+    "run_id",
+)
 
 
 def snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[list[tuple], list[tuple]]]:
@@ -63,6 +76,8 @@ def test_duckdb_and_lake_hold_identical_tables_and_changes(sim: Simulator, tmp_p
     logs = {id(duck): io.StringIO(), id(lake): io.StringIO()}
     for storage in (duck, lake):
         run_sync(STREAMS, segment=segment, storage=storage, out=logs[id(storage)])
+    between = datetime.now(UTC)
+    time.sleep(0.01)
     for change in ("rename_source", "toggle_destination", "create_label", "update_destination_filter"):
         sim.mutate(change)
     for storage in (duck, lake):
@@ -70,6 +85,14 @@ def test_duckdb_and_lake_hold_identical_tables_and_changes(sim: Simulator, tmp_p
 
     with duck.get_target().sql_session() as a, lake.get_target().sql_session() as b:
         left, right = snapshot(a), snapshot(b)
+        diffs = [diff(con, between, datetime.now(UTC)) for con in (a, b)]
+        for name, con in (("duck", a), ("lake", b)):
+            write_snapshot(con, between, tmp_path / f"{name}_then.duckdb", "segment")
+    with (
+        duckdb.connect(str(tmp_path / "duck_then.duckdb")) as a,
+        duckdb.connect(str(tmp_path / "lake_then.duckdb")) as b,
+    ):
+        then = snapshot(a), snapshot(b)
     left.pop("_segment_assets_state", None)  # the DuckDB file's own state table (the lake hides its own)
     assert sorted(left) == sorted(right), (logs[id(duck)].getvalue(), logs[id(lake)].getvalue())
     assert "sources__ct" in left and "audit_events" in left
@@ -84,3 +107,11 @@ def test_duckdb_and_lake_hold_identical_tables_and_changes(sim: Simulator, tmp_p
     # The live changes show up as change rows (identical on both, checked above).
     assert opers("sources__ct") == {"I", "U"} and opers("destinations__ct") == {"I", "U"}
     assert "I" in opers("labels__ct")
+
+    # History: the views on both targets agree (above); so do a snapshot as of the first sync and the diff since.
+    assert {"sources__history", "labels__history", "warehouse_syncs__history"} <= set(left)
+    assert "audit_events__history" not in left  # time-partitioned: no change table, no history
+    assert then[0] == then[1] and set(then[0]) == {n[: -len("__history")] for n in left if n.endswith("__history")}
+    assert diffs[0] == diffs[1]
+    changed = {(c.table, c.op) for c in diffs[0][0]}
+    assert {("sources", "U"), ("destinations", "U"), ("labels", "I")} <= changed

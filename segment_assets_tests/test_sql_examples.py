@@ -70,6 +70,8 @@ class Loaded:
     audit_events: list[dict[str, Any]]
     volume: list[dict[str, Any]]
     syncs: dict[str, list[dict[str, Any]]]
+    between: datetime  # a moment after the first sync and before the changes
+    sources_then: list[dict[str, Any]]  # the sources at that moment
 
 
 def _iso(t: datetime) -> str:
@@ -88,7 +90,9 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
         storage = DuckDBStorage(path=str(db))
         with partition_loading_context(effective_dt=noon):
             run_sync(None, segment=segment, storage=storage, out=io.StringIO())
-        names = {s["id"]: s["name"] for s in sim.items("listSources")}
+        sources_then = sim.items("listSources")
+        names = {s["id"]: s["name"] for s in sources_then}
+        between = datetime.now(UTC)
         renamed = sim.mutate("rename_source")
         toggled = sim.mutate("toggle_destination")
         with partition_loading_context(effective_dt=noon):
@@ -117,6 +121,8 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
                 w["id"]: sim.items("listSyncsFromWarehouse", {"warehouseId": w["id"]})
                 for w in sim.items("listWarehouses")
             },
+            between=between,
+            sources_then=sources_then,
         )
 
 
@@ -127,6 +133,8 @@ def answer(loaded: Loaded, title: str) -> list[dict[str, Any]]:
             con.execute(statement)
         # The pinned "today", whatever the clock says by now.
         sql = re.sub(r"\bcurrent_date\b", f"DATE '{loaded.today.date().isoformat()}'", QUERIES[title], flags=re.I)
+        # The moment a history question asks about: one between the two syncs.
+        sql = re.sub(r"(SET VARIABLE as_of = TIMESTAMPTZ )'[^']*'", rf"\1'{loaded.between.isoformat()}'", sql)
         rel = con.sql(sql)
         return [dict(zip(rel.columns, row)) for row in rel.fetchall()]
     finally:
@@ -210,6 +218,29 @@ def test_source_history_has_a_version_per_change(loaded: Loaded) -> None:
     assert history[0]["valid_to"] == history[1]["valid_from"]
     assert [r["is_current"] for r in history] == [False, True]
     assert {r["id"] for r in rows if r["is_current"]} == {s["id"] for s in loaded.sources}
+
+
+def test_sources_enabled_at_a_moment_have_the_names_they_had_then(loaded: Loaded) -> None:
+    rows = answer(loaded, "Which sources were enabled at a given moment?")
+    expected = sorted((s["name"], s["id"]) for s in loaded.sources_then if s["enabled"])
+    assert expected and len(expected) < len(loaded.sources_then)
+    assert [(r["name"], r["id"]) for r in rows] == expected
+    assert loaded.name_before in {r["name"] for r in rows} or loaded.renamed["object"]["enabled"] is False
+
+
+def test_who_changed_a_destination_names_the_actor_and_the_values(loaded: Loaded) -> None:
+    rows = answer(loaded, "Who changed a destination, and what exactly changed?")
+    toggled = loaded.toggled
+    event = next(e for e in loaded.audit_events if e["id"] == toggled["auditEventId"])
+    row = next(r for r in rows if r["id"] == toggled["id"])
+    assert row["who"] == (event.get("actorEmail") or event["actor"]) and row["what"] == "Destination Modified"
+    assert row["changed_at"] == datetime.fromisoformat(event["timestamp"])
+    assert (row["enabled_before"], row["enabled_after"]) == (
+        not toggled["object"]["enabled"],
+        toggled["object"]["enabled"],
+    )
+    assert row["settings_changed"] is False
+    assert len(rows) == 1  # only the toggled destination was updated
 
 
 def test_warehouses_whose_last_sync_failed(loaded: Loaded) -> None:

@@ -1,4 +1,4 @@
-"""`segment-assets`: sync, demo, sql, doctor, init, streams, docs, simulate.
+"""`segment-assets`: sync, demo, sql, snapshot, diff, doctor, init, streams, docs, simulate.
 
 `sync` materializes assets in-process against a real Dagster instance (DAGSTER_HOME,
 default `.dagster_home/`), so its runs and materializations show in the UI afterwards.
@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from segment_assets.cli import history
 
 if TYPE_CHECKING:
     from dagster import ComponentTree
@@ -370,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--token-env", default="SEGMENT_API_TOKEN")
     p.add_argument("--region", choices=("us", "eu"), default="us")
     p.add_argument("--duckdb", help="DuckDB file (default data/segment_assets.duckdb)")
+    history.add_parsers(sub)
     sub.add_parser(
         "simulate", help="run the Segment API simulator in the foreground (see `simulate --help`)", add_help=False
     )
@@ -396,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # request or wait, staging files are removed, committed tables stay as they are.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    if args.command in history.COMMANDS:
+        return history.COMMANDS[args.command](args)
     return {"streams": cmd_streams, "sync": cmd_sync, "demo": cmd_demo, "sql": cmd_sql, "init": cmd_init}[args.command](
         args
     )

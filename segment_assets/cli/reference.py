@@ -30,6 +30,7 @@ from segment_assets.api.streams import (
 from segment_assets.api.tables import Column, table_def
 from segment_assets.engine.reading import WATERMARK_OVERLAP
 from segment_assets.storage.base import CHANGE_SUFFIX, DEFAULT_SCHEMA, HEADER_COLUMNS
+from segment_assets.storage.history import HISTORY_COLUMNS, HISTORY_MEANINGS, HISTORY_SUFFIX
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "tables.md"
 REGENERATE = "`python -m segment_assets.cli.reference` (or `segment-assets docs`)"
@@ -190,7 +191,8 @@ def _change_table(stream: StreamSpec) -> str:
         )
         if stream.update_method is UpdateMethod.RELOAD_AND_COMPARE:
             text += " (unless a connection chooses `full_load` for this stream)"
-        return text
+        history = f"{DEFAULT_SCHEMA}.{stream.table}{HISTORY_SUFFIX}"
+        return text + f"; history in `{history}` (every version, see [history tables](#history-tables))"
     if stream.windowing:
         return "none (time-partitioned: partitions are replaced, not diffed)"
     return "none"
@@ -285,6 +287,22 @@ def render() -> str:
         "|---|---|---|",
     ]
     lines += [f"| `{name}` | {kind} | {_cell(HEADER_MEANINGS[name])} |" for name, kind in HEADER_COLUMNS]
+    lines += [
+        "",
+        "## History tables",
+        "",
+        f"Every table with a change table also has `<table>{HISTORY_SUFFIX}` (SCD type 2), a view over the change "
+        "table: one row per version of a row, the table's columns followed by these. The first sync writes an `I` "
+        "change per row, so history starts with the first sync. A `D` change ends a version and opens none: a key "
+        "deleted and created again has two versions and no row for the time between. The table as it was at a "
+        "moment `t` is the rows `WHERE valid_from <= t AND (valid_to IS NULL OR valid_to > t)` "
+        "(`segment-assets snapshot --as-of t` writes them to a new DuckDB file; `segment-assets diff` compares "
+        "two moments). Time-partitioned and `full_load` tables have no history.",
+        "",
+        "| Column | Type | Meaning |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{name}` | {kind} | {_cell(HISTORY_MEANINGS[name])} |" for name, kind in HISTORY_COLUMNS]
     lines.append("")
     for group, streams in groups.items():
         lines += [f"## Area: {group}", ""]

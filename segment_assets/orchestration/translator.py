@@ -16,6 +16,7 @@ from dagster import AssetKey, AssetSpec, TableColumn, TableSchema
 from segment_assets.api.streams import StreamSpec
 from segment_assets.api.tables import table_def
 from segment_assets.orchestration.connections import Connection
+from segment_assets.storage.history import HISTORY_SUFFIX
 
 
 class SegmentTranslator:
@@ -36,6 +37,11 @@ class SegmentTranslator:
             + (f" Rate limit {op.rate_limit_per_minute:g}/min." if op.rate_limit_per_minute else "")
             + (f" Requires the '{op.feature_gate}' feature." if op.feature_gate else "")
             + (f" {stream.decision}." if stream.decision else "")
+            + (
+                f" History: `{table_name}{HISTORY_SUFFIX}`, every version of every row (valid_from, valid_to)."
+                if stream.update_method.keeps_changes
+                else ""
+            )
         )
 
     def get_owners(self, stream: StreamSpec, connection: Connection) -> list[str]:

@@ -51,6 +51,7 @@ from segment_assets.storage.changes import (
     select_parent_keys,
     within_window,
 )
+from segment_assets.storage.history import HISTORY_SUFFIX, history_sql
 from segment_assets.storage.staging import staged
 
 # DuckDB spills to disk past this, so a sync's footprint stays flat whatever the row count
@@ -307,6 +308,23 @@ class DuckDBTarget(Target):
         self._ensure(con, table.name, table.column_schema())
         if with_changes:
             self._ensure(con, table.name + CHANGE_SUFFIX, [*table.column_schema(), *HEADER_COLUMNS])
+            self._ensure_history(con, table)
+
+    def _ensure_history(self, con: duckdb.DuckDBPyConnection, table: TableDef) -> None:
+        """`<table>__history`, a view over the change table (replaced once per process, so a file synced
+        by an older release gets the current definition)."""
+        name = table.name + HISTORY_SUFFIX
+        known = (self.path, os.stat(self.path).st_ino, self.schema, name)
+        with _ENSURED_GUARD:
+            if known in _ENSURED:
+                return
+        # The change table unqualified: DuckDB binds it in the view's own schema, so the view keeps
+        # working when the file is attached under another name (`segment-assets sql`, snapshots).
+        con.execute(
+            f"CREATE OR REPLACE VIEW {self._qualified(name)} AS {history_sql(table, q(table.name + CHANGE_SUFFIX))}"
+        )
+        with _ENSURED_GUARD:
+            _ENSURED[known] = frozenset()
 
     def ensure_table(self, table: TableDef) -> None:
         with self.connect() as con:
@@ -526,7 +544,7 @@ class DuckDBTarget(Target):
         with self.connect() as con:
             rows = con.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? "
-                "AND table_name <> ? ORDER BY table_name",
+                "AND table_name <> ? AND table_type = 'BASE TABLE' ORDER BY table_name",
                 [self._catalog, self.schema, STATE_TABLE],
             ).fetchall()
         return [r[0] for r in rows]

@@ -65,7 +65,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from hashlib import sha1
 from pathlib import Path
 from typing import Any, ClassVar
@@ -81,8 +80,8 @@ from deltalake.schema import Field as DeltaField
 from deltalake.schema import PrimitiveType
 from deltalake.transaction import Transaction
 
-from segment_assets.api.streams import STREAMS, Partitioning, RowFilter
-from segment_assets.api.tables import ARROW_TYPES, TableDef, table_def
+from segment_assets.api.streams import Partitioning, RowFilter
+from segment_assets.api.tables import ARROW_TYPES, TableDef
 from segment_assets.storage.base import (
     CHANGE_SUFFIX,
     DEFAULT_SCHEMA,
@@ -111,6 +110,7 @@ from segment_assets.storage.changes import (
     within_window,
 )
 from segment_assets.storage.duckdb_target import DEFAULT_MEMORY_LIMIT
+from segment_assets.storage.history import HISTORY_SUFFIX, history_sql, stream_tables
 from segment_assets.storage.staging import staged
 
 PARTITION_COLUMN = "_partition"
@@ -171,16 +171,11 @@ def _sql_name(t: pa.DataType) -> str:
     return next((k for k, v in ARROW_TYPES.items() if v == t and k != "JSON"), str(t))
 
 
-@cache
-def _stream_tables() -> dict[str, TableDef]:
-    return {s.table: table_def(s.name) for s in STREAMS.values() if s.materialized}
-
-
 def _declared_types(name: str) -> dict[str, str]:
     """Column -> DuckDB type the project declares for table `name` (a stream's table or change table):
     Delta stores JSON columns as plain strings."""
     base = name.removesuffix(CHANGE_SUFFIX)
-    table = _stream_tables().get(base)
+    table = stream_tables().get(base)
     if table is None:
         return {}
     types = dict(table.column_schema())
@@ -748,6 +743,11 @@ class LakeTarget(Target):
                 cast = types.get(field.name) == "JSON"
                 cols.append(f"CAST({q(field.name)} AS JSON) AS {q(field.name)}" if cast else q(field.name))
             con.execute(f"CREATE VIEW {q(self.schema)}.{q(name)} AS SELECT {', '.join(cols)} FROM {alias}")
+            table = stream_tables().get(name.removesuffix(CHANGE_SUFFIX))
+            if name.endswith(CHANGE_SUFFIX) and table is not None:
+                # History is a view over the change table: always complete, whatever vacuum removed.
+                history = history_sql(table, f"{q(self.schema)}.{q(name)}")
+                con.execute(f"CREATE VIEW {q(self.schema)}.{q(table.name + HISTORY_SUFFIX)} AS {history}")
         con.execute(f"USE memory.{q(self.schema)}")
         return con
 
