@@ -123,6 +123,8 @@ def sync_stream(stream: StreamSpec, run: StreamRun, parent_unavailable: str | No
         _sync(stream, run, parent_unavailable, out)
     except BaseException as exc:
         out.status, out.error = "failed", exc
+        # The requests of a stream that failed count as much as those of one that was written.
+        out.metadata.setdefault("segment/api_requests", run.client.stats_for(stream.name).snapshot()["requests"])
     out.metadata["segment/seconds"] = round(time.monotonic() - started, 3)
     return out
 
