@@ -9,6 +9,7 @@
 7 estimate    requests estimated from the parent tables vs made, sample-value streams (runs with 6)
 8 sigterm     time to stop after SIGTERM, and the state the file is left in
 9 lake        the same full sync into DuckDB and into a Delta lake
+10 launch     "Materialize" on one asset through `dagster dev`: click to success, run-queue settings
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import full_sync, lake, machine, memory, report, shared_token, sigterm, throughput, ui_path
+from bench import full_sync, lake, launch_latency, machine, memory, report, shared_token, sigterm, throughput, ui_path
 from bench.figures import Section
 from bench.settings import Settings, Workdir
 
-BENCHMARKS = ("limits", "shared", "resync", "throughput", "ui", "memory", "estimate", "sigterm", "lake")
+BENCHMARKS = ("limits", "shared", "resync", "throughput", "ui", "memory", "estimate", "sigterm", "lake", "launch")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "lake" in wanted:
         step("9. lake vs DuckDB", lambda: lake.run(settings, work))
+    if "launch" in wanted:
+        step("10. launch latency", lambda: launch_latency.run(settings, work))
 
     seconds = time.monotonic() - started
     command = "python -m bench" + (" " + " ".join(argv) if argv else "")
