@@ -50,6 +50,7 @@ class PlannedRun:
     error: BaseException | None = None  # raised by Dagster itself (not a step failure)
     thread: threading.Thread | None = None
     started: threading.Event = field(default_factory=threading.Event)  # its streams began, or it ended
+    ended: threading.Event = field(default_factory=threading.Event)  # its thread has nothing left to do
 
     def owns(self, streams: list[StreamSpec]) -> bool:
         return bool(streams) and streams[0].name in {s.name for s in self.streams}
@@ -95,26 +96,35 @@ class SyncRuns:
 
     def run(self) -> None:
         """Every run to its end. KeyboardInterrupt (the CLI's signal handler, in this thread)
-        stops them all; it is raised again once every run has ended."""
+        stops them all; it is raised again once every run has ended.
+
+        Waits on each run's `ended` event, never in `Thread.join`: on Python 3.11, KeyboardInterrupt
+        raised inside `join` while the thread runs makes `join` release the thread's state lock and
+        mark it stopped (the clean-up added for bpo-45274), so the interrupt would be handled while
+        the run still executes."""
         self._pending = list(self.runs)
         try:
             self._launch(ready_only=True)
-            while True:
-                alive = [r.thread for r in self.runs if r.thread is not None and r.thread.is_alive()]
-                if not alive:
-                    break
-                alive[0].join(0.25)
+            self._wait_all()
         except KeyboardInterrupt:
-            self.stop()
-            while any(r.thread is not None and r.thread.is_alive() for r in self.runs):
+            while True:
                 try:
-                    for r in self.runs:
-                        if r.thread is not None:
-                            r.thread.join(0.25)
-                        self.stop()  # a run that registered its stop after the signal stops too
+                    self.stop()
+                    self._wait_all(and_stop=True)
+                    break
                 except KeyboardInterrupt:  # a second signal: the runs are ending already
                     continue
             raise
+
+    def _wait_all(self, and_stop: bool = False) -> None:
+        """Until every launched run has ended (a run that launches others ends after launching them)."""
+        while True:
+            running = [r for r in self.runs if r.thread is not None and not r.ended.is_set()]
+            if not running:
+                return
+            running[0].ended.wait(0.25)
+            if and_stop:
+                self.stop()  # a run that registered its stop after the signal stops too
 
     def stop(self) -> None:
         from segment_assets.api import stops
@@ -144,6 +154,13 @@ class SyncRuns:
             batch.set()
 
     def _execute(self, planned: PlannedRun) -> None:
+        try:
+            self._execute_run(planned)
+        finally:
+            planned.started.set()
+            planned.ended.set()
+
+    def _execute_run(self, planned: PlannedRun) -> None:
         try:
             planned.result = planned.job.execute_in_process(
                 instance=self.instance,
