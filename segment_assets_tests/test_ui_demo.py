@@ -60,12 +60,25 @@ def test_the_synced_demo_opens_without_a_warning(synced_demo: tuple[DagsterDev, 
     assert all({"key": "segment/trigger", "value": "cli"} in r["tags"] for r in runs)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with chromium_page(height=1400) as page:
+    # Tall, so the virtualised list draws most of the demo's 75 assets.
+    with chromium_page(height=3900) as page:
         page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
         page.set_default_timeout(60_000)
-        page.goto(f"{dev.url}/assets/segment", wait_until="networkidle")
-        page.get_by_role("link", name="sources", exact=True).first.wait_for(state="visible")
-        page.screenshot(path=str(ARTIFACTS / "demo_assets.png"), full_page=True)
+        page.goto(f"{dev.url}/assets", wait_until="networkidle")
+        try:
+            page.get_by_text("segment / audit_events").first.wait_for(state="visible")
+            # Each row's status (and its checks) loads after the list: wait until every row has one.
+            page.wait_for_function("() => !document.body.innerText.includes('Loading...')", timeout=180_000)
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "demo_assets.png"), full_page=True)
         text: Any = page.locator("body").inner_text()
-    assert "sources" in text and "audit_events" in text
-    assert "warning" not in text.lower() and "failed" not in text.lower(), "a check warns in the asset list"
+        # An asset whose parent-key columns (space_id, event_name) the check took for new fields.
+        page.goto(f"{dev.url}/assets/segment/space_event_properties?view=checks", wait_until="networkidle")
+        page.get_by_text("schema_drift").first.wait_for(state="visible")
+        page.wait_for_function("() => !document.body.innerText.includes('Loading...')", timeout=120_000)
+        page.screenshot(path=str(ARTIFACTS / "demo_space_event_properties_checks.png"), full_page=True)
+        checks_text: str = page.locator("main, body").first.inner_text()
+    assert "Passed" in checks_text and "warning" not in checks_text.lower() and "Failed" not in checks_text
+    assert text.count("segment / ") >= 50, "the list is drawn"
+    assert "Materialized" in text
+    assert "warning" not in text.lower(), "a check warns in the asset list"
