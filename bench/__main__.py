@@ -10,6 +10,7 @@
 8 sigterm     time to stop after SIGTERM, and the state the file is left in
 9 lake        the same full sync into DuckDB and into a Delta lake
 10 space_schema a big space schema (1,800 properties) under the limits: sample values inline, before and after
+11 launch     "Materialize" on one asset through `dagster dev`: click to success, run-queue settings
 """
 
 from __future__ import annotations
@@ -21,7 +22,19 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import full_sync, lake, machine, memory, report, shared_token, sigterm, space_schema, throughput, ui_path
+from bench import (
+    full_sync,
+    lake,
+    launch_latency,
+    machine,
+    memory,
+    report,
+    shared_token,
+    sigterm,
+    space_schema,
+    throughput,
+    ui_path,
+)
 from bench.figures import Section
 from bench.settings import Settings, Workdir
 
@@ -36,6 +49,7 @@ BENCHMARKS = (
     "sigterm",
     "lake",
     "space_schema",
+    "launch",
 )
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -141,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         step("9. lake vs DuckDB", lambda: lake.run(settings, work))
     if "space_schema" in wanted:
         step("10. big space schema", lambda: space_schema.run(settings, work))
+    if "launch" in wanted:
+        step("11. launch latency", lambda: launch_latency.run(settings, work))
 
     seconds = time.monotonic() - started
     command = "python -m bench" + (" " + " ".join(argv) if argv else "")

@@ -30,6 +30,8 @@ class Settings:
     # 5: the UI path
     ui_runs: int = 2
     startup_runs: int = 3
+    # 10: launch latency of one asset through the UI
+    launch_runs: int = 5
     # 6, 7: memory of the fan-out selection
     memory_scales: tuple[float, ...] = (1.0, 5.0, 20.0)
     # 8: SIGTERM once this many streams are written
@@ -47,6 +49,7 @@ class Settings:
             throughput_runs=1,
             ui_runs=1,
             startup_runs=1,
+            launch_runs=2,
             memory_scales=(1.0, 5.0),
             lake_runs=1,
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import DagsterEventType, DagsterInstance, materialize
 
 from segment_assets.api import spec
 from segment_assets.api.streams import STREAMS, StreamSpec, materialized_streams
@@ -112,6 +112,20 @@ def test_full_sync_equals_what_the_simulator_serves(
     rows = {r["stream"]: r["rows"] for r in summary}
     assert all(rows[s.name] > 0 for s in materialized_streams()), "the demo workspace fills every stream"
     assert "TOTAL" in out.getvalue()
+    instance = DagsterInstance.get()
+    runs = instance.get_runs()
+    # The workspace's own jobs, tagged as the CLI's: the Runs list reads like the schedules' runs.
+    assert sorted(r.job_name for r in runs) == ["segment_config", "segment_daily", "segment_monthly"]
+    assert all(r.tags["segment/trigger"] == "cli" and r.tags["segment/connection"] == "default" for r in runs)
+    # A workspace that follows the spec shows no warning: every field it sends is documented, and
+    # the parent-key columns are not fields.
+    checks = [
+        e.dagster_event.event_specific_data
+        for r in runs
+        for e in instance.all_logs(r.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
+    assert len(checks) == 2 * len(materialized_streams())
+    assert [f"{c.asset_key.path[-1]}: {c.check_name}" for c in checks if not c.passed] == []
 
 
 def test_feature_gated_streams_succeed_empty_and_say_why(storage: DuckDBStorage, target: DuckDBTarget) -> None:

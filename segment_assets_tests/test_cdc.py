@@ -7,6 +7,7 @@ its single-partition runs, and `dagster asset materialize --partition-range` doe
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -346,6 +347,18 @@ def test_range_backfill_in_one_run_equals_five_single_partition_runs(
     mats = materializations(result, "audit_events")
     assert sorted(m.partition for m in mats) == keys  # one run, one materialization per partition
     assert {m.metadata["segment/window"].value for m in mats} == {f"{_iso(start)} .. {_iso(end)}"}
+    # Dagster records the run's metadata on each of the 5 partitions: it says the counts are the
+    # window's, and gives each partition its own rows (which add up to the window's).
+    [by_partition] = {json.dumps(m.metadata["segment/rows_by_partition"].value) for m in mats}
+    stored = dict(
+        ranged.query(
+            "SELECT strftime(timestamp AT TIME ZONE 'UTC', '%Y-%m-%d'), count(*) FROM audit_events "
+            "GROUP BY 1 ORDER BY 1"
+        )
+    )
+    assert json.loads(by_partition) == {key: stored.get(key, 0) for key in keys}
+    assert sum(json.loads(by_partition).values()) == mats[0].metadata["dagster/row_count"].value
+    assert all("whole window" in m.metadata["segment/metadata_scope"].value for m in mats)
     for key in keys:
         assert materialize(
             build_assets(),

@@ -489,6 +489,26 @@ def test_sync_summary_says_why_a_stream_failed(tmp_path: Path) -> None:
     assert failed and all("SEGMENT_API_TOKEN" in line for line in failed), failed
 
 
+def test_sync_summary_counts_the_requests_of_a_failed_stream(tmp_path: Path, fast_backoff: None) -> None:
+    with Simulator(seed=3, scale=0.3) as sim:
+        sim.inject("500", "listLabels", times=100)
+        out = io.StringIO()
+        with pytest.raises(SystemExit, match="sync failed"):
+            run_sync(
+                ["sources", "labels"],
+                segment=segment_for(sim, max_retries=2),
+                storage=DuckDBStorage(path=str(tmp_path / "s.duckdb")),
+                out=out,
+            )
+        served = sim.stats.by_operation["listLabels"]
+    [line] = [line for line in out.getvalue().splitlines() if line.startswith("labels ")]
+    stream, rows, requests, *_ = line.split()
+    assert served == 3 and (rows, requests) == ("0", "3"), line
+    assert line.endswith("(failed)"), line
+    total = next(line for line in out.getvalue().splitlines() if line.startswith("TOTAL"))
+    assert total.split()[2] == "4", "the total counts the failed stream's requests"
+
+
 GATED = ("Protocols", "Spaces", "Functions", "Audience", "Audit Trail")
 
 

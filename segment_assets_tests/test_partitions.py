@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from segment_assets.api.streams import STREAMS
-from segment_assets.engine.windows import clamp_to_retention, window_queries
+from segment_assets.engine.windows import clamp_to_retention, window_queries, window_scope
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,3 +82,26 @@ def test_window_queries_respect_the_longest_range_the_api_accepts() -> None:
         {"period": "2026-10-01"},
         {"period": "2026-11-01"},
     ]
+
+
+def test_a_window_over_several_partitions_counts_each_partition_s_rows() -> None:
+    import pyarrow as pa
+
+    daily = STREAMS["audit_events"].windowing
+    assert daily is not None
+    start, end = datetime(2026, 11, 26, tzinfo=UTC), datetime(2026, 11, 29, tzinfo=UTC)
+    times = pa.array(
+        [
+            datetime(2026, 11, 26, 23, 59, tzinfo=UTC),
+            datetime(2026, 11, 28, tzinfo=UTC),
+            datetime(2026, 11, 29, tzinfo=UTC),
+        ],
+        pa.timestamp("us", tz="UTC"),
+    )
+    md = window_scope(daily, start, end, times)
+    assert md["segment/rows_by_partition"] == {"2026-11-26": 1, "2026-11-27": 0, "2026-11-28": 1}
+    assert md["segment/window_partitions"] == 3 and "whole window" in md["segment/metadata_scope"]
+    monthly = STREAMS["usage_mtu_daily"].windowing
+    assert monthly is not None
+    months = window_scope(monthly, datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC), times[:0])
+    assert months["segment/rows_by_partition"] == {"2026-10-01": 0, "2026-11-01": 0}

@@ -295,6 +295,31 @@ def test_new_api_field_is_kept_and_reported(target: Target) -> None:
     assert rows(target, "SELECT _extra->>'$.brandNewField.x' FROM sources") == [("1",)]
 
 
+def test_fields_the_schema_documents_and_parent_keys_are_not_drift() -> None:
+    # listPropertiesFromEvent documents eventName, which the table holds as its parent-key column
+    # event_name (with space_id): a record repeating them carries no undocumented field.
+    table = table_def("space_event_properties")
+    shaper = table.shaper()
+    record = {"name": "plan", "type": "STRING", "eventName": "Signed Up", "lastSeenAt": "2026-11-01T00:00:00Z"}
+    shaper.batch([{**record, "spaceId": "spa_1"}], {"spaceId": "spa_1", "eventName": "Signed Up"}, {})
+    assert shaper.undocumented == set()
+    shaper.batch([{**record, "colorHex": "#fff"}], {"spaceId": "spa_1", "eventName": "Signed Up"}, {})
+    assert shaper.undocumented == {"colorHex"}, "a field the operation's schema lacks still counts"
+
+
+def test_field_names_follow_refs_and_every_shape_of_a_union() -> None:
+    from segment_assets.api import spec
+
+    schema = {
+        "allOf": [
+            {"$ref": "#/components/schemas/EventPropertyAlpha"},
+            {"oneOf": [{"properties": {"a": {}}}, {"anyOf": [{"properties": {"b": {}}}]}]},
+        ]
+    }
+    assert {"eventName", "lastSeenAt", "a", "b"} <= spec.field_names(schema)
+    assert spec.field_names({"type": "array", "items": {"properties": {"c": {}}}}) == {"c"}
+
+
 def _with_column(table: TableDef, column: Column) -> TableDef:
     return dataclasses.replace(table, columns=(*table.columns[:-1], column, table.columns[-1]))
 

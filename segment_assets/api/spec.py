@@ -156,3 +156,25 @@ def description(schema: dict[str, Any] | None) -> str:
 
 def properties(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return resolve(schema).get("properties", {})
+
+
+def field_names(schema: dict[str, Any]) -> frozenset[str]:
+    """Every field name a record of `schema` may carry: its properties and those of each
+    alternative it composes (`$ref`, `allOf`, `oneOf`, `anyOf`, an array's `items`), so a field
+    one shape of a union documents is documented. The schema-drift check compares against this."""
+    names: set[str] = set()
+    pending, visited = [schema], set()
+    while pending:
+        current = pending.pop()
+        ref = current.get("$ref")
+        if ref:
+            if ref not in visited:
+                visited.add(ref)
+                pending.append(document()["components"]["schemas"][ref.rsplit("/", 1)[-1]])
+            continue
+        names.update(current.get("properties", {}))
+        for combinator in ("allOf", "oneOf", "anyOf"):
+            pending.extend(current.get(combinator, ()))
+        if current.get("type") == "array" and isinstance(current.get("items"), dict):
+            pending.append(current["items"])
+    return frozenset(names)

@@ -56,6 +56,9 @@ class TableDef:
     stream: StreamSpec
     columns: tuple[Column, ...]
     required: frozenset[str] = frozenset()  # record fields the schema marks required
+    # Field names a record may carry without drift: those its response schema documents (any
+    # shape of a union) and the parent-key / request-parameter columns, which are not fields.
+    documented: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -172,7 +175,15 @@ def table_def(name: str) -> TableDef:
     # A multi-key stream (credential consumers: sources and warehouses) requires what all its shapes do.
     for data_key in stream.data_keys or (None,):
         required &= set(_record_schema(stream, data_key).get("required", ()))
-    return TableDef(stream, tuple(columns), frozenset(required) if not stream.scalar_column else frozenset())
+    documented = {c.api_name for c in columns if c.source in ("context", "record")}
+    for data_key in stream.data_keys or (None,):
+        documented |= spec.field_names(_record_schema(stream, data_key))
+    return TableDef(
+        stream,
+        tuple(columns),
+        frozenset(required) if not stream.scalar_column else frozenset(),
+        frozenset(documented),
+    )
 
 
 def _dig(record: Any, path: list[str]) -> Any:
@@ -191,8 +202,10 @@ class Shaper:
     re-read, then the stream fails with this error); lenient: the value lands as NULL and
     `missing_required` / `invalid_values` count it for the run's metadata.
 
-    `undocumented` collects the top-level field names the API sent that the schema does not
-    know (their values are kept in `_extra`), so a schema-drift check can compare runs."""
+    `undocumented` collects the top-level field names the API sent that the operation's response
+    schema does not document (their values are kept in `_extra`, with any documented field that has
+    no column of its own, such as a parent key the record repeats), so a schema-drift check can
+    compare runs."""
 
     def __init__(self, table: TableDef, strict: bool = True) -> None:
         self.table = table
@@ -236,7 +249,7 @@ class Shaper:
             known = self.known
             extra = [None if r.keys() <= known else {k: v for k, v in r.items() if k not in known} for r in rows]
             cols[EXTRA_COLUMN] = extra
-            seen = {k for e in extra if e for k in e}
+            seen = {k for e in extra if e for k in e} - self.table.documented
             if seen - self.undocumented:
                 with self._lock:
                     self.undocumented |= seen

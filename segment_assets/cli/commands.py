@@ -45,7 +45,38 @@ def _instance() -> Any:
             os.replace(tmp, home / "dagster.yaml")
         instance = DagsterInstance.get()
         instance.get_runs(limit=1)  # touches run, event and schedule storage while holding the lock
-        return instance
+        return _sync_instance(home) or instance
+
+
+# Dagster captures a run's stdout and stderr by pointing the process's file descriptors 1 and 2 at
+# a file for the run's duration. The runs of one sync run at once, in threads of one process, and
+# would leave those descriptors at another run's file: a sync's runs keep no captured output (what
+# they print is the terminal view, and their events are in the event log like any run's).
+SYNC_CONFIG = ".segment-assets-sync.yaml"
+NO_COMPUTE_LOGS = {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
+
+
+def _sync_instance(home: Path) -> Any:
+    """The home's instance (same storage, same settings) without compute-log capture; None if the
+    home's dagster.yaml cannot be read (the instance as configured is used then)."""
+    import yaml
+    from dagster import DagsterInstance
+
+    config_file = home / "dagster.yaml"
+    try:
+        config = (yaml.safe_load(config_file.read_text()) if config_file.exists() else None) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    config["compute_logs"] = NO_COMPUTE_LOGS
+    tmp = home / f"{SYNC_CONFIG}.{os.getpid()}"
+    tmp.write_text(
+        "# Written by segment-assets sync from dagster.yaml, with compute logs off (see cli/commands.py).\n"
+        + yaml.safe_dump(config, sort_keys=False)
+    )
+    os.replace(tmp, home / SYNC_CONFIG)
+    return DagsterInstance.from_config(str(home), SYNC_CONFIG)
 
 
 def run_sync(
@@ -59,11 +90,14 @@ def run_sync(
     """Materialize the selected streams (default all) of one workspace (default: the environment's);
     returns summary rows.
 
-    One run per partitioning: the configuration streams (read concurrently in dependency order),
-    then the last complete day of the daily streams, then the current month of the monthly ones."""
-    from dagster import materialize
+    One run of the workspace's job per partitioning, all at once (`sync_runs.py`): the
+    configuration streams (read concurrently in dependency order), the last complete day of the
+    daily streams and the current month of the monthly ones. Each run is tagged
+    `segment/trigger=cli`, so the UI's Runs list names them as it names the schedules' runs."""
+    from dagster import Definitions
 
     from segment_assets.api.streams import STREAMS
+    from segment_assets.cli.sync_runs import CLI_TRIGGER, PlannedRun, SyncRuns, root_error, summary_rows
     from segment_assets.cli.terminal import TerminalProgress, print_summary
     from segment_assets.engine import progress
     from segment_assets.orchestration.assets import (
@@ -73,6 +107,7 @@ def run_sync(
         record_unreported,
     )
     from segment_assets.orchestration.connections import connection_from_env
+    from segment_assets.orchestration.jobs import CONFIG_JOB, TRIGGER_TAG, build_jobs
     from segment_assets.orchestration.partitions import partitions_def
     from segment_assets.orchestration.resources import segment_resource, storage_resource
     from segment_assets.orchestration.workspaces import Workspace
@@ -92,7 +127,34 @@ def run_sync(
     wanted = [available[n] for n in (select or available)]
     segment = segment or segment_resource(connection)
     storage = storage or storage_resource(connection)
-    assets = build_workspace_assets(workspace, storage)
+    segment_key, storage_key = connection.resource_keys
+    jobs = build_jobs(workspace)
+    defs = Definitions(
+        assets=build_workspace_assets(workspace, storage),
+        jobs=list(jobs.values()),
+        resources={segment_key: segment, storage_key: storage},
+    )
+    planned = []
+    for partitioning in PARTITIONINGS:
+        streams = [s for s in wanted if partitioning_of(s) is partitioning]
+        if streams:
+            job = jobs[CONFIG_JOB if partitioning is None else partitioning.value]
+            planned.append(
+                PlannedRun(
+                    job=defs.resolve_job_def(job.name),
+                    partition_key=partitions_def(partitioning, connection).get_last_partition_key()
+                    if partitioning
+                    else None,
+                    streams=streams,
+                    asset_keys=[workspace.asset_key(s) for s in streams],
+                )
+            )
+    # The time-based runs start together once the configuration tables they read are written.
+    first = {s.name for s in planned[0].streams} if planned and planned[0].partition_key is None else set()
+    parents = {s.parent.stream for r in planned[1:] for s in r.streams if s.parent} & first
+    for r in planned:
+        if r.partition_key is not None:
+            r.needs = set(parents)
     target = storage.get_target()
     print(
         f"syncing {len(wanted)} stream(s) of {connection.name!r} from {segment.base_url} into "
@@ -101,36 +163,21 @@ def run_sync(
         flush=True,
     )
     started = time.monotonic()
-    instance = _instance()
-    segment_key, storage_key = connection.resource_keys
     # Dagster's event lines are for --verbose and the UI; the terminal view says what matters.
-    log_level = "INFO" if verbose else "CRITICAL"
-    results = []
+    runs = SyncRuns(
+        planned,
+        instance=_instance(),
+        tags={**connection.run_tags, TRIGGER_TAG: CLI_TRIGGER},
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "CRITICAL"}}}},
+    )
     view = TerminalProgress(len(wanted), out=out)
     try:
-        with progress.watch(view) if not verbose else nullcontext(), view if not verbose else nullcontext():
-            for partitioning in PARTITIONINGS:
-                streams = [s for s in wanted if partitioning_of(s) is partitioning]
-                if not streams:
-                    continue
-                result = materialize(
-                    assets,
-                    instance=instance,
-                    resources={segment_key: segment, storage_key: storage},
-                    selection=[workspace.asset_key(s) for s in streams],
-                    partition_key=partitions_def(partitioning, connection).get_last_partition_key()
-                    if partitioning
-                    else None,
-                    raise_on_error=False,
-                    tags=connection.run_tags,
-                    run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-                )
-                results.append(result)
-                errors = {_root_error(e).cls_name for e in result.all_events if e.is_step_failure}
-                if "DagsterExecutionInterruptedError" in errors:
-                    raise KeyboardInterrupt  # Dagster turned SIGTERM/SIGINT into a step failure
-                if "SegmentAuthError" in errors:
-                    break  # a refused token stops the whole sync: no further run, no further request
+        with (
+            progress.watch(runs),
+            progress.watch(view) if not verbose else nullcontext(),
+            view if not verbose else nullcontext(),
+        ):
+            runs.run()
     except KeyboardInterrupt:
         _interrupt_streams()
         record_unreported()  # tables committed after Dagster stopped listening, while the instance is open
@@ -141,42 +188,23 @@ def run_sync(
             flush=True,
         )
         raise SystemExit(130) from None
-    rows = []
-    for event in (e for result in results for e in result.get_asset_materialization_events()):
-        mat = event.materialization
-        md = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
-        rows.append(
-            {
-                "stream": mat.asset_key.path[-1],
-                "rows": md.get("dagster/row_count", 0),
-                "requests": md.get("segment/api_requests", 0),
-                "seconds": md.get("segment/seconds", 0.0),
-                "status": md.get("segment/status", "ok"),
-                "changes": f"+{md.get('segment/inserted', 0)} ~{md.get('segment/updated', 0)} "
-                f"-{md.get('segment/deleted', 0)}",
-            }
-        )
+    rows = summary_rows(runs.outcomes)
     print_summary(rows, time.monotonic() - started, out)
+    results = [r.result for r in planned if r.result is not None]
     failures = [e for result in results for e in result.all_events if e.is_step_failure]
     lines = []
     for event in failures:
-        error = _root_error(event)
+        error = root_error(event)
         text = error.message.strip()
         if error.cls_name == "Failure":  # our own summary: one line per failed stream
             text = text.split("\n", 1)[-1]
         lines.extend(text.splitlines())
+    lines += [f"{r.job.name}: {type(r.error).__name__}: {r.error}" for r in planned if r.error is not None]
     for line in lines:
         print(f"FAILED {line}", file=out)
-    if failures:
+    if lines:
         raise SystemExit(f"sync failed: {len(lines)} problem(s), see above")
     return rows
-
-
-def _root_error(event: Any) -> Any:
-    error = event.event_specific_data.error
-    while error.cause is not None:  # Dagster wraps the stream's own error; show that one
-        error = error.cause
-    return error
 
 
 def cmd_streams(args: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ from segment_assets.api.tables import table_def
 from segment_assets.engine import progress
 from segment_assets.engine.cycles import open_cycle, resumable
 from segment_assets.engine.reading import FetchOutcome, ParentKeys, fetch_batches, plan_requests, stored_watermarks
-from segment_assets.engine.windows import clamp_to_retention, iso, window_queries
+from segment_assets.engine.windows import clamp_to_retention, iso, period_starts, window_queries, window_scope
 from segment_assets.storage import KeyCheck, Target, WriteResult
 from segment_assets.storage.base import seq_range_label
 
@@ -124,6 +124,8 @@ def sync_stream(stream: StreamSpec, run: StreamRun, parent_unavailable: str | No
         _sync(stream, run, parent_unavailable, out)
     except BaseException as exc:
         out.status, out.error = "failed", exc
+        # The requests of a stream that failed count as much as those of one that was written.
+        out.metadata.setdefault("segment/api_requests", run.client.stats_for(stream.name).snapshot()["requests"])
     out.metadata["segment/seconds"] = round(time.monotonic() - started, 3)
     return out
 
@@ -218,6 +220,10 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
         result = target.write_snapshot(table, staged, method=method, run_id=run.run_id)
     _request_stats(md, stats, before)
     md.update(_write_metadata(result))
+    whole = run.time_window
+    if whole is not None and stream.windowing and len(period_starts(stream.windowing.partitioning, *whole)) > 1:
+        times = target.read_arrow(table.name, [stream.windowing.time_column]).column(0)
+        md.update(window_scope(stream.windowing, *whole, times))
     md["segment/parameter_sets"] = len(requests)
     if stream.watermark and method is UpdateMethod.WATERMARK:
         md["segment/watermark_stops"] = fetch.watermark_stops

@@ -11,6 +11,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from segment_assets.api.streams import Partitioning, TimeWindowing
 from segment_assets.api.tables import WINDOW_END, WINDOW_START
 
@@ -69,3 +72,46 @@ def clamp_to_retention(
     if end <= oldest:
         return None
     return max(start, oldest), end
+
+
+def period_starts(partitioning: Partitioning, start: datetime, end: datetime) -> list[datetime]:
+    """The starts of the UTC days or months (the partitions) that [start, end) covers."""
+    out, t = [], start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if partitioning is Partitioning.MONTHLY:
+        t = t.replace(day=1)
+    while t < end:
+        out.append(t)
+        t = t + timedelta(days=1) if partitioning is Partitioning.DAILY else _next_month(t)
+    return out
+
+
+def _next_month(t: datetime) -> datetime:
+    return t.replace(year=t.year + (t.month == 12), month=t.month % 12 + 1)
+
+
+def window_scope(
+    windowing: TimeWindowing, start: datetime, end: datetime, times: pa.Array | pa.ChunkedArray
+) -> dict[str, Any]:
+    """Metadata for a run over several partitions (a range backfill is one run, one window).
+
+    Dagster records the run's metadata on each partition of the range, so the figures would read
+    once per partition (3 days of 100 rows: "100" three times). This says they are the window's and
+    gives each partition its own row count, from the stored time column of the rows in the window."""
+    starts = period_starts(windowing.partitioning, start, end)
+    keys = [s.strftime("%Y-%m-%d") for s in starts]
+    counts = dict.fromkeys(keys, 0)
+    if len(times):
+        ts = pc.cast(times, pa.timestamp("us", tz="UTC"))
+        bounds = pa.array([*starts, end], pa.timestamp("us", tz="UTC"))
+        for i, key in enumerate(keys):
+            inside = pc.and_(pc.greater_equal(ts, bounds[i]), pc.less(ts, bounds[i + 1]))
+            counts[key] = int(pc.sum(pc.cast(inside, pa.int64())).as_py() or 0)
+    return {
+        "segment/window_partitions": len(keys),
+        "segment/rows_by_partition": counts,
+        "segment/metadata_scope": (
+            f"one run over {len(keys)} {windowing.partitioning.value} partitions ({keys[0]} .. {keys[-1]}): the "
+            "request, row and change counts are the whole window's, recorded on each partition; "
+            "segment/rows_by_partition gives each partition its own rows"
+        ),
+    }

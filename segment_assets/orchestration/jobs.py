@@ -69,7 +69,9 @@ def build_jobs(workspace: Workspace) -> dict[str, UnresolvedAssetJobDefinition]:
             selection=AssetSelection.assets(*(workspace.asset_key(s) for s in config_streams(connection))),
             tags=tags,
             description=f"Every non-partitioned stream of Segment workspace `{connection.name}`: configuration "
-            "(reload and compare into <table>__ct) and sync histories (from their watermark).",
+            "(reload and compare into <table>__ct) and sync histories (from their watermark). Materialize all here "
+            "refreshes every configuration table in one run, as the schedule and `segment-assets sync` do; on the "
+            "lineage page, Materialize all also backfills every daily and monthly partition.",
         ),
     }
     for what, partitioning, text in (
@@ -83,7 +85,8 @@ def build_jobs(workspace: Workspace) -> dict[str, UnresolvedAssetJobDefinition]:
                 selection=AssetSelection.assets(*(workspace.asset_key(s) for s in streams)),
                 tags=tags,
                 description=f"{partitioning.value.capitalize()}-partitioned streams of Segment workspace "
-                f"`{connection.name}` {text}.",
+                f"`{connection.name}` {text}. Materialize here with one partition to refresh it (the schedule "
+                f"reads the latest), or a range (one run).",
             )
     return jobs
 

@@ -42,6 +42,29 @@ class SegmentTranslator:
                 if stream.update_method.keeps_changes
                 else ""
             )
+            + " "
+            + self._refresh(stream, connection)
+        )
+
+    def _refresh(self, stream: StreamSpec, connection: Connection) -> str:
+        """How to refresh the table, and what "Materialize all" on the lineage page does to it."""
+        jobs = connection.job_names
+        windowing = stream.windowing
+        if windowing is None:
+            return (
+                f"To refresh: Jobs → `{jobs['config']}` → Materialize all (every configuration table, one run: "
+                "the run its schedule launches)."
+            )
+        what, start = (
+            ("daily", connection.daily_start)
+            if windowing.partitioning.value == "daily"
+            else ("monthly", connection.monthly_start)
+        )
+        return (
+            f"Partitioned by {'UTC day' if what == 'daily' else 'UTC month'} since {start}: **Materialize all** on "
+            f"the lineage page launches a backfill of every {what} partition since {start}, whatever range its "
+            f"page shows. "
+            f"To refresh: Jobs → `{jobs[what]}` with one partition (its schedule reads the latest), or a range."
         )
 
     def get_owners(self, stream: StreamSpec, connection: Connection) -> list[str]:
