@@ -196,7 +196,7 @@ def materialize_streams(
     interrupted: BaseException | None = None
     progress.emit("run_started", client, streams)
     outcomes = run_streams(
-        streams, lambda s, why: sync_stream(s, run, why), max_parallel=segment.max_streams, stop=stop
+        streams, lambda s, why: sync_stream(s, run, why), max_parallel=segment.max_streams, stop=stop, paced=run.paced
     )
     unreported = UnreportedTables(context, outcomes, key_of, segment.connection_name)
     completed = False
