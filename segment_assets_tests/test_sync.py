@@ -231,7 +231,7 @@ class StopWhenStarted:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def run_started(self, client: SegmentClient, streams: list[StreamSpec]) -> None:
+    def run_started(self, run: progress.RunProgress, streams: list[StreamSpec]) -> None:
         pass
 
     def stream_started(self, stream: StreamSpec) -> None:

@@ -71,11 +71,13 @@ class StreamRun:
     budget_for: Callable[[StreamSpec], int | None] = lambda stream: None  # requests per run (cycles.py)
     paced_streams: int = -1  # paced streams that may run beside the slots (run_streams); -1: as many as declared
     parents: ParentKeys = field(init=False)
+    progress: progress.RunProgress = field(init=False)  # says nothing until given a `say` (orchestration/assets.py)
     _fanout: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _fanout_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.parents = ParentKeys(self.target)
+        self.progress = progress.RunProgress(self.client)
 
     @property
     def stop(self) -> threading.Event:
@@ -128,10 +130,13 @@ def sync_stream(stream: StreamSpec, run: StreamRun, parent_unavailable: str | No
     started = time.monotonic()
     out = StreamOutcome(stream, "ok")
     progress.emit("stream_started", stream)
+    run.progress.started(stream)
     try:
         _sync(stream, run, parent_unavailable, out)
     except BaseException as exc:
         out.status, out.error = "failed", exc
+    finally:
+        run.progress.ended(stream)
     out.metadata["segment/seconds"] = round(time.monotonic() - started, 3)
     return out
 
@@ -197,6 +202,7 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
         )
         parents = cycle.chunk
     requests = plan_requests(stream, parents, chunks)
+    run.progress.planned(stream, len(requests))
     fetch = FetchOutcome()
     shaper = table.shaper(strict=run.strict)
     watermarks = stored_watermarks(stream, target) if method is UpdateMethod.WATERMARK else None
@@ -244,8 +250,7 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
         md["segment/unavailable_parameter_sets"] = fetch.unavailable_count
         md["segment/unavailable_example"] = fetch.unavailable[0]
     out.key_check = result.key_check
-    # No summary log line: the materialization event carries these figures, and every log line
-    # is one more event-log write in the run's thread.
+    # The one summary line per stream is said by whoever reports the outcome (`progress.finished_line`).
 
 
 def _schema_drift(stream: StreamSpec, target: Target, seen: set[str], out: StreamOutcome) -> None:
@@ -405,11 +410,13 @@ def run_streams(
     max_parallel: int,
     stop: threading.Event,
     paced: Callable[[StreamSpec], bool] = paced_by_declaration,
+    tick: Callable[[], None] = lambda: None,
 ) -> Generator[StreamOutcome, None, None]:
     """Run `streams` on threads, each as soon as its parent (when also selected) is written, and
     yield their outcomes in the caller's thread as they finish: one outcome per stream. At most
     `max_parallel` streams that are not `paced` run at once, the longest chain first; a paced one
-    starts at once (`StreamSlots`).
+    starts at once (`StreamSlots`). `tick` is called in the caller's thread at least every 0.2 s
+    while streams run (it says the run's progress: `progress.RunProgress.flush`).
 
     A parent that is unavailable makes its children unavailable (named in the reason) without a
     request; a failed parent skips its children. Once `stop` is set (by the caller, a signal
@@ -525,6 +532,7 @@ def run_streams(
         while (ending is None or isinstance(ending, Exception)) and (outstanding or ready):
             handing: StreamOutcome | None = None
             try:
+                tick()
                 if not ready:
                     take()
                     continue
