@@ -191,16 +191,19 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     client = run.client
     stats = client.stats_for(stream.name)
     before = stats.snapshot()
-    parents = run.parents.rows(stream)
-    cycle = open_cycle(stream, table, target, parents, run.budget_for(stream)) if resumable(stream, method) else None
+    # A resumable stream learns from the target how many parents it has before it reads any: a
+    # big fan-out (740,000 properties) never lists them all in this process.
+    cycle = open_cycle(stream, table, target, run.budget_for(stream)) if resumable(stream, method) else None
     if cycle:
         out.log(
             logging.INFO,
-            f"{stream.name}: {len(parents)} parents exceed one run's budget of {cycle.budget} "
+            f"{stream.name}: {cycle.state.parents_total} parents exceed one run's budget of {cycle.budget} "
             f"requests: reading {len(cycle.chunk)} of cycle {cycle.state.cycle} "
             f"({cycle.state.parents_done} done before this run)",
         )
         parents = cycle.chunk
+    else:
+        parents = run.parents.rows(stream)
     requests = plan_requests(stream, parents, chunks)
     run.progress.planned(stream, len(requests))
     fetch = FetchOutcome()

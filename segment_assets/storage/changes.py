@@ -128,6 +128,25 @@ def select_parent_keys(
     return con.execute(f"SELECT DISTINCT {cols} FROM {relation} WHERE {where} ORDER BY {cols}", params).fetchall()
 
 
+def parents_left_sql(
+    parent: str, columns: Sequence[str], row_filter: RowFilter | None, done: str | None, done_columns: Sequence[str]
+) -> tuple[str, list[object]]:
+    """A `todo` relation (after WITH) of the distinct non-null `columns` of `parent` that side table
+    `done` (which holds them as text, under `done_columns`) does not, and a `parents` relation of
+    them all."""
+    cols = ", ".join(q(c) for c in columns)
+    where = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
+    params: list[object] = []
+    if row_filter:
+        condition, params = row_filter_sql(row_filter)
+        where += f" AND {condition}"
+    sql = f"parents AS (SELECT DISTINCT {cols} FROM {parent} WHERE {where}), todo AS (SELECT * FROM parents"
+    if done:
+        same = " AND ".join(f"d.{q(d)} = CAST(p.{q(c)} AS VARCHAR)" for d, c in zip(done_columns, columns))
+        sql += f" p WHERE NOT EXISTS (SELECT 1 FROM {done} d WHERE {same})"
+    return sql + ")", params
+
+
 def select_max_by(
     con: duckdb.DuckDBPyConnection, relation: str, group: Sequence[str], column: str
 ) -> dict[tuple[str, ...], object]:
