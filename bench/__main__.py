@@ -9,6 +9,7 @@
 7 estimate    requests estimated from the parent tables vs made, sample-value streams (runs with 6)
 8 sigterm     time to stop after SIGTERM, and the state the file is left in
 9 lake        the same full sync into DuckDB and into a Delta lake
+10 cycles     memory of a resumable cycle choosing its share of 10,000 and 740,000 parents
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import full_sync, lake, machine, memory, report, shared_token, sigterm, throughput, ui_path
+from bench import cycle_memory, full_sync, lake, machine, memory, report, shared_token, sigterm, throughput, ui_path
 from bench.figures import Section
 from bench.settings import Settings, Workdir
 
-BENCHMARKS = ("limits", "shared", "resync", "throughput", "ui", "memory", "estimate", "sigterm", "lake")
+BENCHMARKS = ("limits", "shared", "resync", "throughput", "ui", "memory", "estimate", "sigterm", "lake", "cycles")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "lake" in wanted:
         step("9. lake vs DuckDB", lambda: lake.run(settings, work))
+    if "cycles" in wanted:
+        step("10. memory of a resumable cycle", lambda: cycle_memory.run(settings, work))
 
     seconds = time.monotonic() - started
     command = "python -m bench" + (" " + " ".join(argv) if argv else "")
