@@ -57,7 +57,7 @@ def test_a_running_stream_gets_a_line_at_most_every_interval_naming_its_figures(
         line
     )
     (line,) = flush_at(40)
-    assert line.startswith(f"{SOURCES.name}: 0 requests (planning), 0 rows") and "not known yet" in line
+    assert line.startswith(f"{SOURCES.name}: 0 requests (planning), 0 rows") and "time left not known" in line
     assert flush_at(45) == [] and flush_at(59.9) == []
     run.ended(SOURCES)  # an ended stream says no more
     assert [t.split(":")[0] for t in flush_at(60)] == [SAMPLES.name]
@@ -86,6 +86,7 @@ def test_time_left_is_what_remains_at_the_limit_or_at_the_pace_seen() -> None:
     assert seconds_left(made=40, planned=100, elapsed=5, per_minute=25) == 144  # the limit, not the burst
     assert seconds_left(made=10, planned=30, elapsed=5, per_minute=None) == 10  # 2 requests a second
     assert seconds_left(made=100, planned=100, elapsed=5, per_minute=25) == 0
+    assert seconds_left(made=120, planned=100, elapsed=5, per_minute=25) is None  # pages past the plan
     assert seconds_left(made=0, planned=30, elapsed=5, per_minute=None) is None
     assert seconds_left(made=3, planned=None, elapsed=5, per_minute=25) is None
 

@@ -64,9 +64,9 @@ def seconds_left(made: int, planned: int | None, elapsed: float, per_minute: flo
     """Estimated seconds until a stream's last planned request: what is left at its endpoint's limit
     when it has one (a paced stream goes no faster), else at the pace seen so far; None when there
     is nothing to go on. Pages past the first of a request are not planned: a lower bound."""
-    if planned is None:
+    if planned is None or made > planned:  # more pages than planned requests: nothing to scale by
         return None
-    left = max(0, planned - made)
+    left = planned - made
     if left == 0:
         return 0.0
     at_limit = left * 60.0 / per_minute if per_minute else 0.0
@@ -170,7 +170,7 @@ class RunProgress:
         left = self._left(running, stats, now) if running else None
         return (
             f"{name}: {requests}, {stats['records']:,} rows, {stats['wait_seconds']:,.0f} s waited on rate limits, "
-            + (f"about {duration(left)} left" if left is not None else "time left not known yet")
+            + (f"about {duration(left)} left" if left is not None else "time left not known")
         )
 
     # -- from the thread that reports the run --------------------------------------------------
