@@ -53,7 +53,7 @@ def test_a_running_stream_gets_a_line_at_most_every_interval_naming_its_figures(
     client.stats_for(SAMPLES.name).add(requests=40, records=1234, wait_seconds=61.5)
     (line,) = flush_at(30)  # SOURCES started at 10: not yet
     # 60 requests left at 25/min: 144 s, however fast the first 40 went.
-    assert line == (f"{SAMPLES.name}: 40 of ~100 requests, 1,234 rows, 62 s waited on rate limits, about 2 min left"), (
+    assert line == (f"{SAMPLES.name}: 40 of ~100 requests, 1,234 rows, 62 s of rate-limit waits, about 2 min left"), (
         line
     )
     (line,) = flush_at(40)
@@ -132,5 +132,5 @@ def test_a_run_logs_a_line_per_finished_stream_and_the_clients_429s_to_its_event
     messages = [e.user_message for e in instance.all_logs(result.run_id) if e.dagster_event is None]
     for name in selected:
         (line,) = [m for m in messages if m.startswith(f"{name}: done, ")]
-        assert " rows" in line and " requests, " in line
+        assert " rows" in line and (" requests, " in line or " 1 request, " in line)
     assert any(m.startswith("sources: 429 Too Many Requests") for m in messages), messages

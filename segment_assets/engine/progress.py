@@ -156,7 +156,8 @@ class RunProgress:
         return seconds_left(stats["requests"], running.planned, elapsed, per_minute)
 
     def line(self, name: str, now: float | None = None) -> str:
-        """`stream: 312 of ~1,378 requests, 9,810 rows, 604 s waited on rate limits, about 42 min left`."""
+        """`stream: 312 of ~1,378 requests, 9,810 rows, 604 s of rate-limit waits, about 42 min left`.
+        A wait counts from the moment it is booked, so the figure may run ahead of the clock."""
         with self._lock:
             running = self._running.get(name)
         stats = self.client.stats_for(name).snapshot()
@@ -169,7 +170,7 @@ class RunProgress:
             requests = f"{made:,} requests (~{planned:,} planned, more pages than one each)"
         left = self._left(running, stats, now) if running else None
         return (
-            f"{name}: {requests}, {stats['records']:,} rows, {stats['wait_seconds']:,.0f} s waited on rate limits, "
+            f"{name}: {requests}, {stats['records']:,} rows, {stats['wait_seconds']:,.0f} s of rate-limit waits, "
             + (f"about {duration(left)} left" if left is not None else "time left not known")
         )
 
@@ -191,6 +192,10 @@ class RunProgress:
             self.say(logging.INFO, self.line(r.stream.name, now))
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}" + ("" if n == 1 else "s")
+
+
 def finished_line(outcome: StreamOutcome) -> str:
     """One line per finished stream for the run's log: what the materialization says, in words."""
     md = outcome.metadata
@@ -204,9 +209,9 @@ def finished_line(outcome: StreamOutcome) -> str:
     )
     return (
         f"{name}: done, {md.get('dagster/row_count', 0):,} rows{changes}, "
-        f"{md.get('segment/api_requests', 0):,} requests, {md.get('segment/seconds', 0):.1f} s"
+        f"{_count(int(md.get('segment/api_requests', 0) or 0), 'request')}, {md.get('segment/seconds', 0):.1f} s"
         + (
-            f" ({md['segment/rate_limit_wait_seconds']:,.0f} s waited on rate limits)"
+            f" ({md['segment/rate_limit_wait_seconds']:,.0f} s of rate-limit waits)"
             if md.get("segment/rate_limit_wait_seconds")
             else ""
         )
