@@ -344,8 +344,8 @@ class StreamSlots:
     (`PACED_STREAMS`). Streams waiting for a slot start longest remaining chain of rate-limited
     work first (`critical_path_minutes`), not in the order they became ready.
 
-    Slots are handed out where a stream ends (its done callback, in the stream's thread), not in
-    the thread that reports outcomes, which may be busy writing Dagster's event log.
+    A stream's end is handled in its own thread (its children made ready, then its slot handed
+    on), not in the thread that reports outcomes, which may be busy writing Dagster's event log.
     """
 
     def __init__(
