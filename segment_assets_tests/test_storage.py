@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -452,3 +453,26 @@ def test_staging_files_of_dead_processes_are_swept(tmp_path: Path) -> None:
     mine.write_bytes(b"in use")
     snapshot(t, [source(1)])
     assert not orphan.exists() and mine.exists()
+
+
+def test_a_parent_key_read_does_not_wait_for_another_streams_write_in_progress(tmp_path: Path) -> None:
+    # Failed before this change: every read took the file's one lock, so a child stream read its
+    # parent's ids only once the writes queued ahead of it (of unrelated streams) were done.
+    from segment_assets.storage.duckdb_target import _file
+
+    target = DuckDBTarget(tmp_path / "x.duckdb")
+    snapshot(target, [source(1), source(2)])
+    writing = _file(target.path).lock
+    got: list[object] = []
+    with writing:  # another stream's write in progress holds the file's lock
+        reader = threading.Thread(
+            target=lambda: got.extend(
+                [target.parent_keys("sources", ["id"]), target.table_exists("sources"), target.read_state("none")]
+            ),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(timeout=30)
+        assert not reader.is_alive(), "the read waited for the write"
+    assert got == [[("src1",), ("src2",)], True, None], got
+    target.close()
