@@ -11,6 +11,7 @@
 9 lake        the same full sync into DuckDB and into a Delta lake
 10 space_schema a big space schema (1,800 properties) under the limits: sample values inline, before and after
 11 launch     "Materialize" on one asset through `dagster dev`: click to success, run-queue settings
+12 cycles     memory of a resumable cycle choosing its share of 10,000 and 740,000 parents
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import (
+    cycle_memory,
     full_sync,
     lake,
     launch_latency,
@@ -50,6 +52,7 @@ BENCHMARKS = (
     "lake",
     "space_schema",
     "launch",
+    "cycles",
 )
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -157,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         step("10. big space schema", lambda: space_schema.run(settings, work))
     if "launch" in wanted:
         step("11. launch latency", lambda: launch_latency.run(settings, work))
+    if "cycles" in wanted:
+        step("12. memory of a resumable cycle", lambda: cycle_memory.run(settings, work))
 
     seconds = time.monotonic() - started
     command = "python -m bench" + (" " + " ".join(argv) if argv else "")

@@ -81,7 +81,7 @@ def main() -> int:
     began = time.monotonic()
     outcomes: list[StreamOutcome] = []
     try:
-        for outcome in run_streams(streams, sync_one, max_parallel=MAX_STREAMS, stop=client.stop):
+        for outcome in run_streams(streams, sync_one, max_parallel=MAX_STREAMS, stop=client.stop, paced=run.paced):
             outcomes.append(outcome)
     finally:
         client.close()

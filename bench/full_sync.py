@@ -156,6 +156,25 @@ def _first(
             ],
         )
     )
+    waits_to_start = limits.start_waits(events)
+    if waits_to_start:
+        child, parent, longest = waits_to_start[0]
+        section.figures.append(
+            Figure(
+                "longest from a parent's last request to its child's first (same run)",
+                f"{max(0.0, longest):.1f} s ({child} after {parent})",
+                "< 5 s",
+                longest < 5,
+                note="The critical path never waits for a slot: a stream paced by its endpoint's own limit holds "
+                "none, and a freed slot goes to the longest remaining chain of rate-limited work.",
+            )
+        )
+        section.tables.append(
+            Table(
+                ["slowest starts", "after parent", "s from the parent's last request to its first"],
+                [[c, p, f"{max(0.0, w):.1f}"] for c, p, w in waits_to_start[:5]],
+            )
+        )
     section.notes += [
         f"Requests: {len(events):,} seen by the simulator, the first {first_t - first.started:.1f} s after the process "
         f"started and the last {first.ended - last_t:.1f} s before it exited.",

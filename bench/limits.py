@@ -105,3 +105,26 @@ def window_utilisation(
     m = max_in_window(everything, width)
     out.append(("* (every operation, per token)", m, float(GLOBAL_PER_MINUTE), m / GLOBAL_PER_MINUTE))
     return sorted(out, key=lambda r: -r[3])
+
+
+def start_waits(events: Iterable[tuple[float, str, int]]) -> list[tuple[str, str, float]]:
+    """(child, parent, seconds from the parent's last request to the child's first) for every stream
+    whose parent the same run read (same partitioning), longest first: how long a stream waited once
+    its parent's requests were done (the parent's write included), e.g. for a slot."""
+    from segment_assets.api.streams import STREAMS
+
+    by_op = {s.operation_id: s for s in STREAMS.values() if s.materialized}
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for t, op, _ in events:
+        stream = by_op.get(op)
+        if stream is not None:
+            first[stream.name] = min(t, first.get(stream.name, t))
+            last[stream.name] = max(t, last.get(stream.name, t))
+    out = []
+    for name, t in first.items():
+        stream = STREAMS[name]
+        parent = stream.parent.stream if stream.parent else None
+        if parent in last and bool(stream.windowing) == bool(STREAMS[parent].windowing):
+            out.append((name, parent, t - last[parent]))
+    return sorted(out, key=lambda r: -r[2])

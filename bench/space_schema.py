@@ -68,10 +68,7 @@ def _stored(db: Path) -> dict[str, set[tuple[str, ...]]]:
     target = DuckDBTarget(db)
     try:
         return {
-            name: {
-                tuple(str(v) for v in row)
-                for row in target.query(f"SELECT {', '.join(cols)}, value FROM {name}")
-            }
+            name: {tuple(str(v) for v in row) for row in target.query(f"SELECT {', '.join(cols)}, value FROM {name}")}
             for name, (_, _, cols) in SAMPLE_STREAMS.items()
         }
     finally:

@@ -185,6 +185,30 @@ def test_a_cycle_that_reads_no_rows_deletes_every_row_and_the_next_cycle_starts(
     assert again["segment/cycle_complete_for"] == runs[-1]["segment/cycle_complete_for"] != "none yet"
 
 
+def test_the_next_parents_of_a_cycle_are_counted_and_chosen_in_the_target(
+    consumers_gone: tuple[Engine, set[tuple[str, ...]]],
+) -> None:
+    # What lets a cycle run over 740,000 parents without listing them in Python: the target
+    # counts them, leaves out those done and hands over only the next few, in key order.
+    engine, _ = consumers_gone
+    target, columns, params = engine.target, ["space_id", "id"], ["spaceId", "id"]
+    every = target.parent_keys("audiences", columns)
+    assert len(every) == 5
+    assert target.parents_left("audiences", columns, None, "none__cycle_parents", params, 2) == (5, 5, every[:2])
+    done = pa.table({"spaceId": [str(every[1][0]), str(every[3][0])], "id": [str(every[1][1]), str(every[3][1])]})
+    target.append_rows("some__cycle_parents", done)
+    assert target.parents_left("audiences", columns, None, "some__cycle_parents", params, 2) == (
+        5,
+        3,
+        [every[0], every[2]],
+    )
+    assert target.parents_left("audiences", columns, None, "some__cycle_parents", params, 9)[2] == [
+        every[0],
+        every[2],
+        every[4],
+    ]
+
+
 def test_a_cycle_left_without_its_key_table_completes_on_the_next_run(
     consumers_gone: tuple[Engine, set[tuple[str, ...]]],
 ) -> None:

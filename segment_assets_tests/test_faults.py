@@ -24,8 +24,10 @@ import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize, serialize_value
 
 from segment_assets.api.client import SegmentClient
-from segment_assets.api.streams import STREAMS, materialized_streams
+from segment_assets.api.streams import STREAMS, StreamSpec, materialized_streams
 from segment_assets.cli.commands import _instance, run_sync
+from segment_assets.engine import progress
+from segment_assets.engine.runner import StreamOutcome
 from segment_assets.orchestration.assets import asset_key, build_assets
 from segment_assets.orchestration.partitions import partitions_def
 from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
@@ -454,6 +456,24 @@ def test_401_at_start_is_fatal_names_the_variable_and_changes_nothing(tmp_path: 
     assert dump_exact(db) == before
 
 
+class RevokeWhenStarted:
+    """A progress observer that makes the simulator refuse the token once stream `name` starts."""
+
+    def __init__(self, sim: Simulator, name: str) -> None:
+        self.sim, self.name = sim, name
+
+    def run_started(self, run: progress.RunProgress, streams: list[StreamSpec]) -> None:
+        pass
+
+    def stream_started(self, stream: StreamSpec) -> None:
+        if stream.name == self.name:
+            for op in ("listConnectedDestinationsFromSource", "listRulesFromTrackingPlan"):
+                self.sim.inject("401", op, times=1000)
+
+    def stream_finished(self, outcome: StreamOutcome) -> None:
+        pass
+
+
 def test_401_mid_run_stops_the_sync_and_keeps_the_unwritten_tables(tmp_path: Path) -> None:
     db = tmp_path / "auth.duckdb"
     with Simulator(seed=3, scale=0.3) as sim:
@@ -461,21 +481,22 @@ def test_401_mid_run_stops_the_sync_and_keeps_the_unwritten_tables(tmp_path: Pat
         before = dump_exact(db)
         mutate(sim)
         sim.reset_stats()
-        # The token is revoked once the parents are read: every child request is refused.
-        sim.inject("401", "listConnectedDestinationsFromSource", times=1000)
-        sim.inject("401", "listRulesFromTrackingPlan", times=1000)
         # One request at a time, so "after the first 401" is well defined: requests already in
         # flight beside it (concurrent streams) would each get their own 401, and are not "after".
-        failed = failures(sync(sim, db, SMALL, max_streams=1, max_concurrency=1))
+        # The token is revoked when the last stream starts (the longest chain goes first, so that
+        # is source_connected_destinations): the parents and the rules are read by then.
+        with progress.watch(RevokeWhenStarted(sim, "source_connected_destinations")):
+            failed = failures(sync(sim, db, SMALL, max_streams=1, max_concurrency=1))
         sources_now = sim.items("listSources")
         refused = sim.stats["by_status"].get(401)
     assert list(failed) == ["token"], failed
     assert "HTTP 401" in failed["token"] and "SEGMENT_API_TOKEN" in failed["token"] and sim.token not in failed["token"]
     assert refused == 1, "no request after the first 401"
     after = dump_exact(db)
-    for table in ("source_connected_destinations", "tracking_plan_rules"):
-        assert after[table] == before[table] and after[f"{table}__ct"] == before[f"{table}__ct"]
+    table = "source_connected_destinations"
+    assert after[table] == before[table] and after[f"{table}__ct"] == before[f"{table}__ct"]
     assert {r[0] for r in after["sources"]} == {s["id"] for s in sources_now}, "parents read before it loaded"
+    assert after["tracking_plan_rules"] != before["tracking_plan_rules"], "a child read before it loaded"
     assert integrity_problems(db) == []
 
 

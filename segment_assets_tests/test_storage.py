@@ -8,6 +8,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -513,3 +514,26 @@ def test_a_held_file_is_reported_with_its_holder_then_refused(tmp_path: Path) ->
     assert target.table_names() == [], "the file is the target's again once released"
     with target.sql_session() as con:
         assert con.execute("SELECT 1").fetchall() == [(1,)]
+
+
+def test_a_parent_key_read_does_not_wait_for_another_streams_write_in_progress(tmp_path: Path) -> None:
+    # Failed before this change: every read took the file's one lock, so a child stream read its
+    # parent's ids only once the writes queued ahead of it (of unrelated streams) were done.
+    from segment_assets.storage.duckdb_target import _file
+
+    target = DuckDBTarget(tmp_path / "x.duckdb")
+    snapshot(target, [source(1), source(2)])
+    writing = _file(target.path).lock
+    got: list[object] = []
+    with writing:  # another stream's write in progress holds the file's lock
+        reader = threading.Thread(
+            target=lambda: got.extend(
+                [target.parent_keys("sources", ["id"]), target.table_exists("sources"), target.read_state("none")]
+            ),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(timeout=30)
+        assert not reader.is_alive(), "the read waited for the write"
+    assert got == [[("src1",), ("src2",)], True, None], got
+    target.close()

@@ -81,6 +81,70 @@ def test_an_unavailable_parent_makes_its_children_unavailable_with_the_reason() 
         assert PARENT.name in (reasons[child.name] or "") and "403 plan" in (reasons[child.name] or "")
 
 
+# -- who gets a slot ------------------------------------------------------------------------------
+
+# Paced fan-outs of other buckets: 2/min warehouse endpoints and 25/min Engage ones.
+PACED_ELSEWHERE = [
+    STREAMS[n]
+    for n in (
+        "warehouse_syncs",
+        "warehouse_advanced_sync_schedules",
+        "warehouse_selective_syncs",
+        "audience_consumers",
+        "computed_traits",
+    )
+]
+# The longest chain of a full sync: spaces -> events -> their properties -> sample values (25/min).
+SAMPLE_VALUES_CHAIN = [
+    STREAMS[n] for n in ("spaces", "space_events", "space_event_properties", "space_event_property_sample_values")
+]
+
+
+def test_streams_asleep_on_their_rate_limit_do_not_keep_the_longest_chain_from_starting() -> None:
+    # Failed before this change: the paced streams held both slots while they slept on their
+    # budgets, and the chain's root waited for one of them to end (here: never, until the guard).
+    chain_started = threading.Event()
+    released: dict[str, bool] = {}
+
+    def sync_one(stream: StreamSpec, parent_unavailable: str | None) -> StreamOutcome:
+        if stream is SAMPLE_VALUES_CHAIN[-1]:
+            chain_started.set()
+        elif stream in PACED_ELSEWHERE:
+            # Asleep on its budget, pacing requests, until the chain's last stream has started.
+            released[stream.name] = chain_started.wait(timeout=20)
+        return StreamOutcome(stream, "ok")
+
+    stream_list = [*PACED_ELSEWHERE, *SAMPLE_VALUES_CHAIN]
+    outcomes = list(run_streams(stream_list, sync_one, max_parallel=2, stop=threading.Event()))
+    assert sorted(o.stream.name for o in outcomes) == sorted(s.name for s in stream_list)
+    assert released == {s.name: True for s in PACED_ELSEWHERE}, "the chain started while every paced stream slept"
+
+
+def test_a_freed_slot_goes_to_the_longest_remaining_chain_not_to_the_stream_ready_first() -> None:
+    # Failed before this change: the slots were a first-come queue, so the warehouses' child (on
+    # the 2/min chain) started after every root that had been waiting since the run began.
+    order: list[str] = []
+    roots = [STREAMS[n] for n in ("sources", "users", "labels", "roles", "catalog_sources")]
+    chain = [STREAMS["warehouses"], STREAMS["warehouse_connected_sources"]]
+
+    def sync_one(stream: StreamSpec, parent_unavailable: str | None) -> StreamOutcome:
+        order.append(stream.name)
+        return StreamOutcome(stream, "ok")
+
+    list(run_streams([*roots, *chain], sync_one, max_parallel=1, stop=threading.Event(), paced=lambda s: False))
+    assert order[:2] == [s.name for s in chain], order
+    assert sorted(order[2:]) == sorted(s.name for s in roots)
+
+
+def test_a_run_paces_what_its_client_paces(target: DuckDBTarget) -> None:
+    for limits, expected in (({"listSyncsFromWarehouse": 2}, True), ({}, False)):
+        client = SegmentClient("t", "http://127.0.0.1:9", rate_limits=limits)
+        run = StreamRun(client=client, target=target, run_id="r", method_for=lambda s: UpdateMethod.FULL_LOAD)
+        assert run.paced(STREAMS["warehouse_syncs"]) is expected and not run.paced(STREAMS["warehouses"])
+        client.close()
+    target.close()
+
+
 # -- a stopped run -------------------------------------------------------------------------------
 
 WAREHOUSES = STREAMS["warehouses"]
@@ -167,7 +231,7 @@ class StopWhenStarted:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def run_started(self, client: SegmentClient, streams: list[StreamSpec]) -> None:
+    def run_started(self, run: progress.RunProgress, streams: list[StreamSpec]) -> None:
         pass
 
     def stream_started(self, stream: StreamSpec) -> None:
@@ -228,7 +292,9 @@ def test_fan_out_streams_share_one_pool_whose_threads_each_reuse_one_http_client
         method_for=lambda stream: UpdateMethod.FULL_LOAD,
         max_streams=2,
         fanout_concurrency=2,
+        paced_streams=0,  # none of these endpoints has a limit of its own
     )
+    assert not any(run.paced(s) for s in streams)
     try:
         outcomes = list(run_streams(streams, lambda s, why: sync_stream(s, run, why), max_parallel=2, stop=stop))
     finally:

@@ -58,6 +58,7 @@ DEFAULT_GLOBAL_PER_MINUTE = 1200.0
 class RequestStats:
     requests: int = 0
     pages: int = 0
+    records: int = 0  # items in the pages read
     retries: int = 0
     rate_limited: int = 0  # 429 responses received
     rate_limit_waits: int = 0  # times a request waited (429, exhausted headers or the shared budget)
@@ -79,6 +80,7 @@ class RequestStats:
             return {
                 "requests": self.requests,
                 "pages": self.pages,
+                "records": self.records,
                 "retries": self.retries,
                 "rate_limited": self.rate_limited,
                 "rate_limit_waits": self.rate_limit_waits,
@@ -126,6 +128,9 @@ class SegmentClient:
         self.stream_stats: dict[str, RequestStats] = {}
         self._stats_guard = threading.Lock()
         self.token_env = token_env
+        # Where the 429 and retry messages go besides this module's logger: the run's log (Dagster's
+        # event log, through `engine/progress.py`), set by whoever runs the client.
+        self.on_message: Callable[[int, str], None] | None = None
         # The stop of the run this client serves (`stops.py` says who sets it); a client used on
         # its own gets one, so process exit still ends its waits.
         self.stop = stops.register(stop if stop is not None else threading.Event())
@@ -252,7 +257,7 @@ class SegmentClient:
             if status == 429:
                 self._count(stream, rate_limited=1)
                 wait = self._rate_limit_wait(body, response, attempt, stream.operation_id)
-                log.info("%s: 429 Too Many Requests, waiting %.2fs", stream.name, wait)
+                self._say(logging.INFO, f"{stream.name}: 429 Too Many Requests, waiting {wait:.2f}s")
                 self._wait(stream, wait)
                 if attempt > self.max_retries * 4:
                     raise TransientError(f"stream {stream.name}: still rate limited after {attempt} attempts")
@@ -291,9 +296,14 @@ class SegmentClient:
             )
         self._count(stream, retries=1)
         delay = self._backoff(attempt)
-        log.info("%s: %s, retry %d in %.2fs", stream.name, what, attempt, delay)
+        self._say(logging.INFO, f"{stream.name}: {what}, retry {attempt} in {delay:.2f}s")
         self._sleep(delay)
         self._check_stop()
+
+    def _say(self, level: int, text: str) -> None:
+        log.log(level, text)
+        if self.on_message is not None:
+            self.on_message(level, text)
 
     def _backoff(self, attempt: int) -> float:
         # "Full jitter": spreads retries of concurrent workers instead of synchronising them.
@@ -338,12 +348,13 @@ class SegmentClient:
             while True:
                 data = self.request(stream, path_params, {**base_query, **paginator.params()})
                 try:
-                    kept = [take(page) for page in paginator.read(data)]
+                    pages = list(paginator.read(data))
+                    kept = [take(page) for page in pages]
                     break
                 except (PaginationError, ValueError) as exc:
                     attempt += 1
                     self._retry_or_raise(stream, attempt, f"unusable page ({exc})", final=exc)
-            self._count(stream, pages=1)
+            self._count(stream, pages=1, records=sum(len(page.records) for page in pages))
             yield from kept
             paginator.advance(data)
 

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, JobDefinition
 
-    from segment_assets.api.client import SegmentClient
     from segment_assets.api.streams import StreamSpec
+    from segment_assets.engine.progress import RunProgress
     from segment_assets.engine.runner import StreamOutcome
 
 CLI_TRIGGER = "cli"  # the value of the runs' `segment/trigger` tag (schedules: "schedule")
@@ -75,7 +75,7 @@ class SyncRuns:
 
     # -- progress.Observer (called in the runs' threads) -------------------------------------
 
-    def run_started(self, client: SegmentClient, streams: list[StreamSpec]) -> None:
+    def run_started(self, run: RunProgress, streams: list[StreamSpec]) -> None:
         planned = next((r for r in self.runs if r.owns(streams)), None)
         if planned is None:
             return

@@ -10,9 +10,11 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
 
+from segment_assets.engine.progress import duration
+
 if TYPE_CHECKING:
-    from segment_assets.api.client import SegmentClient
     from segment_assets.api.streams import StreamSpec
+    from segment_assets.engine.progress import RunProgress
     from segment_assets.engine.runner import StreamOutcome
 
 
@@ -26,7 +28,7 @@ class TerminalProgress:
         self.done = 0
         self.rows = 0
         self.running: dict[str, float] = {}
-        self.clients: list[SegmentClient] = []
+        self.runs: list[RunProgress] = []
         self.started = time.monotonic()
         self.interval = interval
         self._lock = threading.Lock()
@@ -35,9 +37,9 @@ class TerminalProgress:
 
     # -- progress.Observer -------------------------------------------------------------------
 
-    def run_started(self, client: SegmentClient, streams: list[StreamSpec]) -> None:
+    def run_started(self, run: RunProgress, streams: list[StreamSpec]) -> None:
         with self._lock:
-            self.clients.append(client)
+            self.runs.append(run)
 
     def stream_started(self, stream: StreamSpec) -> None:
         with self._lock:
@@ -75,15 +77,20 @@ class TerminalProgress:
     def status_line(self) -> str:
         with self._lock:
             running = sorted(self.running, key=self.running.get)  # type: ignore[arg-type]
-            stats = [c.stats.snapshot() for c in self.clients]
+            runs = list(self.runs)
             done, rows = self.done, self.rows
+        clients = [r.client for r in runs]
+        stats = [c.stats.snapshot() for c in clients]
+        # The run's own estimate, the one its progress lines in the event log give.
+        lefts = [x for x in (r.seconds_left() for r in runs) if x is not None]
         requests = sum(s["requests"] for s in stats)
         waited = sum(s["wait_seconds"] for s in stats)
         current = ", ".join(running[:2]) + (f" +{len(running) - 2}" if len(running) > 2 else "")
-        pages = sum(c.stats_for(n).snapshot()["pages"] for c in self.clients for n in running[:2])
+        pages = sum(c.stats_for(n).snapshot()["pages"] for c in clients for n in running[:2])
         line = (
             f"{done}/{self.total} streams · {requests:,} requests · {rows:,} rows · "
             f"rate-limit waits {waited:,.0f}s · {time.monotonic() - self.started:,.0f}s"
+            + (f" · about {duration(max(lefts))} left" if lefts else "")
             + (f" · now: {current} ({pages} pages)" if running else "")
         )
         width = shutil.get_terminal_size((120, 20)).columns

@@ -148,28 +148,32 @@ class Cycle:
         }
 
 
-def open_cycle(
-    stream: StreamSpec, table: TableDef, target: Target, parents: Sequence[dict[str, Any]], budget: int | None
-) -> Cycle | None:
-    """The resumable share of this run, or None when the stream fits in one run (no cycle open)."""
-    state = CycleState.load(target, table.name)
-    if budget is None or (state.cycle is None and len(parents) <= budget):
+def open_cycle(stream: StreamSpec, table: TableDef, target: Target, budget: int | None) -> Cycle | None:
+    """The resumable share of this run, or None when the stream fits in one run (no cycle open).
+
+    The parents are counted, and the next ones chosen, in the target (against the parent table and
+    `<table>__cycle_parents`): a run holds this run's share of the parent keys, never all of them."""
+    if budget is None or not stream.parent:
         return None
+    state = CycleState.load(target, table.name)
+    link = stream.parent
+    columns, params = list(link.params.values()), list(link.params)
+    parents_table = table.name + PARENTS_SUFFIX
     if state.cycle is None:
+        total, _, _ = target.parents_left(link.stream, columns, link.where, None, params, 0, stream.inline)
+        if total <= budget:
+            return None
         state.cycle = _now()
         state.parents_done = 0
-        for name in (table.name + PARENTS_SUFFIX, table.name + KEYS_SUFFIX):
+        for name in (parents_table, table.name + KEYS_SUFFIX):
             target.drop_table(name)  # leftovers of a cycle abandoned by an older version
-    params = list(stream.parent.params) if stream.parent else []
-    done: set[tuple[str, ...]] = set()
-    if target.table_exists(table.name + PARENTS_SUFFIX):
-        for row in target.read_arrow(table.name + PARENTS_SUFFIX).to_pylist():
-            done.add(tuple(str(row[p]) for p in params))
-    todo = [p for p in parents if tuple(str(p[k]) for k in params) not in done]
-    state.parents_done = len(parents) - len(todo)
-    state.parents_total = len(parents)
-    chunk = todo[:budget]
-    return Cycle(stream, table, target, state, chunk, len(todo) - len(chunk), budget)
+    total, left, rows = target.parents_left(
+        link.stream, columns, link.where, parents_table, params, budget, stream.inline
+    )
+    state.parents_done = total - left
+    state.parents_total = total
+    chunk = [dict(zip(params, row)) for row in rows]
+    return Cycle(stream, table, target, state, chunk, left - len(chunk), budget)
 
 
 def _parents_arrow(stream: StreamSpec, parents: Sequence[dict[str, Any]]) -> pa.Table:

@@ -17,6 +17,7 @@ before or while stopping as "ok", the rest as "stopped".
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import logging
@@ -25,10 +26,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache, partial
+from functools import cache
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -68,28 +69,37 @@ class StreamRun:
     stabilities: Sequence[str] = ("v1", "beta", "alpha")
     time_window: tuple[datetime, datetime] | None = None  # [start, end) of the run's partitions
     budget_for: Callable[[StreamSpec], int | None] = lambda stream: None  # requests per run (cycles.py)
+    paced_streams: int = -1  # paced streams that may run beside the slots (run_streams); -1: as many as declared
     parents: ParentKeys = field(init=False)
+    progress: progress.RunProgress = field(init=False)  # says nothing until given a `say` (orchestration/assets.py)
     _fanout: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _fanout_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.parents = ParentKeys(self.target)
+        self.progress = progress.RunProgress(self.client)
 
     @property
     def stop(self) -> threading.Event:
         return self.client.stop
 
     def fanout_pool(self) -> Executor:
-        """The pool every fan-out stream of the run sends its requests to. Sized so that each of
-        `max_streams` streams can keep `fanout_concurrency` requests in flight: a stream sleeping
-        on a 2/min budget then holds only its own share. Threads start as they are needed."""
+        """The pool every fan-out stream of the run sends its requests to. Sized so that each
+        stream that may run at once (`max_streams` holding slots, plus every paced stream, which
+        holds none: `run_streams`) can keep `fanout_concurrency` requests in flight: a stream
+        sleeping on a 2/min budget then holds only its own share. Threads start as they are needed."""
+        paced = PACED_STREAMS if self.paced_streams < 0 else self.paced_streams
         with self._fanout_guard:
             if self._fanout is None:
                 self._fanout = ThreadPoolExecutor(
-                    max_workers=max(1, self.max_streams) * max(1, self.fanout_concurrency),
+                    max_workers=(max(1, self.max_streams) + paced) * max(1, self.fanout_concurrency),
                     thread_name_prefix="segment-fanout",
                 )
             return self._fanout
+
+    def paced(self, stream: StreamSpec) -> bool:
+        """The client paces this stream's endpoint at a limit of its own (see `run_streams`)."""
+        return stream.operation_id in self.client.limiter.per_operation
 
     def close(self) -> None:
         """End the fan-out pool (its requests end at once if `stop` is set); the caller closes the
@@ -120,12 +130,15 @@ def sync_stream(stream: StreamSpec, run: StreamRun, parent_unavailable: str | No
     started = time.monotonic()
     out = StreamOutcome(stream, "ok")
     progress.emit("stream_started", stream)
+    run.progress.started(stream)
     try:
         _sync(stream, run, parent_unavailable, out)
     except BaseException as exc:
         out.status, out.error = "failed", exc
         # The requests of a stream that failed count as much as those of one that was written.
         out.metadata.setdefault("segment/api_requests", run.client.stats_for(stream.name).snapshot()["requests"])
+    finally:
+        run.progress.ended(stream)
     out.metadata["segment/seconds"] = round(time.monotonic() - started, 3)
     return out
 
@@ -182,17 +195,21 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     before = stats.snapshot()
     # A stream whose parent's list carries its records requests only the parents whose list was cut.
     inline = run.parents.inline(stream) if stream.inline else None
-    parents = inline.requested if inline else run.parents.rows(stream)
-    cycle = open_cycle(stream, table, target, parents, run.budget_for(stream)) if resumable(stream, method) else None
+    # A resumable stream learns from the target how many parents it has before it reads any: a
+    # big fan-out (740,000 properties) never lists them all in this process.
+    cycle = open_cycle(stream, table, target, run.budget_for(stream)) if resumable(stream, method) else None
     if cycle:
         out.log(
             logging.INFO,
-            f"{stream.name}: {len(parents)} parents exceed one run's budget of {cycle.budget} "
+            f"{stream.name}: {cycle.state.parents_total} parents exceed one run's budget of {cycle.budget} "
             f"requests: reading {len(cycle.chunk)} of cycle {cycle.state.cycle} "
             f"({cycle.state.parents_done} done before this run)",
         )
         parents = cycle.chunk
+    else:
+        parents = inline.requested if inline else run.parents.rows(stream)
     requests = plan_requests(stream, parents, chunks)
+    run.progress.planned(stream, len(requests))
     fetch = FetchOutcome()
     shaper = table.shaper(strict=run.strict)
     watermarks = stored_watermarks(stream, target) if method is UpdateMethod.WATERMARK else None
@@ -247,8 +264,7 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
         md["segment/unavailable_parameter_sets"] = fetch.unavailable_count
         md["segment/unavailable_example"] = fetch.unavailable[0]
     out.key_check = result.key_check
-    # No summary log line: the materialization event carries these figures, and every log line
-    # is one more event-log write in the run's thread.
+    # The one summary line per stream is said by whoever reports the outcome (`progress.finished_line`).
 
 
 def _schema_drift(stream: StreamSpec, target: Target, seen: set[str], out: StreamOutcome) -> None:
@@ -320,10 +336,85 @@ def critical_path_minutes(name: str) -> float:
     return own + max(below, default=0.0)
 
 
-def _report_done(
-    done: queue.Queue[tuple[StreamSpec, Future[StreamOutcome]]], stream: StreamSpec, future: Future[StreamOutcome]
-) -> None:
-    done.put((stream, future))
+def paced_by_declaration(stream: StreamSpec) -> bool:
+    """The endpoint has a documented limit of its own (what the client paces when pacing is on)."""
+    return bool(stream.rate_limit_per_minute)
+
+
+PACED_STREAMS = sum(1 for s in STREAMS.values() if paced_by_declaration(s))  # at most this many run beside the slots
+
+
+class StreamSlots:
+    """Which ready stream starts next, and when.
+
+    `max_parallel` slots bound the streams that read as fast as the network allows. A *paced*
+    stream, one whose endpoint has a limit of its own, takes no slot: it spends its time asleep on
+    its budget, and a sleeper holding a slot kept the run's longest chain (the space-schema sample
+    values, 25/min) from starting for a whole minute while 2/min and 25/min fan-outs held every
+    slot. Its load is bounded by its limit, and there are only so many such endpoints
+    (`PACED_STREAMS`). Streams waiting for a slot start longest remaining chain of rate-limited
+    work first (`critical_path_minutes`), not in the order they became ready.
+
+    A stream's end is handled in its own thread (its children made ready, then its slot handed
+    on), not in the thread that reports outcomes, which may be busy writing Dagster's event log.
+    """
+
+    def __init__(
+        self,
+        pool: Executor,
+        max_parallel: int,
+        paced: Callable[[StreamSpec], bool],
+        start: Callable[[StreamSpec, str | None], StreamOutcome],
+        ended: Callable[[StreamSpec, StreamOutcome | None, BaseException | None], None],
+    ) -> None:
+        self._pool, self._paced, self._start, self._ended = pool, paced, start, ended
+        self._free = max(1, max_parallel)
+        self._waiting: list[tuple[float, int, StreamSpec, str | None]] = []  # a heap
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def ready(self, stream: StreamSpec, parent_unavailable: str | None) -> None:
+        with self._lock:
+            if self._paced(stream):
+                self._launch(stream, parent_unavailable, holds_slot=False)
+            else:
+                heapq.heappush(
+                    self._waiting, (-critical_path_minutes(stream.name), next(self._order), stream, parent_unavailable)
+                )
+                self._hand_out()
+
+    def close(self) -> None:
+        """Start nothing more (the pool is being shut down)."""
+        with self._lock:
+            self._closed = True
+
+    def _hand_out(self) -> None:
+        while self._free > 0 and self._waiting and not self._closed:
+            _, _, stream, why = heapq.heappop(self._waiting)
+            self._free -= 1
+            self._launch(stream, why, holds_slot=True)
+
+    def _launch(self, stream: StreamSpec, parent_unavailable: str | None, holds_slot: bool) -> None:
+        if not self._closed:
+            self._pool.submit(self._run, stream, parent_unavailable, holds_slot)
+
+    def _run(self, stream: StreamSpec, parent_unavailable: str | None, holds_slot: bool) -> None:
+        # Everything after the stream runs here too, never in the caller's thread, where an
+        # interrupt may land at any moment.
+        outcome: StreamOutcome | None = None
+        error: BaseException | None = None
+        try:
+            outcome = self._start(stream, parent_unavailable)
+        except BaseException as exc:  # raised in the caller's thread
+            error = exc
+        try:
+            self._ended(stream, outcome, error)  # first: children it makes ready compete for its slot
+        finally:
+            if holds_slot:
+                with self._lock:
+                    self._free += 1
+                    self._hand_out()
 
 
 def run_streams(
@@ -332,9 +423,14 @@ def run_streams(
     *,
     max_parallel: int,
     stop: threading.Event,
+    paced: Callable[[StreamSpec], bool] = paced_by_declaration,
+    tick: Callable[[], None] = lambda: None,
 ) -> Generator[StreamOutcome, None, None]:
-    """Run `streams` on a thread pool, each as soon as its parent (when also selected) is written,
-    and yield their outcomes in the caller's thread as they finish: one outcome per stream.
+    """Run `streams` on threads, each as soon as its parent (when also selected) is written, and
+    yield their outcomes in the caller's thread as they finish: one outcome per stream. At most
+    `max_parallel` streams that are not `paced` run at once, the longest chain first; a paced one
+    starts at once (`StreamSlots`). `tick` is called in the caller's thread at least every 0.2 s
+    while streams run (it says the run's progress: `progress.RunProgress.flush`).
 
     A parent that is unavailable makes its children unavailable (named in the reason) without a
     request; a failed parent skips its children. Once `stop` is set (by the caller, a signal
@@ -350,13 +446,16 @@ def run_streams(
     for s in streams:
         if s.parent and s.parent.stream in selected:
             children.setdefault(s.parent.stream, []).append(s)
-    done: queue.Queue[tuple[StreamSpec, Future[StreamOutcome]]] = queue.Queue()
+    done: queue.Queue[tuple[StreamSpec, StreamOutcome | None, BaseException | None, bool]] = queue.Queue()
     ended: dict[str, StreamOutcome] = {}  # written by the stream threads: what an interrupt cannot lose
     ready: deque[StreamOutcome] = deque()  # outcomes to yield, in order
     reported: set[str] = set()
-    outstanding = 0
+    outstanding = 0  # streams started or waiting for a slot whose outcome is not taken yet
+    counting = threading.Lock()  # children are counted in their parent's thread
     ending: BaseException | None = None  # raised once every outcome is out
-    pool = ThreadPoolExecutor(max_workers=max(1, max_parallel), thread_name_prefix="segment-stream")
+    pool = ThreadPoolExecutor(
+        max_workers=max(1, max_parallel) + sum(1 for s in streams if paced(s)), thread_name_prefix="segment-stream"
+    )
 
     def start(stream: StreamSpec, parent_unavailable: str | None) -> StreamOutcome:
         if stop.is_set():
@@ -366,12 +465,37 @@ def run_streams(
         ended[stream.name] = outcome
         return outcome
 
-    def submit(batch: Sequence[StreamSpec], parent_unavailable: str | None = None) -> None:
+    def on_end(stream: StreamSpec, outcome: StreamOutcome | None, error: BaseException | None) -> None:
+        """In the thread of the stream that ended: its children are made ready here, before its
+        outcome is reported (reporting writes Dagster's event log in the caller's thread, a tenth
+        of a second or more per stream, and a fan-out whose parent waited its turn there would
+        wait with it) and before its slot is handed to another stream."""
+        nonlocal outstanding
+        kids: list[StreamSpec] = []
+        why: str | None = None
+        if outcome is not None:
+            outcome = settled(outcome)
+            if isinstance(outcome.error, SegmentAuthError):
+                stop.set()
+            if not stop.is_set() and outcome.status in ("ok", "unavailable"):
+                kids = children.get(stream.name, [])
+            if outcome.status == "unavailable":
+                why = f"its parent stream {stream.name} is unavailable: "
+                why += outcome.metadata.get("segment/unavailable_reason", "")
+        with counting:  # before the parent's outcome can be taken: the run is not over meanwhile
+            outstanding += len(kids)
+        done.put((stream, outcome, error, bool(kids)))  # first: the parent's outcome comes before its children's
+        submit(kids, why, counted=True)
+
+    slots = StreamSlots(pool, max_parallel, paced, start, on_end)
+
+    def submit(batch: Sequence[StreamSpec], parent_unavailable: str | None = None, counted: bool = False) -> None:
         nonlocal outstanding
         for s in sorted(batch, key=lambda s: -critical_path_minutes(s.name)):
-            outstanding += 1
-            future = pool.submit(start, s, parent_unavailable)
-            future.add_done_callback(partial(_report_done, done, s))
+            if not counted:
+                with counting:
+                    outstanding += 1
+            slots.ready(s, parent_unavailable)
 
     def not_run(parent: StreamOutcome) -> Iterator[StreamOutcome]:
         for child in children.get(parent.stream.name, ()):
@@ -393,49 +517,55 @@ def run_streams(
         """Wait for the next stream to end; queue its outcome, and its children's if they will not run."""
         nonlocal outstanding, ending
         try:
-            stream, future = done.get(timeout=0.2)  # short waits: the main thread stays interruptible
+            stream, result, error, kids_started = done.get(timeout=0.2)  # short waits: this thread stays interruptible
         except queue.Empty:
             return
-        outstanding -= 1
-        outcome = settled(future.result())
+        with counting:
+            outstanding -= 1
+        if error is not None or result is None:
+            raise error or RuntimeError(f"stream {stream.name} ended without an outcome")
+        outcome = settled(result)
         if isinstance(outcome.error, SegmentAuthError) and ending is None:
             stop.set()
             ending = outcome.error
-        # Children start before the parent's outcome is reported: reporting writes Dagster's
-        # event log in this thread (a tenth of a second or more per stream), and a fan-out
-        # whose parent waited its turn here would wait with it.
-        kids = children.get(stream.name, [])
-        if not stop.is_set() and outcome.status == "ok":
-            submit(kids)
-        elif not stop.is_set() and outcome.status == "unavailable":
-            why = outcome.metadata.get("segment/unavailable_reason", "")
-            submit(kids, f"its parent stream {stream.name} is unavailable: {why}")
-        elif kids:
+        if not kids_started and children.get(stream.name):
             ready.extend([outcome, *not_run(outcome)])
             return
         ready.append(outcome)
 
     finished = False
     try:
-        submit([s for s in streams if not (s.parent and s.parent.stream in selected)])
-        while outstanding or ready:
-            if ready:
-                outcome = ready.popleft()
-                reported.add(outcome.stream.name)
-                yield outcome
-                continue
+        try:
+            # A root that ends at once starts its children in this thread (its done callback).
+            submit([s for s in streams if not (s.parent and s.parent.stream in selected)])
+        except Exception:
+            raise
+        except BaseException as exc:
+            stop.set()
+            ending = exc
+        while (ending is None or isinstance(ending, Exception)) and (outstanding or ready):
+            handing: StreamOutcome | None = None
             try:
-                take()
+                tick()
+                if not ready:
+                    take()
+                    continue
+                handing = ready.popleft()
+                reported.add(handing.stream.name)
             except Exception:
                 raise
             except BaseException as exc:
                 stop.set()
                 ending = exc
+                if handing is not None:
+                    reported.discard(handing.stream.name)  # not handed out: read back below
                 break
+            yield handing
         if ending is not None and not isinstance(ending, Exception):
             # Interrupted anywhere in the bookkeeping above (even inside pool.submit): what was
             # queued may be half done, so the outcomes are read back from the streams themselves
             # once they have all ended.
+            slots.close()
             pool.shutdown(wait=True, cancel_futures=True)  # a second interrupt here is not held back
             for s in streams:
                 if s.name not in reported:
@@ -445,6 +575,7 @@ def run_streams(
     finally:
         if not finished:
             stop.set()
+        slots.close()
         pool.shutdown(wait=True, cancel_futures=True)
     if ending is not None:
         raise ending

@@ -194,9 +194,18 @@ def materialize_streams(
     written: set[str] = set()
     failures: list[StreamOutcome] = []
     interrupted: BaseException | None = None
-    progress.emit("run_started", client, streams)
+    # Progress lines, and the client's 429 and retry messages, go to the run's event log from this
+    # thread (run_streams calls flush between outcomes), at most one line per stream every 30 s.
+    run.progress.say = context.log.log
+    client.on_message = run.progress.message
+    progress.emit("run_started", run.progress, streams)
     outcomes = run_streams(
-        streams, lambda s, why: sync_stream(s, run, why), max_parallel=segment.max_streams, stop=stop
+        streams,
+        lambda s, why: sync_stream(s, run, why),
+        max_parallel=segment.max_streams,
+        stop=stop,
+        paced=run.paced,
+        tick=run.progress.flush,
     )
     unreported = UnreportedTables(context, outcomes, key_of, segment.connection_name)
     completed = False
@@ -227,6 +236,7 @@ def materialize_streams(
                 unreported.in_flight = outcome
                 yield result
                 unreported.in_flight = None  # Dagster resumed us: it has recorded the result
+        run.progress.flush()  # the client's last messages
         completed = True
     finally:
         if not completed:  # Dagster closed this generator, or an error left it: the streams end first
@@ -270,6 +280,8 @@ def _record(
     if outcome.status not in ("ok", "unavailable"):
         context.log.error(f"{outcome.stream.name}: {outcome.status}: {_message(outcome.error)}")
         return None
+    if outcome.status == "ok":  # an unavailable one said why among its messages
+        context.log.info(progress.finished_line(outcome))
     key = key_of[outcome.stream.name]
     outcome.metadata["segment/connection"] = connection_name
     outcome.metadata["dagster/column_schema"] = translator.get_column_schema(outcome.stream)

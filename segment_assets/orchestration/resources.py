@@ -64,7 +64,8 @@ class SegmentResource(ConfigurableResource):
     max_concurrency: int = Field(default=8, description="Parallel requests when a stream fans out over parents.")
     max_streams: int = Field(
         default=16,
-        description="Streams read at the same time in one run (each waits on its own endpoint's rate limit).",
+        description="Streams read at the same time in one run, longest chain of rate-limited work first; a stream "
+        "whose endpoint has a rate limit of its own is paced by it and never waits for one of these slots.",
     )
     token_env: str = Field(
         default="SEGMENT_API_TOKEN",

@@ -13,12 +13,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import duckdb
 import pyarrow as pa
 
-from segment_assets.api.streams import RowFilter, UpdateMethod
+from segment_assets.api.streams import InlineRecords, RowFilter, UpdateMethod
 from segment_assets.api.tables import TableDef
 
 DEFAULT_SCHEMA = "segment"
@@ -153,6 +153,32 @@ class Target(ABC):
     ) -> list[tuple[object, ...]]:
         """Distinct non-null values of `columns` in `table` (a parent's ids), sorted; each followed by
         its row's `carry` columns, which may be NULL (what the parent's list already holds for it)."""
+
+    def parents_left(
+        self,
+        table: str,
+        columns: Sequence[str],
+        row_filter: RowFilter | None,
+        done_table: str | None,
+        done_columns: Sequence[str],
+        limit: int,
+        cut: InlineRecords | None = None,
+    ) -> tuple[int, int, list[tuple[object, ...]]]:
+        """For a read spread over runs: how many distinct parent keys `table` holds, how many of them
+        side table `done_table` does not (it holds them as text, under `done_columns`), and the first
+        `limit` of those, sorted. Counted in the target, so no run holds every parent key in memory."""
+        from segment_assets.storage.changes import parents_left_sql, q
+
+        if not self.table_exists(table):
+            raise missing_parent_error(self, table)
+        done = q(done_table) if done_table and self.table_exists(done_table) else None
+        relations, params = parents_left_sql(q(table), columns, row_filter, done, done_columns, cut)
+        ((total, left),) = self.query(
+            f"WITH {relations} SELECT (SELECT count(*) FROM parents), (SELECT count(*) FROM todo)", params
+        )
+        cols = ", ".join(q(c) for c in columns)
+        chunk = self.query(f"WITH {relations} SELECT * FROM todo ORDER BY {cols} LIMIT ?", [*params, limit])
+        return int(cast(int, total)), int(cast(int, left)), chunk
 
     @abstractmethod
     def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from segment_assets.api.streams import RowFilter
+from segment_assets.api.streams import InlineRecords, RowFilter
 from segment_assets.api.tables import TableDef
 from segment_assets.storage.base import SEQ_COUNTER_DIGITS, KeyCheck, StorageError, WriteResult
 
@@ -133,6 +133,38 @@ def select_parent_keys(
     return con.execute(
         f"SELECT DISTINCT {cols}{carried} FROM {relation} WHERE {where} ORDER BY {cols}", params
     ).fetchall()
+
+
+def parents_left_sql(
+    parent: str,
+    columns: Sequence[str],
+    row_filter: RowFilter | None,
+    done: str | None,
+    done_columns: Sequence[str],
+    cut: InlineRecords | None = None,
+) -> tuple[str, list[object]]:
+    """A `todo` relation (after WITH) of the distinct non-null `columns` of `parent` that side table
+    `done` (which holds them as text, under `done_columns`) does not, and a `parents` relation of
+    them all. With `cut`, only the parents whose stored list may have been cut (`InlineRecords`):
+    the others' records are in that list and cost no request."""
+    cols = ", ".join(q(c) for c in columns)
+    where = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
+    params: list[object] = []
+    if row_filter:
+        condition, params = row_filter_sql(row_filter)
+        where += f" AND {condition}"
+    if cut:
+        # The complement of InlineRecords.complete: absent, not a list, or holding `limit` records.
+        column = q(cut.column)
+        where += (
+            f" AND ({column} IS NULL OR json_type({column}::JSON) <> 'ARRAY' OR json_array_length({column}::JSON) >= ?)"
+        )
+        params = [*params, cut.limit]
+    sql = f"parents AS (SELECT DISTINCT {cols} FROM {parent} WHERE {where}), todo AS (SELECT * FROM parents"
+    if done:
+        same = " AND ".join(f"d.{q(d)} = CAST(p.{q(c)} AS VARCHAR)" for d, c in zip(done_columns, columns))
+        sql += f" p WHERE NOT EXISTS (SELECT 1 FROM {done} d WHERE {same})"
+    return sql + ")", params
 
 
 def select_max_by(

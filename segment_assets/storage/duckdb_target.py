@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -54,6 +54,8 @@ from segment_assets.storage.changes import (
 from segment_assets.storage.history import HISTORY_SUFFIX, history_sql
 from segment_assets.storage.staging import staged
 
+T = TypeVar("T")
+
 # DuckDB spills to disk past this, so a sync's footprint stays flat whatever the row count
 # (one writer thread: the writes are short and a second thread mostly adds buffers).
 DEFAULT_MEMORY_LIMIT = "64MB"
@@ -65,30 +67,44 @@ IDLE_CLOSE_SECONDS = 1.0
 
 
 class _FileConnection:
-    """The one connection this process holds on a DuckDB file; threads take turns on `lock`."""
+    """The one connection this process holds on a DuckDB file; threads take turns on `lock`.
+
+    Reads that decide when a stream can start (its parent's keys, its cycle, its watermarks) go
+    through `reader`, a cursor of that connection, under `reader_lock`: DuckDB's MVCC lets it read
+    the last commit while another stream's write holds `lock`, so a child starts when its
+    parent's table is committed instead of queueing behind the writes of unrelated streams (a
+    write takes seconds on a loaded machine). Lock order: `reader_lock`, then `lock`."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.reader_lock = threading.Lock()
+        self.reader: duckdb.DuckDBPyConnection | None = None
         self.con: duckdb.DuckDBPyConnection | None = None
         self.schemas: set[str] = set()  # created through `con`: a write need not ask again
         self.last_used = 0.0
         self.closer: threading.Timer | None = None
 
     def close(self) -> None:
-        with self.lock:
-            if self.con is not None:
-                self.con.close()
-                self.con = None
+        with self.reader_lock, self.lock:
+            self._close()
+
+    def _close(self) -> None:
+        """With both locks held: the reader too, or the file stays open (and locked) through it."""
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        if self.con is not None:
+            self.con.close()
+            self.con = None
 
     def close_if_idle(self) -> None:
-        with self.lock:
+        with self.reader_lock, self.lock:
             self.closer = None
             if self.con is None:
                 return
             idle = time.monotonic() - self.last_used
             if idle >= IDLE_CLOSE_SECONDS:
-                self.con.close()
-                self.con = None
+                self._close()
             else:
                 self._schedule(IDLE_CLOSE_SECONDS - idle)
 
@@ -193,6 +209,7 @@ class DuckDBTarget(Target):
         with shared.lock:
             if shared.con is None:
                 shared.con, shared.schemas = self._open(), set()
+                shared.reader = shared.con.cursor()  # so reads need not wait for the write that opened it
             con = shared.con
             try:
                 if self.schema not in shared.schemas:
@@ -201,11 +218,33 @@ class DuckDBTarget(Target):
                 yield con
             except BaseException:
                 # A failed statement can leave the connection mid-transaction: start the next one clean.
-                con.close()
+                con.close()  # its cursors too: the reader's next read opens a new one
                 shared.con = None
                 raise
             finally:
                 shared.release()
+
+    def _read(self, read: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`read(con)` on a connection that does not wait for a write in progress (`_FileConnection`)."""
+        shared = _file(self.path)
+        with shared.reader_lock:
+            for attempt in (1, 2):
+                if shared.reader is None:
+                    with self.connect() as con:  # opens the file if it is closed (no write is in progress then)
+                        if shared.reader is None:
+                            shared.reader = con.cursor()
+                reader = shared.reader
+                try:
+                    return read(reader)
+                except duckdb.ConnectionException:
+                    # A failed write closed the file's connection, and its cursors with it: once more
+                    # on a new one.
+                    shared.reader = None
+                    if attempt == 2:
+                        raise
+                finally:
+                    shared.last_used = time.monotonic()  # keeps the idle closer away, without waiting for `lock`
+        raise AssertionError("unreachable")
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         started = time.monotonic()
@@ -423,8 +462,7 @@ class DuckDBTarget(Target):
         con.execute(f"INSERT OR REPLACE INTO {self._qualified(STATE_TABLE)} VALUES (?, ?)", [key, value])
 
     def read_state(self, key: str) -> str | None:
-        with self.connect() as con:
-            return self._state(con, key)
+        return self._read(lambda con: self._state(con, key))
 
     def write_state(self, key: str, value: str) -> None:
         with self.connect() as con:
@@ -510,22 +548,25 @@ class DuckDBTarget(Target):
     # -- reads -----------------------------------------------------------------------------
 
     def table_exists(self, name: str) -> bool:
-        with self.connect() as con:
-            return bool(self._existing_columns(con, name))
+        return self._read(lambda con: bool(self._existing_columns(con, name)))
 
     def parent_keys(
         self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None, carry: Sequence[str] = ()
     ) -> list[tuple[object, ...]]:
-        with self.connect() as con:
+        def read(con: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
             if not self._existing_columns(con, table):
                 raise missing_parent_error(self, table)
             return select_parent_keys(con, self._qualified(table), columns, row_filter, carry)
 
+        return self._read(read)
+
     def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:
-        with self.connect() as con:
+        def read(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, ...], object]:
             if not self._existing_columns(con, table):
                 return {}
             return select_max_by(con, self._qualified(table), group, column)
+
+        return self._read(read)
 
     def check_primary_key(self, table: TableDef) -> KeyCheck:
         with self.connect() as con:
@@ -551,9 +592,12 @@ class DuckDBTarget(Target):
 
     def query(self, sql: str, params: Sequence[object] | None = None) -> list[tuple[object, ...]]:
         """Run SQL with the workspace schema as the default, so `SELECT * FROM sources` works."""
-        with self.connect() as con:
+
+        def read(con: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
             con.execute(f"USE {q(self._catalog)}.{q(self.schema)}")
             return con.execute(sql, params or []).fetchall()
+
+        return self._read(read)
 
     def sql_session(self) -> duckdb.DuckDBPyConnection:
         """The file attached read-only (under its own catalog name) with the schema as the default."""
