@@ -50,10 +50,10 @@ def test_a_running_stream_gets_a_line_at_most_every_interval_naming_its_figures(
         return [text for _, _, text in said[before:]]
 
     assert flush_at(10) == [] and flush_at(29.9) == []
-    client.stats_for(SAMPLES.name).add(requests=40, records=1234, wait_seconds=61.5)
+    client.stats_for(SAMPLES.name).add(requests=40, records=1234, wait_seconds=21.5)
     (line,) = flush_at(30)  # SOURCES started at 10: not yet
     # 60 requests left at 25/min: 144 s, however fast the first 40 went.
-    assert line == (f"{SAMPLES.name}: 40 of ~100 requests, 1,234 rows, 62 s of rate-limit waits, about 2 min left"), (
+    assert line == (f"{SAMPLES.name}: 40 of ~100 requests, 1,234 rows, 22 s of rate-limit waits, about 2 min left"), (
         line
     )
     (line,) = flush_at(40)
@@ -89,6 +89,11 @@ def test_time_left_is_what_remains_at_the_limit_or_at_the_pace_seen() -> None:
     assert seconds_left(made=120, planned=100, elapsed=5, per_minute=25) is None  # pages past the plan
     assert seconds_left(made=0, planned=30, elapsed=5, per_minute=None) is None
     assert seconds_left(made=3, planned=None, elapsed=5, per_minute=25) is None
+    # 2 of 3 requests at 2/min, the third's 60 s wait booked at the start: it is what is left
+    assert seconds_left(made=2, planned=3, elapsed=30, per_minute=2, waited=60) == 30
+    assert seconds_left(made=2, planned=3, elapsed=59.5, per_minute=2, waited=60) == 0.5
+    assert seconds_left(made=2, planned=4, elapsed=59.5, per_minute=2, waited=60) == 30.5  # and one more after it
+    assert seconds_left(made=2, planned=3, elapsed=70, per_minute=2, waited=60) == 35  # none running: the pace seen
 
 
 def test_the_terminal_line_shows_the_runs_estimate_of_time_left() -> None:

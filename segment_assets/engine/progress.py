@@ -60,16 +60,28 @@ def emit(method: str, *args: Any) -> None:
         getattr(observer, method)(*args)
 
 
-def seconds_left(made: int, planned: int | None, elapsed: float, per_minute: float | None) -> float | None:
+def seconds_left(
+    made: int, planned: int | None, elapsed: float, per_minute: float | None, waited: float = 0.0
+) -> float | None:
     """Estimated seconds until a stream's last planned request: what is left at its endpoint's limit
     when it has one (a paced stream goes no faster), else at the pace seen so far; None when there
-    is nothing to go on. Pages past the first of a request are not planned: a lower bound."""
+    is nothing to go on. Pages past the first of a request are not planned: a lower bound.
+
+    `waited`: the rate-limit waits the stream has booked. A wait counts from when it is booked, so
+    while it runs the booked total is ahead of the time elapsed: the next request is that far off,
+    and only the ones after it are still to be paced."""
     if planned is None or made > planned:  # more pages than planned requests: nothing to scale by
         return None
     left = planned - made
     if left == 0:
         return 0.0
-    at_limit = left * 60.0 / per_minute if per_minute else 0.0
+    booked = max(0.0, waited - elapsed)
+    if per_minute:
+        at_limit = booked + (left - 1) * 60.0 / per_minute if booked else left * 60.0 / per_minute
+    else:
+        at_limit = booked
+    if booked and per_minute:  # the pace seen so far is mostly that wait: the limit says more
+        return at_limit
     seen = elapsed / made * left if made else None
     if seen is None and not per_minute:
         return None
@@ -153,7 +165,7 @@ class RunProgress:
     def _left(self, running: _Running, stats: dict[str, Any], now: float | None) -> float | None:
         elapsed = (self.clock() if now is None else now) - running.started
         per_minute = self.client.limiter.per_operation.get(running.stream.operation_id)
-        return seconds_left(stats["requests"], running.planned, elapsed, per_minute)
+        return seconds_left(stats["requests"], running.planned, elapsed, per_minute, stats["wait_seconds"])
 
     def line(self, name: str, now: float | None = None) -> str:
         """`stream: 312 of ~1,378 requests, 9,810 rows, 604 s of rate-limit waits, about 42 min left`.
