@@ -98,7 +98,9 @@ def user_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shell]:
     source = work / "source"
     shutil.copytree(REPO, source, ignore=NOT_SOURCES)  # build/ stays out of the working tree
     services.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source), "-w", "dist"],
+        # Built in isolation, with the setuptools pyproject.toml asks for: the test's own environment
+        # may hold an older one (a fresh venv's), which rejects the SPDX `license` string.
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source), "-w", "dist"],
         cwd=work,
         check=True,
     )
