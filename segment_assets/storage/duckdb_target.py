@@ -298,13 +298,16 @@ class DuckDBTarget(Target):
     def _ensure(self, con: duckdb.DuckDBPyConnection, name: str, columns: Sequence[tuple[str, str]]) -> None:
         # Tables only ever gain columns: once this process saw these columns in place, they stay,
         # and the catalog query (a few ms each, twice per write) is not needed again.
-        # The file's inode in the key: a file replaced at the same path starts from nothing.
+        self._once(name, frozenset(columns), lambda: self._ensure_now(con, name, columns))
+
+    def _once(self, name: str, wanted: frozenset[tuple[str, str]], create: Callable[[], object]) -> None:
+        """`create` unless this process already made `name` hold `wanted` in this file and schema.
+        The file's inode in the key: a file replaced at the same path starts from nothing."""
         known = (self.path, os.stat(self.path).st_ino, self.schema, name)
-        wanted = frozenset(columns)
         with _ENSURED_GUARD:
-            if wanted <= _ENSURED.get(known, frozenset()):
+            if known in _ENSURED and wanted <= _ENSURED[known]:
                 return
-        self._ensure_now(con, name, columns)
+        create()
         with _ENSURED_GUARD:
             _ENSURED[known] = _ENSURED.get(known, frozenset()) | wanted
 
@@ -353,17 +356,10 @@ class DuckDBTarget(Target):
         """`<table>__history`, a view over the change table (replaced once per process, so a file synced
         by an older release gets the current definition)."""
         name = table.name + HISTORY_SUFFIX
-        known = (self.path, os.stat(self.path).st_ino, self.schema, name)
-        with _ENSURED_GUARD:
-            if known in _ENSURED:
-                return
         # The change table unqualified: DuckDB binds it in the view's own schema, so the view keeps
         # working when the file is attached under another name (`segment-assets sql`, snapshots).
-        con.execute(
-            f"CREATE OR REPLACE VIEW {self._qualified(name)} AS {history_sql(table, q(table.name + CHANGE_SUFFIX))}"
-        )
-        with _ENSURED_GUARD:
-            _ENSURED[known] = frozenset()
+        sql = f"CREATE OR REPLACE VIEW {self._qualified(name)} AS {history_sql(table, q(table.name + CHANGE_SUFFIX))}"
+        self._once(name, frozenset(), lambda: con.execute(sql))
 
     def ensure_table(self, table: TableDef) -> None:
         with self.connect() as con:
@@ -442,15 +438,8 @@ class DuckDBTarget(Target):
         return prefix
 
     def _ensure_state(self, con: duckdb.DuckDBPyConnection) -> None:
-        known = (self.path, os.stat(self.path).st_ino, self.schema, STATE_TABLE)
-        with _ENSURED_GUARD:
-            if known in _ENSURED:
-                return
-        con.execute(
-            f"CREATE TABLE IF NOT EXISTS {self._qualified(STATE_TABLE)} (key VARCHAR PRIMARY KEY, value VARCHAR)"
-        )
-        with _ENSURED_GUARD:
-            _ENSURED[known] = frozenset()
+        sql = f"CREATE TABLE IF NOT EXISTS {self._qualified(STATE_TABLE)} (key VARCHAR PRIMARY KEY, value VARCHAR)"
+        self._once(STATE_TABLE, frozenset(), lambda: con.execute(sql))
 
     def _state(self, con: duckdb.DuckDBPyConnection, key: str) -> str | None:
         self._ensure_state(con)
