@@ -604,6 +604,28 @@ def chromium_page(width: int = 1600, height: int = 1000) -> Iterator[Page]:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         try:
             context = browser.new_context(viewport={"width": width, "height": height})
-            yield context.new_page()
+            page = context.new_page()
+            # Dagster invites to its community on a first visit; a user clicks Skip, whenever it shows.
+            page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
+            yield page
         finally:
             browser.close()
+
+
+def show_in_catalog(page: Page, url: str, selection: str, href: str, attempts: int = 3) -> None:
+    """Opens the asset catalog filtered to `selection` (Dagster's selection syntax, in the URL as a
+    user bookmarks it) and waits until the link to `href` is drawn. On a loaded machine the catalog's
+    first query can come back empty while the code location settles; a user reloads, and so does
+    this, `attempts` times, each waiting the page's default timeout."""
+    from urllib.parse import quote
+
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(1, attempts + 1):
+        page.goto(f"{url}/assets?asset-selection={quote(selection)}", wait_until="domcontentloaded")
+        try:
+            page.locator(f'a[href="{href}"]').first.wait_for(state="visible")
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts:
+                raise

@@ -23,7 +23,14 @@ import yaml
 
 from segment_assets.orchestration.connections import connection_from_env
 from segment_assets_tests.ground_truth import served_audit_event_ids
-from segment_assets_tests.services import PROJECT_ROOT, DagsterDev, chromium_page, dagster_dev, wait_until
+from segment_assets_tests.services import (
+    PROJECT_ROOT,
+    DagsterDev,
+    chromium_page,
+    dagster_dev,
+    show_in_catalog,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(2400)]
 
@@ -123,8 +130,6 @@ def dev(
 def page(dev: DagsterDev) -> Iterator[Any]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with chromium_page() as p:
-        # Dagster invites to its community on a first visit; a user clicks Skip, whenever it shows.
-        p.add_locator_handler(p.get_by_role("button", name="Skip"), lambda skip: skip.click())
         p.set_default_timeout(30_000)
         yield p
 
@@ -142,10 +147,6 @@ def screenshot_on_failure(request: pytest.FixtureRequest, page: Any) -> Iterator
 
 def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def asset_link(page: Any, stream: str) -> Any:
-    return page.locator(f'a[href="/assets/{key_path(stream)}"]').first
 
 
 def visit(page: Any, dev: DagsterDev, path: str) -> None:
@@ -257,12 +258,7 @@ def test_materialize_a_source_and_its_child_shows_rows_and_columns(
     page: Any, dev: DagsterDev, ui_sim: Any, duckdb_file: Path
 ) -> None:
     selection = f'key:"{key_path(PARENT)}" or key:"{key_path(CHILD)}"'
-    visit(page, dev, "/assets")
-    search = page.get_by_role("textbox", name="Search and filter assets")
-    search.focus()
-    page.keyboard.type(selection)
-    page.keyboard.press("Enter")
-    asset_link(page, CHILD).wait_for(state="visible")
+    show_in_catalog(page, dev.url, selection, f"/assets/{key_path(CHILD)}")
     # The header checkbox selects every asset the filter shows: exactly the two.
     page.locator("label", has=page.get_by_role("checkbox")).first.click()
     launch = page.get_by_role("button", name="Materialize selected (2)")

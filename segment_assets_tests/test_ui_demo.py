@@ -62,7 +62,6 @@ def test_the_synced_demo_opens_without_a_warning(synced_demo: tuple[DagsterDev, 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     # Tall, so the virtualised list draws most of the demo's 75 assets.
     with chromium_page(height=3900) as page:
-        page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
         # A loaded machine serves the first page slowly: wait for what the test reads, not for the
         # network to fall quiet (the UI polls).
         page.set_default_timeout(180_000)

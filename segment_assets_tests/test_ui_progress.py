@@ -19,7 +19,14 @@ import duckdb
 import pytest
 
 from segment_assets.simulator import Simulator
-from segment_assets_tests.services import PROJECT_ROOT, DagsterDev, chromium_page, dagster_dev, wait_until
+from segment_assets_tests.services import (
+    PROJECT_ROOT,
+    DagsterDev,
+    chromium_page,
+    dagster_dev,
+    show_in_catalog,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(600)]
 
@@ -75,18 +82,11 @@ def test_a_paced_stream_tells_its_progress_in_the_run_log(paced_dev: tuple[Dagst
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     with chromium_page() as page:
-        # Dagster invites to its community on a first visit; a user clicks Skip, whenever it shows.
-        page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
         page.set_default_timeout(60_000)
         try:
-            # The parent and the paced stream, launched from the catalog as a user selects them.
-            page.goto(f"{dev.url}/assets", wait_until="networkidle")
-            search = page.get_by_role("textbox", name="Search and filter assets")
-            # Through the locator (not the keyboard): the Skip handler runs first, and a "/" typed while
-            # the pop-up holds the focus would open Dagster's global search instead.
-            search.fill(f'key:"segment/{PARENT}" or key:"segment/{PACED}"')
-            search.press("Enter")
-            page.locator(f'a[href="/assets/segment/{PACED}"]').first.wait_for(state="visible")
+            # The parent and the paced stream, shown in the catalog and launched as a user selects them.
+            selection = f'key:"segment/{PARENT}" or key:"segment/{PACED}"'
+            show_in_catalog(page, dev.url, selection, f"/assets/segment/{PACED}")
             page.locator("label", has=page.get_by_role("checkbox")).first.click()  # selects the two shown
             before = run_ids(dev)
             page.get_by_role("button", name="Materialize selected (2)").click()
