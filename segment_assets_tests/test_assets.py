@@ -293,3 +293,24 @@ def test_schema_drift_check_warns_once_about_fields_the_api_starts_sending(
     third = materialize(build_assets(), resources=resources, selection=[asset_key("labels")])
     assert drift(third).passed, "known since the last run: no second warning"
     assert drift(third).metadata["undocumented_fields"].value == "colorHex"
+
+
+def test_audiences_carry_their_schedules_as_the_schedule_list_serves_them(
+    sim: Simulator, storage: DuckDBStorage, target: DuckDBTarget
+) -> None:
+    # listAudiences sends `schedules` only with include=schedules; without it the column is empty.
+    names = ("spaces", "audiences", "audience_schedules")
+    result = materialize(
+        build_assets(),
+        resources={"segment": segment_for(sim), "storage": storage},
+        selection=[asset_key(n) for n in names],
+        instance=DagsterInstance.get(),
+    )
+    assert result.success
+    listed = target.query(
+        "SELECT a.id, s.id FROM audiences a, unnest(json_extract_string(a.schedules, '$[*].id')) AS s(id)"
+    )
+    scheduled = target.query("SELECT audience_id, id FROM audience_schedules")
+    assert scheduled, "the demo has audiences with schedules"
+    assert sorted(listed) == sorted(scheduled)
+    assert target.query("SELECT count(*) FROM audiences WHERE schedules IS NULL") == [(0,)]

@@ -674,8 +674,11 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         data_key="audiences",
         max_page_size=200,
         parent=_p("spaces", spaceId="id"),
-        decision="60 requests/minute, one list per space in pages of 200 (the most it allows); the only list of "
-        "audiences (getAudience, 100/min, needs their ids)",
+        # The list carries each audience's schedules only when asked ("Supports including audience
+        # schedules using `?include=schedules`"); without it the `schedules` column stays empty.
+        query={"include": "schedules"},
+        decision="60 requests/minute, one list per space in pages of 200 (the most it allows), schedules "
+        "included; the only list of audiences (getAudience, 100/min, needs their ids)",
     ),
     _S(
         "audience_get",
@@ -683,7 +686,7 @@ _DECLARATIONS: tuple[StreamSpec, ...] = (
         "spaces",
         ("id",),
         covered_by="audiences",
-        decision="listAudiences items already carry schedules, options and size: " + _COVERED,
+        decision="listAudiences with include=schedules carries the same fields, schedules included: " + _COVERED,
     ),
     _S(
         "audience_schedules",
