@@ -58,6 +58,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             or (params is not None and any(v in E2E_PARAMS for v in params.params.values() if isinstance(v, str)))
         ):
             item.add_marker(pytest.mark.e2e)
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: its collection order is the schedule
+        # `--dist loadfile --no-loadscope-reorder` hands whole files to the workers in collection
+        # order. The files that start browsers and servers go first, so the long ones overlap and
+        # none ends the run alone while the other worker waits.
+        by_file: dict[Path, list[pytest.Item]] = {}
+        for item in items:
+            by_file.setdefault(item.path, []).append(item)
+
+        def weight(item: pytest.Item) -> tuple[int, int]:
+            tests = by_file[item.path]
+            return (
+                -sum(1 for t in tests if t.get_closest_marker("ui")),
+                -sum(1 for t in tests if t.get_closest_marker("e2e")),
+            )
+
+        items.sort(key=weight)
 
 
 @pytest.fixture

@@ -401,7 +401,11 @@ def test_materialize_all_config_assets_of_both_workspaces(
     page: Any, dev: DagsterDev, ui_sim: Any, other_sim: Any, duckdb_file: Path
 ) -> None:
     # The config job is what the config schedule runs: the documented way to refresh everything.
-    for n, (connection, sim) in enumerate(((CONNECTION, ui_sim), (OTHER, other_sim))):
+    # Both workspaces at once, as a user launches one after the other without waiting: the two runs
+    # share one DuckDB file, each writing under its own schema.
+    workspaces = ((CONNECTION, ui_sim), (OTHER, other_sim))
+    launched = {}
+    for n, (connection, _) in enumerate(workspaces):
         job = f"segment_{connection}_config"
         visit(page, dev, f"/locations/{LOCATION}/jobs/{job}")
         button = page.get_by_role("button", name="Materialize all")
@@ -410,9 +414,11 @@ def test_materialize_all_config_assets_of_both_workspaces(
         before = run_ids(dev)
         button.click()
         expect_launched(page, "Launched run")
-        run_id = new_run(dev, before, job)
+        launched[connection] = new_run(dev, before, job)
+    for n, (connection, sim) in enumerate(workspaces):
+        run_id = launched[connection]
         run = wait_for_run(dev, run_id, f"materialize_all_config_{connection}")
-        assert run["jobName"] == job
+        assert run["jobName"] == f"segment_{connection}_config"
         failed = [s["stepKey"] for s in run["stepStats"] if s["status"] != "SUCCESS"]
         # One step: the workspace's configuration streams, read concurrently inside it.
         assert not failed and len(run["stepStats"]) == 1, (failed, len(run["stepStats"]))
