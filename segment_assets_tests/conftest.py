@@ -62,18 +62,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # `--dist loadfile --no-loadscope-reorder` hands whole files to the workers in collection
         # order. The files that start browsers and servers go first, so the long ones overlap and
         # none ends the run alone while the other worker waits.
-        by_file: dict[Path, list[pytest.Item]] = {}
+        weight: dict[Path, tuple[int, int]] = {}
         for item in items:
-            by_file.setdefault(item.path, []).append(item)
-
-        def weight(item: pytest.Item) -> tuple[int, int]:
-            tests = by_file[item.path]
-            return (
-                -sum(1 for t in tests if t.get_closest_marker("ui")),
-                -sum(1 for t in tests if t.get_closest_marker("e2e")),
-            )
-
-        items.sort(key=weight)
+            ui, e2e = weight.get(item.path, (0, 0))
+            weight[item.path] = (ui - bool(item.get_closest_marker("ui")), e2e - bool(item.get_closest_marker("e2e")))
+        items.sort(key=lambda item: weight[item.path])
 
 
 @pytest.fixture

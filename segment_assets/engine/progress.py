@@ -76,12 +76,9 @@ def seconds_left(
     if left == 0:
         return 0.0
     booked = max(0.0, waited - elapsed)
-    if per_minute:
-        at_limit = booked + (left - 1) * 60.0 / per_minute if booked else left * 60.0 / per_minute
-    else:
-        at_limit = booked
     if booked and per_minute:  # the pace seen so far is mostly that wait: the limit says more
-        return at_limit
+        return booked + (left - 1) * 60.0 / per_minute
+    at_limit = left * 60.0 / per_minute if per_minute else booked
     seen = elapsed / made * left if made else None
     if seen is None and not per_minute:
         return None
