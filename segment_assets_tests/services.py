@@ -33,9 +33,6 @@ T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
-# `dagster dev` is marked superseded by `dg dev`, which runs the same code for a workspace file;
-# the same single warning `./run ui` ignores (see there).
-DAGSTER_DEV_WARNING_FILTER = "ignore:Function `dev_command` is superseded:FutureWarning"
 CHROMIUM = "/usr/bin/chromium"
 PG_SCHEME = "postgresql+psycopg2"
 CHROMIUM_ARGS = (
@@ -533,16 +530,15 @@ def dagster_dev(
     port = free_port()
     full_env = {**os.environ, **env, "DAGSTER_HOME": str(home)}
     started = time.monotonic()
-    # From DAGSTER_HOME, as `./run ui`: no warning about the project's dagster.yaml.
+    # As `./run ui` runs it: through `segment-assets ui` (its terminal is in the log), from
+    # DAGSTER_HOME (no warning about the project's dagster.yaml).
     proc = start_process(
         "dagster dev",
         [
             sys.executable,
-            "-W",
-            DAGSTER_DEV_WARNING_FILTER,
             "-m",
-            "dagster",
-            "dev",
+            "segment_assets",
+            "ui",
             "-w",
             str(workspace),
             "-h",

@@ -344,6 +344,19 @@ def test_backfill_of_three_days_runs_as_one_run(page: Any, dev: DagsterDev, ui_s
         str(last),
     )
 
+    # The terminal, as `./run ui` shows it (`segment-assets ui`): one line for the backfill, with
+    # its page, and none of the backfill daemon's partition lists.
+    def terminal_lines() -> list[str]:
+        return dev.process.log_path.read_text(errors="replace").splitlines()
+
+    said = wait_until(
+        lambda: [line for line in terminal_lines() if backfill_id in line],
+        what=f"the terminal's line for backfill {backfill_id}",
+        timeout=60,
+    )
+    assert len(said) == 1 and said[0].endswith(f"succeeded (1 run launched): {dev.url}/runs/b/{backfill_id}"), said
+    assert not [line for line in terminal_lines() if "Asset partitions to request" in line or "- segment/" in line]
+
     visit(page, dev, f"/runs/b/{backfill_id}")
     page.get_by_text("Succeeded", exact=True).first.wait_for(state="visible")
     shot(page, "06-backfill-succeeded")

@@ -1,4 +1,4 @@
-"""`segment-assets`: sync, demo, sql, snapshot, diff, doctor, init, streams, docs, simulate.
+"""`segment-assets`: sync, demo, sql, snapshot, diff, doctor, init, streams, docs, simulate, ui.
 
 `sync` materializes assets in-process against a real Dagster instance (DAGSTER_HOME,
 default `.dagster_home/`), so its runs and materializations show in the UI afterwards.
@@ -412,6 +412,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser(
         "docs", help="write docs/tables.md, the table reference (--check: fail if out of date)", add_help=False
     )
+    sub.add_parser(
+        "ui",
+        help="the Dagster UI and daemon (dagster dev; its options pass through), showing warnings, errors, "
+        "runs and one line per backfill",
+        add_help=False,
+    )
     if argv[:1] == ["simulate"]:
         return cmd_simulate(argparse.Namespace(), argv[1:])
     if argv[:1] == ["doctor"]:
@@ -422,6 +428,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from segment_assets.cli.reference import main as docs_main
 
         return docs_main(argv[1:])
+    if argv[:1] == ["ui"]:
+        from segment_assets.cli.ui import main as ui_main
+
+        return ui_main(argv[1:])
     args = parser.parse_args(argv)
     # SIGTERM (Kubernetes, Docker, systemd) stops a sync like Ctrl-C: threads end at their next
     # request or wait, staging files are removed, committed tables stay as they are.
