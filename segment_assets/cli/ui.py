@@ -152,8 +152,13 @@ def main(args: Sequence[str]) -> int:
     # (a shell's background job ignores SIGINT) would stay ignored in the child, whereas a
     # handler goes back to the default there.
     started: list[subprocess.Popen[str]] = []
+
+    def pass_on(signum: int, frame: object) -> None:
+        for child in started:
+            child.send_signal(signum)
+
     signal.signal(signal.SIGINT, lambda signum, frame: None)
-    signal.signal(signal.SIGTERM, lambda signum, frame: [p.send_signal(signal.SIGTERM) for p in started])
+    signal.signal(signal.SIGTERM, pass_on)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     started.append(proc)
     assert proc.stdout is not None
