@@ -171,7 +171,7 @@ def _execution_params(dev: DagsterDev, keys: list[list[str]]) -> dict[str, Any]:
     }
 
 
-def _launch(dev: DagsterDev, params: dict[str, Any], timeout: float = 900) -> dict[str, float]:
+def _launch(dev: DagsterDev, params: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
     sent = time.monotonic()
     result = dev.gql(LAUNCH, {"executionParams": params})["launchPipelineExecution"]
     if result["__typename"] != "LaunchRunSuccess":
@@ -189,6 +189,7 @@ def _launch(dev: DagsterDev, params: dict[str, Any], timeout: float = 900) -> di
                 "queued": run["startTime"] - run["creationTime"],
                 "run": run["endTime"] - run["startTime"],
                 "job": result["run"]["pipelineName"],
+                "run_id": run_id,
             }
         time.sleep(0.2)
     raise TimeoutError(f"run {run_id} did not end in {timeout:.0f} s")
