@@ -14,6 +14,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,16 @@ from segment_assets_tests.services import LOOPBACK, PROJECT_ROOT, free_port, wai
 
 RECORDING = Path(__file__).resolve().parent / "snapshots" / "dagster_dev_backfill.log"
 BACKFILL = "inrejrfw"
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # The terminal shows local time, as Dagster's console lines do; these tests read it in UTC.
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 def shown(lines: list[str]) -> list[str]:
@@ -83,6 +95,13 @@ def test_warnings_and_errors_are_shown_with_their_traceback_whatever_the_logger(
         "Traceback: boom",
         "2026-12-02 19:56:48 +0000 - dagster.daemon.BackfillDaemon - WARNING - Backfill failed to evaluate",
     ]
+
+
+def test_times_are_local_as_in_the_runs_own_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    lines = shown([record("Launching Dagster services...", logger="dagster")])
+    assert lines == ["2026-12-02 20:56:48 +0100 - dagster - INFO - Launching Dagster services..."]
 
 
 def test_each_backfill_gets_its_own_single_line_whatever_way_it_ends() -> None:

@@ -115,7 +115,8 @@ def _format(record: dict[str, Any], logger: str, level: str, event: str) -> str:
     traceback of an error record when it carries one."""
     stamp = str(record.get("timestamp", ""))
     try:
-        stamp = datetime.fromisoformat(stamp.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S %z")
+        # Local time, as the runs' own lines (Dagster's console logger) show it.
+        stamp = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
     except ValueError:
         pass
     text = f"{stamp} - {logger} - {level.upper()} - {event}"
