@@ -170,3 +170,25 @@ def test_ctrl_c_stops_dagster_dev_even_when_started_as_a_background_job(tmp_path
     lines = log.read_text().splitlines()
     assert lines[-1].endswith("dagster - INFO - Dagster services shut down."), lines
     assert not [line for line in lines if line.startswith("{")], "every service record is shown as a line"
+
+
+class _GoneAfter(io.StringIO):
+    """An output that breaks like a closed pipe after `lines` lines."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__()
+        self.left = lines
+
+    def write(self, text: str) -> int:
+        if self.left == 0:
+            raise BrokenPipeError("the reader went away")
+        self.left -= 1
+        return super().write(text)
+
+
+def test_lines_are_still_read_when_the_terminal_is_gone() -> None:
+    source = io.StringIO("".join(f"run line {n}\n" for n in range(100)))
+    out = _GoneAfter(3)
+    relay(source, out, ServicesConsole())
+    assert out.getvalue().splitlines() == ["run line 0", "run line 1", "run line 2"]
+    assert source.read() == "", "every line was read: dagster dev is never left blocked on a full pipe"

@@ -137,12 +137,19 @@ def dagster_dev_argv(args: Sequence[str]) -> tuple[list[str], bool]:
 
 
 def relay(source: IO[str], out: IO[str], console: ServicesConsole | None) -> None:
+    """Every line of `source` to `out`, through `console`, until `source` ends. Once `out` is gone
+    (`./run ui | head`, a closed terminal) the lines are still read and dropped: a full pipe would
+    otherwise block `dagster dev` and its runs on their next line."""
+    shown_to: IO[str] | None = out
     for raw in source:
         text = raw.rstrip("\n")
         shown = console.line(text) if console is not None else text
-        if shown is not None:
-            out.write(shown + "\n")
-            out.flush()
+        if shown is not None and shown_to is not None:
+            try:
+                shown_to.write(shown + "\n")
+                shown_to.flush()
+            except (OSError, ValueError):  # EPIPE, EIO; ValueError: the stream was closed
+                shown_to = None
 
 
 def main(args: Sequence[str]) -> int:
