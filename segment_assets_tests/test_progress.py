@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 
+import pytest
 from dagster import DagsterInstance, materialize
 
 from segment_assets.api.client import SegmentClient
@@ -14,7 +15,7 @@ from segment_assets.api.streams import STREAMS
 from segment_assets.cli.terminal import TerminalProgress
 from segment_assets.engine.progress import RunProgress, seconds_left
 from segment_assets.orchestration.assets import asset_key, build_assets
-from segment_assets.orchestration.resources import DuckDBStorage
+from segment_assets.orchestration.resources import DuckDBStorage, SegmentResource
 from segment_assets.simulator import Simulator
 from segment_assets_tests.conftest import segment_for
 
@@ -139,3 +140,34 @@ def test_a_run_logs_a_line_per_finished_stream_and_the_clients_429s_to_its_event
         (line,) = [m for m in messages if m.startswith(f"{name}: done, ")]
         assert " rows" in line and (" requests, " in line or " 1 request, " in line)
     assert any(m.startswith("sources: 429 Too Many Requests") for m in messages), messages
+
+
+def test_the_resources_progress_interval_sets_how_often_a_running_stream_is_said(
+    sim: Simulator, storage: DuckDBStorage
+) -> None:
+    def running_lines(interval: float) -> list[str]:
+        # A 429 asking for 1.5 s: the stream runs at least that long, while the run's thread
+        # flushes its progress at least every 0.2 s.
+        sim.inject("429", "listSources", ms_before_next=1500, times=1)
+        instance = DagsterInstance.ephemeral()
+        result = materialize(
+            build_assets(),
+            resources={"segment": segment_for(sim, progress_interval_seconds=interval), "storage": storage},
+            selection=[asset_key("sources")],
+            instance=instance,
+        )
+        assert result.success
+        messages = [e.user_message for e in instance.all_logs(result.run_id) if e.dagster_event is None]
+        assert any(m.startswith("sources: done, ") for m in messages), messages
+        return [
+            m for m in messages if m.startswith("sources: ") and not m.startswith(("sources: done", "sources: 429"))
+        ]
+
+    assert running_lines(3600) == []
+    lines = running_lines(0.3)
+    assert lines and all(" rows" in m for m in lines), lines
+
+
+def test_a_progress_interval_of_zero_is_refused_naming_the_field() -> None:
+    with pytest.raises(Exception, match="progress_interval_seconds"):
+        SegmentResource(api_token="t", progress_interval_seconds=0)

@@ -70,6 +70,7 @@ class StreamRun:
     time_window: tuple[datetime, datetime] | None = None  # [start, end) of the run's partitions
     budget_for: Callable[[StreamSpec], int | None] = lambda stream: None  # requests per run (cycles.py)
     paced_streams: int = -1  # paced streams that may run beside the slots (run_streams); -1: as many as declared
+    progress_interval: float = progress.PROGRESS_INTERVAL_SECONDS  # a running stream's line at most this often
     parents: ParentKeys = field(init=False)
     progress: progress.RunProgress = field(init=False)  # says nothing until given a `say` (orchestration/assets.py)
     _fanout: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
@@ -77,7 +78,7 @@ class StreamRun:
 
     def __post_init__(self) -> None:
         self.parents = ParentKeys(self.target)
-        self.progress = progress.RunProgress(self.client)
+        self.progress = progress.RunProgress(self.client, interval=self.progress_interval)
 
     @property
     def stop(self) -> threading.Event:

@@ -189,13 +189,15 @@ def materialize_streams(
         stabilities=tuple(segment.stabilities),
         time_window=time_window,
         budget_for=segment.budget_for,
+        progress_interval=segment.progress_interval_seconds,
     )
     checks = context.selected_asset_check_keys
     written: set[str] = set()
     failures: list[StreamOutcome] = []
     interrupted: BaseException | None = None
     # Progress lines, and the client's 429 and retry messages, go to the run's event log from this
-    # thread (run_streams calls flush between outcomes), at most one line per stream every 30 s.
+    # thread (run_streams calls flush between outcomes), at most one line per running stream every
+    # `progress_interval_seconds`.
     run.progress.say = context.log.log
     client.on_message = run.progress.message
     progress.emit("run_started", run.progress, streams)

@@ -22,6 +22,7 @@ from segment_assets.api import spec
 from segment_assets.api.client import DEFAULT_GLOBAL_PER_MINUTE, REGIONS, SegmentClient
 from segment_assets.api.streams import SELECTABLE_METHODS, STREAMS, StreamSpec, UpdateMethod
 from segment_assets.engine.cycles import DEFAULT_BUDGET_MINUTES, budget_requests
+from segment_assets.engine.progress import PROGRESS_INTERVAL_SECONDS
 from segment_assets.orchestration.connections import Connection
 from segment_assets.storage import DEFAULT_MEMORY_LIMIT, DEFAULT_SCHEMA, DuckDBTarget, Target
 
@@ -66,6 +67,12 @@ class SegmentResource(ConfigurableResource):
         default=16,
         description="Streams read at the same time in one run, longest chain of rate-limited work first; a stream "
         "whose endpoint has a rate limit of its own is paced by it and never waits for one of these slots.",
+    )
+    progress_interval_seconds: float = Field(
+        default=PROGRESS_INTERVAL_SECONDS,
+        gt=0,
+        description="A running stream gets a progress line in the run's event log at most this often (requests, "
+        "rows, rate-limit waits, time left); a finished stream always gets its line.",
     )
     token_env: str = Field(
         default="SEGMENT_API_TOKEN",
