@@ -26,6 +26,7 @@ from pathlib import Path
 from bench import (
     cycle_memory,
     full_sync,
+    inline_memory,
     lake,
     launch_latency,
     machine,
@@ -53,6 +54,7 @@ BENCHMARKS = (
     "space_schema",
     "launch",
     "cycles",
+    "inline",
 )
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -162,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         step("11. launch latency", lambda: launch_latency.run(settings, work))
     if "cycles" in wanted:
         step("12. memory of a resumable cycle", lambda: cycle_memory.run(settings, work))
+    if "inline" in wanted:
+        step("13. memory of the inline sample lists", lambda: inline_memory.run(settings, work))
 
     seconds = time.monotonic() - started
     command = "python -m bench" + (" " + " ".join(argv) if argv else "")

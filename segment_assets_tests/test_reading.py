@@ -13,6 +13,7 @@ import pytest
 
 from segment_assets.api.streams import SAMPLES_INLINE, STREAMS
 from segment_assets.api.tables import table_def
+from segment_assets.engine import reading
 from segment_assets.engine.runner import StreamRun, sync_stream
 from segment_assets.simulator import Simulator
 from segment_assets.storage import DuckDBTarget, Target
@@ -125,6 +126,25 @@ def test_the_demo_exercises_both_paths(engine: Engine) -> None:
         f"SELECT count(*) FROM {EVENTS} WHERE space_id = ? AND event_name = ? AND property_name = ?", list(many[0])
     )
     assert rows == [(len(truth[many[0]]),)]
+
+
+@pytest.mark.parametrize("per_read", [1, 7])
+def test_complete_lists_are_read_from_the_parent_in_pieces_with_the_same_rows(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, per_read: int
+) -> None:
+    """The complete lists are read a few parents at a time, in key order (a key of four columns
+    here), while the table is written: every row is there once, and the count says them all."""
+    monkeypatch.setattr(reading, "INLINE_PARENTS_PER_READ", per_read)
+    engine.sync(*CHAINS[EVENTS][0])
+    truth = served(engine.sim, EVENTS)
+    md = engine.sync(EVENTS)[EVENTS]
+    assert md["segment/inline_parents"] == sum(len(values) < SAMPLES_INLINE for values in truth.values())
+    assert md["segment/inline_parents"] > 2 * per_read
+    assert stored_rows(engine.target, EVENTS) == expected_rows(engine.sim, EVENTS)
+    (dupes,) = engine.target.query(
+        f"SELECT count(*) - count(DISTINCT (space_id, event_name, property_name, property_type, value)) FROM {EVENTS}"
+    )
+    assert dupes == (0,)
 
 
 def test_a_list_of_exactly_100_is_requested_one_of_99_or_none_is_not(engine: Engine) -> None:

@@ -388,6 +388,46 @@ def test_zero_row_stream_still_gets_its_columns(target: Target) -> None:
     assert cols == SOURCES.column_names
 
 
+def test_the_query_tells_complete_lists_from_cut_ones_as_inline_records_does() -> None:
+    """`ParentPart(inline, cut=...)` decides in SQL what `InlineRecords.complete` decides on a
+    parsed list: fewer than `limit` records is complete; as many, absent or not a list may be cut."""
+    import json
+
+    from segment_assets.api.streams import InlineRecords
+    from segment_assets.storage import ParentPart
+    from segment_assets.storage.changes import select_parent_keys
+
+    inline = InlineRecords("samples", 3)
+    lists = {"none": None, "empty": "[]", "two": '["a","b"]', "three": '["a","b","c"]', "four": "[1,2,3,4]"}
+    lists |= {"object": '{"a": 1}', "text": '"abc"', "null": "null"}
+    con = duckdb.connect()
+    con.execute("CREATE TABLE parents (id VARCHAR, samples VARCHAR)")
+    con.executemany("INSERT INTO parents VALUES (?, ?)", list(lists.items()))
+
+    def ids(cut: bool) -> set[object]:
+        return {r[0] for r in select_parent_keys(con, "parents", ["id"], None, (), ParentPart(inline, cut=cut))}
+
+    complete = {k for k, v in lists.items() if inline.complete(None if v is None else json.loads(v))}
+    assert complete == {"empty", "two"}
+    assert ids(cut=False) == complete
+    assert ids(cut=True) == set(lists) - complete
+
+
+def test_parent_keys_come_in_pieces_after_a_key() -> None:
+    from segment_assets.storage import ParentPart
+    from segment_assets.storage.changes import select_parent_keys
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE parents AS SELECT 's' || (i % 3) AS space, 'p' || i AS id FROM range(10) r(i)")
+    every = select_parent_keys(con, "parents", ["space", "id"], None)
+    pieces, after = [], None
+    while rows := select_parent_keys(con, "parents", ["space", "id"], None, (), ParentPart(after=after, limit=4)):
+        pieces.append(rows)
+        after = rows[-1]
+    assert [len(p) for p in pieces] == [4, 4, 2]
+    assert [r for p in pieces for r in p] == every
+
+
 @local_only
 def test_parent_keys_filter_and_missing_parent(target: Target) -> None:
     with pytest.raises(StorageError, match="materialize the parent asset"):

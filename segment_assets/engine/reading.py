@@ -25,9 +25,9 @@ from segment_assets.api import spec
 from segment_assets.api.client import SegmentClient
 from segment_assets.api.errors import NotFound, StreamUnavailable
 from segment_assets.api.paging import Page
-from segment_assets.api.streams import ParentLink, StreamSpec
+from segment_assets.api.streams import InlineRecords, ParentLink, StreamSpec
 from segment_assets.api.tables import RECORD_KIND, WINDOW_END, WINDOW_START, Shaper
-from segment_assets.storage import Target
+from segment_assets.storage import ParentPart, Target
 
 WATERMARK_OVERLAP = timedelta(days=1)  # re-read a day below the watermark: late-finishing syncs change
 
@@ -64,21 +64,46 @@ class FetchOutcome:
             self.unavailable.append(why)
 
 
+INLINE_PARENTS_PER_READ = 2_000  # complete lists read from the parent table at a time
+
+
 @dataclass
 class InlineParents:
-    """A stream's parents split by what their stored list already holds (`StreamSpec.inline`)."""
+    """A stream's parents split by what their stored list already holds (`StreamSpec.inline`): the
+    parameter sets still requested from the stream's endpoint, and the complete lists, read from
+    the parent table in pieces of `per_read` parents as they are written (never all at once: a
+    space can hold 740,000 properties, each with up to 99 values)."""
 
-    requested: list[dict[str, Any]]  # parameter sets still read from the stream's endpoint
-    # Parameter sets whose records the parent's list holds, with that list as stored (JSON text, the
-    # smallest form to keep while the requests run; parsed again when shaped).
-    complete: list[tuple[dict[str, Any], Any]]
+    requested: list[dict[str, Any]]
+    target: Target | None = None
+    link: ParentLink | None = None
+    inline: InlineRecords | None = None
+    per_read: int = INLINE_PARENTS_PER_READ
+    complete_count: int = 0  # complete lists read so far (all of them once `batches` is consumed)
+
+    def complete(self) -> Iterator[tuple[dict[str, Any], Any]]:
+        """Each complete parent's parameter set with its list as stored, in key order."""
+        if self.target is None or self.link is None or self.inline is None:
+            return
+        names, n, after = list(self.link.params), len(self.link.params), None
+        while True:
+            part = ParentPart(self.inline, cut=False, after=after, limit=self.per_read)
+            rows = self.target.parent_keys(
+                self.link.stream, list(self.link.params.values()), self.link.where, (self.inline.column,), part
+            )
+            for row in rows:
+                self.complete_count += 1
+                yield dict(zip(names, row[:n])), row[n]
+            if len(rows) < self.per_read:
+                return
+            after = tuple(rows[-1][:n])
 
     def batches(self, shaper: Shaper, per_batch: int = 10_000) -> Iterator[pa.RecordBatch]:
         """The complete parents' records as the endpoint would have returned them, shaped with each
         parent's parameters as context; small lists are gathered into batches of about `per_batch` rows."""
         pending: list[pa.RecordBatch] = []
         rows = 0
-        for params, raw in self.complete:
+        for params, raw in self.complete():
             records = _records(raw)
             if not records:
                 continue
@@ -101,10 +126,8 @@ class ParentKeys:
         self._rows: dict[tuple[Any, ...], list[tuple[object, ...]]] = {}
         self._lock = threading.Lock()
 
-    def _read(self, link: ParentLink, carry: tuple[str, ...] = ()) -> list[tuple[object, ...]]:
+    def _read(self, link: ParentLink) -> list[tuple[object, ...]]:
         columns = list(link.params.values())
-        if carry:  # one child reads its parent's records: nothing to share, and they may be large
-            return self.target.parent_keys(link.stream, columns, link.where, carry)
         key = (link.stream, tuple(columns), link.where)
         with self._lock:
             rows = self._rows.get(key)
@@ -121,19 +144,16 @@ class ParentKeys:
 
     def inline(self, stream: StreamSpec) -> InlineParents:
         """The parameter sets of a stream whose parent's rows carry its records: those whose stored
-        list is complete (shorter than the limit) with it, and the rest, to request."""
+        list may have been cut (as long as the limit) or is absent, to request, and a reader of the
+        complete lists. The target tells them apart (`ParentPart`): only parameters are held."""
         link, inline = stream.parent, stream.inline
         if link is None or inline is None:
-            return InlineParents(self.rows(stream), [])
-        out = InlineParents([], [])
-        n = len(link.params)
-        for row in self._read(link, (inline.column,)):
-            params, raw = dict(zip(link.params, row[:n])), row[n]
-            if inline.complete(_records(raw)):
-                out.complete.append((params, raw))
-            else:
-                out.requested.append(params)
-        return out
+            return InlineParents(self.rows(stream))
+        cut = self.target.parent_keys(
+            link.stream, list(link.params.values()), link.where, part=ParentPart(inline, cut=True)
+        )
+        requested = [dict(zip(link.params, row)) for row in cut]
+        return InlineParents(requested, self.target, link, inline, per_read=INLINE_PARENTS_PER_READ)
 
 
 def _records(raw: Any) -> Any:

@@ -219,7 +219,6 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     )
     if inline:
         batches = itertools.chain(inline.batches(shaper), batches)
-        md["segment/inline_parents"] = len(inline.complete)
     # Knowing a stream is refused before the write keeps a gated stream's old table intact.
     staged = _peek(batches)
     if fetch.fully_unavailable:
@@ -237,6 +236,8 @@ def _sync(stream: StreamSpec, run: StreamRun, parent_unavailable: str | None, ou
     else:
         result = target.write_snapshot(table, staged, method=method, run_id=run.run_id)
     _request_stats(md, stats, before)
+    if inline:
+        md["segment/inline_parents"] = inline.complete_count  # counted as the write read them
     md.update(_write_metadata(result))
     whole = run.time_window
     if whole is not None and stream.windowing and len(period_starts(stream.windowing.partitioning, *whole)) > 1:

@@ -85,6 +85,19 @@ def seq_range_label(first: str | None, last: str | None) -> str | None:
     return f"{when} UTC #{a}–#{b}" if same else f"{first} .. {last}"
 
 
+@dataclass(frozen=True)
+class ParentPart:
+    """Which of a parent table's keys `Target.parent_keys` reads. With `inline`: only the parents
+    whose stored list may have been cut (`cut`), or only those whose list holds all their records
+    (`InlineRecords.complete`, decided in the query). With `limit`: the first `limit` keys after
+    `after` in key order, so that a long read (740,000 lists of sample values) goes in pieces."""
+
+    inline: InlineRecords | None = None
+    cut: bool = False
+    after: tuple[object, ...] | None = None
+    limit: int | None = None
+
+
 class Target(ABC):
     """What assets need from a storage target."""
 
@@ -149,10 +162,16 @@ class Target(ABC):
 
     @abstractmethod
     def parent_keys(
-        self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None, carry: Sequence[str] = ()
+        self,
+        table: str,
+        columns: Sequence[str],
+        row_filter: RowFilter | None = None,
+        carry: Sequence[str] = (),
+        part: ParentPart | None = None,
     ) -> list[tuple[object, ...]]:
         """Distinct non-null values of `columns` in `table` (a parent's ids), sorted; each followed by
-        its row's `carry` columns, which may be NULL (what the parent's list already holds for it)."""
+        its row's `carry` columns, which may be NULL (what the parent's list already holds for it).
+        `part` narrows it to some of them (`ParentPart`)."""
 
     def parents_left(
         self,

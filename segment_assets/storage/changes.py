@@ -16,7 +16,7 @@ import duckdb
 
 from segment_assets.api.streams import InlineRecords, RowFilter
 from segment_assets.api.tables import TableDef
-from segment_assets.storage.base import SEQ_COUNTER_DIGITS, KeyCheck, StorageError, WriteResult
+from segment_assets.storage.base import SEQ_COUNTER_DIGITS, KeyCheck, ParentPart, StorageError, WriteResult
 
 # Inserts and updates sort before deletes of the same key, so a replay in change_seq order works.
 OPS_ORDER = "CASE WHEN op = 'D' THEN 1 ELSE 0 END"
@@ -121,8 +121,10 @@ def select_parent_keys(
     columns: Sequence[str],
     row_filter: RowFilter | None,
     carry: Sequence[str] = (),
+    part: ParentPart | None = None,
 ) -> list[tuple[object, ...]]:
-    """Distinct non-null `columns` of `relation` (a parent's ids), sorted, each with its `carry` columns."""
+    """Distinct non-null `columns` of `relation` (a parent's ids), sorted, each with its `carry`
+    columns; `part` narrows them (`ParentPart`)."""
     cols = ", ".join(q(c) for c in columns)
     carried = "".join(f", {q(c)}" for c in carry)
     where = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
@@ -130,9 +132,27 @@ def select_parent_keys(
     if row_filter:
         condition, params = row_filter_sql(row_filter)
         where += f" AND {condition}"
+    limit = ""
+    if part is not None:
+        if part.inline is not None:
+            condition, more = inline_list_sql(part.inline, cut=part.cut)
+            where, params = f"{where} AND {condition}", [*params, *more]
+        if part.after is not None:
+            where += f" AND ({cols}) > ({', '.join('?' for _ in columns)})"
+            params = [*params, *part.after]
+        if part.limit is not None:
+            limit, params = " LIMIT ?", [*params, part.limit]
     return con.execute(
-        f"SELECT DISTINCT {cols}{carried} FROM {relation} WHERE {where} ORDER BY {cols}", params
+        f"SELECT DISTINCT {cols}{carried} FROM {relation} WHERE {where} ORDER BY {cols}{limit}", params
     ).fetchall()
+
+
+def inline_list_sql(inline: InlineRecords, cut: bool) -> tuple[str, list[object]]:
+    """`InlineRecords.complete` in SQL, or its complement (`cut`): a list absent, not a list, or
+    holding `limit` records may have been cut; any other holds all its parent's records."""
+    column = q(inline.column)
+    may_be_cut = f"({column} IS NULL OR json_type({column}::JSON) <> 'ARRAY' OR json_array_length({column}::JSON) >= ?)"
+    return (may_be_cut if cut else f"NOT coalesce({may_be_cut}, true)"), [inline.limit]
 
 
 def parents_left_sql(
@@ -154,12 +174,8 @@ def parents_left_sql(
         condition, params = row_filter_sql(row_filter)
         where += f" AND {condition}"
     if cut:
-        # The complement of InlineRecords.complete: absent, not a list, or holding `limit` records.
-        column = q(cut.column)
-        where += (
-            f" AND ({column} IS NULL OR json_type({column}::JSON) <> 'ARRAY' OR json_array_length({column}::JSON) >= ?)"
-        )
-        params = [*params, cut.limit]
+        condition, more = inline_list_sql(cut, cut=True)
+        where, params = f"{where} AND {condition}", [*params, *more]
     sql = f"parents AS (SELECT DISTINCT {cols} FROM {parent} WHERE {where}), todo AS (SELECT * FROM parents"
     if done:
         same = " AND ".join(f"d.{q(d)} = CAST(p.{q(c)} AS VARCHAR)" for d, c in zip(done_columns, columns))

@@ -31,6 +31,7 @@ from segment_assets.storage.base import (
     HEADER_COLUMNS,
     STATE_TABLE,
     KeyCheck,
+    ParentPart,
     StorageError,
     Target,
     WriteMode,
@@ -540,12 +541,17 @@ class DuckDBTarget(Target):
         return self._read(lambda con: bool(self._existing_columns(con, name)))
 
     def parent_keys(
-        self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None, carry: Sequence[str] = ()
+        self,
+        table: str,
+        columns: Sequence[str],
+        row_filter: RowFilter | None = None,
+        carry: Sequence[str] = (),
+        part: ParentPart | None = None,
     ) -> list[tuple[object, ...]]:
         def read(con: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
             if not self._existing_columns(con, table):
                 raise missing_parent_error(self, table)
-            return select_parent_keys(con, self._qualified(table), columns, row_filter, carry)
+            return select_parent_keys(con, self._qualified(table), columns, row_filter, carry, part)
 
         return self._read(read)
 

@@ -89,6 +89,7 @@ from segment_assets.storage.base import (
     HEADER_COLUMNS,
     STATE_TABLE,
     KeyCheck,
+    ParentPart,
     StorageError,
     Target,
     WriteMode,
@@ -680,10 +681,15 @@ class LakeTarget(Target):
             yield con
 
     def parent_keys(
-        self, table: str, columns: Sequence[str], row_filter: RowFilter | None = None, carry: Sequence[str] = ()
+        self,
+        table: str,
+        columns: Sequence[str],
+        row_filter: RowFilter | None = None,
+        carry: Sequence[str] = (),
+        part: ParentPart | None = None,
     ) -> list[tuple[object, ...]]:
         with self._reading(table) as con:
-            return select_parent_keys(con, "_t", columns, row_filter, carry)
+            return select_parent_keys(con, "_t", columns, row_filter, carry, part)
 
     def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:
         if not self.table_exists(table):
