@@ -5,7 +5,8 @@ the parents whose stored list may have been cut, and writes the others' records 
 (`engine/reading.py`). Measured here on a DuckDB file whose parent table (`space_traits`) holds N
 traits, one in 36 with a full list of 100 values and the others with 0 to 59, as the demo's mix:
 Python's allocations are traced (tracemalloc) while the engine splits the parents and reads every
-complete list, as the write consumes them. For comparison, the same N read as the engine did
+complete list, as the write consumes them (one scan of the parent table into a staging Parquet
+file, read back 2,000 lists at a time). For comparison, the same N read as the engine did
 before: every parent with its list, held for the whole stream. Native memory (DuckDB's own) is
 not traced.
 """

@@ -5,6 +5,7 @@ schema evolution, and the primitives resumable fan-outs build on."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -388,14 +389,15 @@ def test_zero_row_stream_still_gets_its_columns(target: Target) -> None:
     assert cols == SOURCES.column_names
 
 
-def test_the_query_tells_complete_lists_from_cut_ones_as_inline_records_does() -> None:
-    """`ParentPart(inline, cut=...)` decides in SQL what `InlineRecords.complete` decides on a
-    parsed list: fewer than `limit` records is complete; as many, absent or not a list may be cut."""
+def test_the_query_tells_complete_lists_from_cut_ones_as_inline_records_does(tmp_path: Path) -> None:
+    """The target decides in SQL what `InlineRecords.complete` decides on a parsed list: fewer
+    than `limit` records is complete; as many, absent or not a list may be cut."""
     import json
 
+    import pyarrow.parquet as pq
+
     from segment_assets.api.streams import InlineRecords
-    from segment_assets.storage import ParentPart
-    from segment_assets.storage.changes import select_parent_keys
+    from segment_assets.storage.changes import copy_complete_lists, select_parent_keys
 
     inline = InlineRecords("samples", 3)
     lists = {"none": None, "empty": "[]", "two": '["a","b"]', "three": '["a","b","c"]', "four": "[1,2,3,4]"}
@@ -404,28 +406,33 @@ def test_the_query_tells_complete_lists_from_cut_ones_as_inline_records_does() -
     con.execute("CREATE TABLE parents (id VARCHAR, samples VARCHAR)")
     con.executemany("INSERT INTO parents VALUES (?, ?)", list(lists.items()))
 
-    def ids(cut: bool) -> set[object]:
-        return {r[0] for r in select_parent_keys(con, "parents", ["id"], None, (), ParentPart(inline, cut=cut))}
-
     complete = {k for k, v in lists.items() if inline.complete(None if v is None else json.loads(v))}
     assert complete == {"empty", "two"}
-    assert ids(cut=False) == complete
-    assert ids(cut=True) == set(lists) - complete
+    assert {r[0] for r in select_parent_keys(con, "parents", ["id"], None, cut=inline)} == set(lists) - complete
+    copy_complete_lists(con, "parents", ["id"], None, inline, str(tmp_path / "lists.parquet"))
+    copied = pq.read_table(tmp_path / "lists.parquet").to_pylist()
+    assert {r["id"]: r["samples"] for r in copied} == {k: lists[k] for k in complete}
 
 
-def test_parent_keys_come_in_pieces_after_a_key() -> None:
-    from segment_assets.storage import ParentPart
-    from segment_assets.storage.changes import select_parent_keys
+def test_complete_lists_come_in_pieces_from_one_staging_file_then_removed(target: Target) -> None:
+    from segment_assets.api.streams import InlineRecords
 
-    con = duckdb.connect()
-    con.execute("CREATE TABLE parents AS SELECT 's' || (i % 3) AS space, 'p' || i AS id FROM range(10) r(i)")
-    every = select_parent_keys(con, "parents", ["space", "id"], None)
-    pieces, after = [], None
-    while rows := select_parent_keys(con, "parents", ["space", "id"], None, (), ParentPart(after=after, limit=4)):
-        pieces.append(rows)
-        after = rows[-1]
-    assert [len(p) for p in pieces] == [4, 4, 2]
-    assert [r for p in pieces for r in p] == every
+    traits = table_def("space_traits")
+    rows = [
+        {"space_id": f"spa{i % 3}", "trait": f"t{i:02d}", "samples": json.dumps(["v"] * (i % 5))} for i in range(23)
+    ]
+    target.write_snapshot(
+        traits,
+        [pa.Table.from_pylist(rows, schema=traits.arrow_schema()).to_batches()[0]],
+        method=UpdateMethod.RELOAD_AND_COMPARE,
+        run_id="r1",
+    )
+    inline = InlineRecords("samples", 4)  # a list of 4 may have been cut: 4 of every 5 traits are complete
+    pieces = list(target.complete_lists("space_traits", ["space_id", "trait"], None, inline, per_read=5))
+    assert [len(p) for p in pieces] == [5, 5, 5, 4]  # 23 traits, 4 of them cut
+    got = sorted(r for p in pieces for r in p)
+    assert got == sorted((r["space_id"], r["trait"], r["samples"]) for r in rows if len(json.loads(r["samples"])) < 4)
+    assert not list(target.stage_dir.glob("space_traits__lists.*")), "the staging file is gone once read"
 
 
 @local_only

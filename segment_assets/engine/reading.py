@@ -27,7 +27,7 @@ from segment_assets.api.errors import NotFound, StreamUnavailable
 from segment_assets.api.paging import Page
 from segment_assets.api.streams import InlineRecords, ParentLink, StreamSpec
 from segment_assets.api.tables import RECORD_KIND, WINDOW_END, WINDOW_START, Shaper
-from segment_assets.storage import ParentPart, Target
+from segment_assets.storage import Target
 
 WATERMARK_OVERLAP = timedelta(days=1)  # re-read a day below the watermark: late-finishing syncs change
 
@@ -64,39 +64,33 @@ class FetchOutcome:
             self.unavailable.append(why)
 
 
-INLINE_PARENTS_PER_READ = 2_000  # complete lists read from the parent table at a time
+INLINE_PARENTS_PER_READ = 2_000  # complete lists handed to the writer at a time (`Target.complete_lists`)
 
 
 @dataclass
 class InlineParents:
     """A stream's parents split by what their stored list already holds (`StreamSpec.inline`): the
-    parameter sets still requested from the stream's endpoint, and the complete lists, read from
-    the parent table in pieces of `per_read` parents as they are written (never all at once: a
-    space can hold 740,000 properties, each with up to 99 values)."""
+    parameter sets still requested from the stream's endpoint, and the complete lists, handed to
+    the write in pieces of `per_read` parents (`Target.complete_lists`), never all at once: a space
+    can hold 740,000 properties, each with up to 99 values."""
 
     requested: list[dict[str, Any]]
-    target: Target | None = None
+    target: Target | None = None  # with link and inline: where the complete lists are read
     link: ParentLink | None = None
     inline: InlineRecords | None = None
     per_read: int = INLINE_PARENTS_PER_READ
     complete_count: int = 0  # complete lists read so far (all of them once `batches` is consumed)
 
     def complete(self) -> Iterator[tuple[dict[str, Any], Any]]:
-        """Each complete parent's parameter set with its list as stored, in key order."""
+        """Each complete parent's parameter set with its list as stored."""
         if self.target is None or self.link is None or self.inline is None:
             return
-        names, n, after = list(self.link.params), len(self.link.params), None
-        while True:
-            part = ParentPart(self.inline, cut=False, after=after, limit=self.per_read)
-            rows = self.target.parent_keys(
-                self.link.stream, list(self.link.params.values()), self.link.where, (self.inline.column,), part
-            )
+        names, n = list(self.link.params), len(self.link.params)
+        columns = list(self.link.params.values())
+        for rows in self.target.complete_lists(self.link.stream, columns, self.link.where, self.inline, self.per_read):
             for row in rows:
                 self.complete_count += 1
                 yield dict(zip(names, row[:n])), row[n]
-            if len(rows) < self.per_read:
-                return
-            after = tuple(rows[-1][:n])
 
     def batches(self, shaper: Shaper, per_batch: int = 10_000) -> Iterator[pa.RecordBatch]:
         """The complete parents' records as the endpoint would have returned them, shaped with each
@@ -145,13 +139,11 @@ class ParentKeys:
     def inline(self, stream: StreamSpec) -> InlineParents:
         """The parameter sets of a stream whose parent's rows carry its records: those whose stored
         list may have been cut (as long as the limit) or is absent, to request, and a reader of the
-        complete lists. The target tells them apart (`ParentPart`): only parameters are held."""
+        complete lists. The target tells them apart: only the parameters to request are held."""
         link, inline = stream.parent, stream.inline
         if link is None or inline is None:
             return InlineParents(self.rows(stream))
-        cut = self.target.parent_keys(
-            link.stream, list(link.params.values()), link.where, part=ParentPart(inline, cut=True)
-        )
+        cut = self.target.parent_keys(link.stream, list(link.params.values()), link.where, cut=inline)
         requested = [dict(zip(link.params, row)) for row in cut]
         return InlineParents(requested, self.target, link, inline, per_read=INLINE_PARENTS_PER_READ)
 

@@ -9,17 +9,22 @@ the table and of its change table readable and unchanged.
 from __future__ import annotations
 
 import enum
+import os
+import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import ClassVar, cast
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from segment_assets.api.streams import InlineRecords, RowFilter, UpdateMethod
 from segment_assets.api.tables import TableDef
+from segment_assets.storage.staging import sweep_orphans
 
 DEFAULT_SCHEMA = "segment"
 CHANGE_SUFFIX = "__ct"
@@ -85,24 +90,12 @@ def seq_range_label(first: str | None, last: str | None) -> str | None:
     return f"{when} UTC #{a}–#{b}" if same else f"{first} .. {last}"
 
 
-@dataclass(frozen=True)
-class ParentPart:
-    """Which of a parent table's keys `Target.parent_keys` reads. With `inline`: only the parents
-    whose stored list may have been cut (`cut`), or only those whose list holds all their records
-    (`InlineRecords.complete`, decided in the query). With `limit`: the first `limit` keys after
-    `after` in key order, so that a long read (740,000 lists of sample values) goes in pieces."""
-
-    inline: InlineRecords | None = None
-    cut: bool = False
-    after: tuple[object, ...] | None = None
-    limit: int | None = None
-
-
 class Target(ABC):
     """What assets need from a storage target."""
 
     kind: ClassVar[str]  # shown as the asset's kind: "duckdb", "delta"
     schema: str
+    stage_dir: Path  # local folder for staging files (pages before a write, lists read in pieces)
 
     @abstractmethod
     def table_uri(self, name: str) -> str:
@@ -167,11 +160,41 @@ class Target(ABC):
         columns: Sequence[str],
         row_filter: RowFilter | None = None,
         carry: Sequence[str] = (),
-        part: ParentPart | None = None,
+        cut: InlineRecords | None = None,
     ) -> list[tuple[object, ...]]:
         """Distinct non-null values of `columns` in `table` (a parent's ids), sorted; each followed by
-        its row's `carry` columns, which may be NULL (what the parent's list already holds for it).
-        `part` narrows it to some of them (`ParentPart`)."""
+        its row's `carry` columns. With `cut`, only the parents whose stored list may have been cut."""
+
+    def complete_lists(
+        self,
+        table: str,
+        columns: Sequence[str],
+        row_filter: RowFilter | None,
+        inline: InlineRecords,
+        per_read: int,
+    ) -> Iterator[list[tuple[object, ...]]]:
+        """The parents whose stored list holds all their records (`InlineRecords.complete`): their
+        `columns` followed by that list, in pieces of `per_read`. One scan of the parent table
+        writes them to a staging file, read back a piece at a time: a space's 740,000 lists are
+        never all in memory, and the table is not scanned once per piece."""
+        self.stage_dir.mkdir(parents=True, exist_ok=True)
+        sweep_orphans(self.stage_dir)
+        # The pid in the name lets sweep_orphans tell a live reader's file from a dead one's.
+        fd, path = tempfile.mkstemp(prefix=f"{table}__lists.{os.getpid()}.", suffix=".parquet", dir=self.stage_dir)
+        os.close(fd)
+        try:
+            self._copy_complete_lists(table, columns, row_filter, inline, path)
+            with pq.ParquetFile(path) as lists:
+                for batch in lists.iter_batches(batch_size=per_read):
+                    yield list(zip(*(column.to_pylist() for column in batch.columns)))
+        finally:
+            Path(path).unlink(missing_ok=True)
+
+    @abstractmethod
+    def _copy_complete_lists(
+        self, table: str, columns: Sequence[str], row_filter: RowFilter | None, inline: InlineRecords, path: str
+    ) -> None:
+        """`changes.copy_complete_lists` on this target's `table`."""
 
     def parents_left(
         self,

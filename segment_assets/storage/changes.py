@@ -16,7 +16,7 @@ import duckdb
 
 from segment_assets.api.streams import InlineRecords, RowFilter
 from segment_assets.api.tables import TableDef
-from segment_assets.storage.base import SEQ_COUNTER_DIGITS, KeyCheck, ParentPart, StorageError, WriteResult
+from segment_assets.storage.base import SEQ_COUNTER_DIGITS, KeyCheck, StorageError, WriteResult
 
 # Inserts and updates sort before deletes of the same key, so a replay in change_seq order works.
 OPS_ORDER = "CASE WHEN op = 'D' THEN 1 ELSE 0 END"
@@ -24,6 +24,11 @@ OPS_ORDER = "CASE WHEN op = 'D' THEN 1 ELSE 0 END"
 
 def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def sql_string(text: str) -> str:
+    """A string literal, where SQL takes no parameter (a file path in COPY or a view)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def changes_sql(table: TableDef, current: str, stage: str, *, deletes: bool) -> str:
@@ -99,8 +104,7 @@ def load_stage(con: duckdb.DuckDBPyConnection, table: TableDef, path: str) -> No
     distinct = f"DISTINCT ON ({key}) " if table.stream.dedupe else ""
     # A view, not a table: the rows stay in the Parquet file and are streamed by each
     # statement that reads them, so a million-row window never sits in memory.
-    literal = "'" + path.replace("'", "''") + "'"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _stage AS SELECT {distinct}{cols} FROM read_parquet({literal})")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _stage AS SELECT {distinct}{cols} FROM read_parquet({sql_string(path)})")
     dupes = con.execute(f"SELECT {key}, count(*) AS n FROM _stage GROUP BY ALL HAVING count(*) > 1 LIMIT 3").fetchall()
     if dupes:
         raise StorageError(
@@ -115,16 +119,17 @@ def row_filter_sql(row_filter: RowFilter) -> tuple[str, list[object]]:
     raise ValueError(f"unsupported row filter {row_filter!r}")
 
 
-def select_parent_keys(
-    con: duckdb.DuckDBPyConnection,
+def parent_keys_sql(
     relation: str,
     columns: Sequence[str],
     row_filter: RowFilter | None,
     carry: Sequence[str] = (),
-    part: ParentPart | None = None,
-) -> list[tuple[object, ...]]:
-    """Distinct non-null `columns` of `relation` (a parent's ids), sorted, each with its `carry`
-    columns; `part` narrows them (`ParentPart`)."""
+    lists: InlineRecords | None = None,
+    cut: bool = True,
+) -> tuple[str, list[object]]:
+    """SELECT of the distinct non-null `columns` of `relation` (a parent's ids), each with its
+    `carry` columns. With `lists`, only the parents whose stored list may have been cut (`cut`), or
+    only those whose list holds all their records (`InlineRecords.complete`, decided here)."""
     cols = ", ".join(q(c) for c in columns)
     carried = "".join(f", {q(c)}" for c in carry)
     where = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
@@ -132,19 +137,38 @@ def select_parent_keys(
     if row_filter:
         condition, params = row_filter_sql(row_filter)
         where += f" AND {condition}"
-    limit = ""
-    if part is not None:
-        if part.inline is not None:
-            condition, more = inline_list_sql(part.inline, cut=part.cut)
-            where, params = f"{where} AND {condition}", [*params, *more]
-        if part.after is not None:
-            where += f" AND ({cols}) > ({', '.join('?' for _ in columns)})"
-            params = [*params, *part.after]
-        if part.limit is not None:
-            limit, params = " LIMIT ?", [*params, part.limit]
-    return con.execute(
-        f"SELECT DISTINCT {cols}{carried} FROM {relation} WHERE {where} ORDER BY {cols}{limit}", params
-    ).fetchall()
+    if lists:
+        condition, more = inline_list_sql(lists, cut=cut)
+        where, params = f"{where} AND {condition}", [*params, *more]
+    return f"SELECT DISTINCT {cols}{carried} FROM {relation} WHERE {where}", params
+
+
+def select_parent_keys(
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    columns: Sequence[str],
+    row_filter: RowFilter | None,
+    carry: Sequence[str] = (),
+    cut: InlineRecords | None = None,
+) -> list[tuple[object, ...]]:
+    """Distinct non-null `columns` of `relation` (a parent's ids), sorted, each with its `carry`
+    columns; with `cut`, only the parents whose stored list may have been cut."""
+    sql, params = parent_keys_sql(relation, columns, row_filter, carry, cut)
+    return con.execute(f"{sql} ORDER BY {', '.join(q(c) for c in columns)}", params).fetchall()
+
+
+def copy_complete_lists(
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    columns: Sequence[str],
+    row_filter: RowFilter | None,
+    inline: InlineRecords,
+    path: str,
+) -> None:
+    """Writes to Parquet file `path` the parents whose stored list holds all their records: their
+    `columns` and that list, in one scan (`Target.complete_lists` reads it back in pieces)."""
+    sql, params = parent_keys_sql(relation, columns, row_filter, (inline.column,), inline, cut=False)
+    con.execute(f"COPY ({sql}) TO {sql_string(path)} (FORMAT parquet)", params)
 
 
 def inline_list_sql(inline: InlineRecords, cut: bool) -> tuple[str, list[object]]:

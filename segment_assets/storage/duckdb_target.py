@@ -23,7 +23,7 @@ from typing import ClassVar, TypeVar
 import duckdb
 import pyarrow as pa
 
-from segment_assets.api.streams import RowFilter
+from segment_assets.api.streams import InlineRecords, RowFilter
 from segment_assets.api.tables import ARROW_TYPES, TableDef
 from segment_assets.storage.base import (
     CHANGE_SUFFIX,
@@ -31,7 +31,6 @@ from segment_assets.storage.base import (
     HEADER_COLUMNS,
     STATE_TABLE,
     KeyCheck,
-    ParentPart,
     StorageError,
     Target,
     WriteMode,
@@ -41,6 +40,7 @@ from segment_assets.storage.base import (
 from segment_assets.storage.changes import (
     change_rows_sql,
     changes_sql,
+    copy_complete_lists,
     count_changes,
     load_stage,
     missing_keys_sql,
@@ -546,14 +546,24 @@ class DuckDBTarget(Target):
         columns: Sequence[str],
         row_filter: RowFilter | None = None,
         carry: Sequence[str] = (),
-        part: ParentPart | None = None,
+        cut: InlineRecords | None = None,
     ) -> list[tuple[object, ...]]:
         def read(con: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
             if not self._existing_columns(con, table):
                 raise missing_parent_error(self, table)
-            return select_parent_keys(con, self._qualified(table), columns, row_filter, carry, part)
+            return select_parent_keys(con, self._qualified(table), columns, row_filter, carry, cut)
 
         return self._read(read)
+
+    def _copy_complete_lists(
+        self, table: str, columns: Sequence[str], row_filter: RowFilter | None, inline: InlineRecords, path: str
+    ) -> None:
+        def copy(con: duckdb.DuckDBPyConnection) -> None:
+            if not self._existing_columns(con, table):
+                raise missing_parent_error(self, table)
+            copy_complete_lists(con, self._qualified(table), columns, row_filter, inline, path)
+
+        self._read(copy)
 
     def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:
         def read(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, ...], object]:

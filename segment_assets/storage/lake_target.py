@@ -80,7 +80,7 @@ from deltalake.schema import Field as DeltaField
 from deltalake.schema import PrimitiveType
 from deltalake.transaction import Transaction
 
-from segment_assets.api.streams import Partitioning, RowFilter
+from segment_assets.api.streams import InlineRecords, Partitioning, RowFilter
 from segment_assets.api.tables import ARROW_TYPES, TableDef
 from segment_assets.storage.base import (
     CHANGE_SUFFIX,
@@ -89,7 +89,6 @@ from segment_assets.storage.base import (
     HEADER_COLUMNS,
     STATE_TABLE,
     KeyCheck,
-    ParentPart,
     StorageError,
     Target,
     WriteMode,
@@ -99,6 +98,7 @@ from segment_assets.storage.base import (
 from segment_assets.storage.changes import (
     change_rows_sql,
     changes_sql,
+    copy_complete_lists,
     count_changes,
     load_stage,
     missing_keys_sql,
@@ -686,10 +686,16 @@ class LakeTarget(Target):
         columns: Sequence[str],
         row_filter: RowFilter | None = None,
         carry: Sequence[str] = (),
-        part: ParentPart | None = None,
+        cut: InlineRecords | None = None,
     ) -> list[tuple[object, ...]]:
         with self._reading(table) as con:
-            return select_parent_keys(con, "_t", columns, row_filter, carry, part)
+            return select_parent_keys(con, "_t", columns, row_filter, carry, cut)
+
+    def _copy_complete_lists(
+        self, table: str, columns: Sequence[str], row_filter: RowFilter | None, inline: InlineRecords, path: str
+    ) -> None:
+        with self._reading(table) as con:
+            copy_complete_lists(con, "_t", columns, row_filter, inline, path)
 
     def max_by(self, table: str, group: Sequence[str], column: str) -> dict[tuple[str, ...], object]:
         if not self.table_exists(table):
