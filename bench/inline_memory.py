@@ -60,8 +60,8 @@ def _now(stream: StreamSpec, target: DuckDBTarget) -> int:
 def _before(stream: StreamSpec, target: DuckDBTarget) -> int:
     """What the engine held before: every parent with its stored list, for the stream's duration."""
     assert stream.parent and stream.inline
-    link = stream.parent
-    rows = target.parent_keys(link.stream, list(link.params.values()), link.where, (stream.inline.column,))
+    keys = ", ".join(stream.parent.params.values())
+    rows = target.query(f"SELECT DISTINCT {keys}, {stream.inline.column} FROM {stream.parent.stream} ORDER BY {keys}")
     return len(rows)
 
 

@@ -159,11 +159,10 @@ class Target(ABC):
         table: str,
         columns: Sequence[str],
         row_filter: RowFilter | None = None,
-        carry: Sequence[str] = (),
         cut: InlineRecords | None = None,
     ) -> list[tuple[object, ...]]:
-        """Distinct non-null values of `columns` in `table` (a parent's ids), sorted; each followed by
-        its row's `carry` columns. With `cut`, only the parents whose stored list may have been cut."""
+        """Distinct non-null values of `columns` in `table` (a parent's ids), sorted. With `cut`, only
+        the parents whose stored list may have been cut (their records are requested)."""
 
     def complete_lists(
         self,

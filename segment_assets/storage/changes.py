@@ -148,12 +148,11 @@ def select_parent_keys(
     relation: str,
     columns: Sequence[str],
     row_filter: RowFilter | None,
-    carry: Sequence[str] = (),
     cut: InlineRecords | None = None,
 ) -> list[tuple[object, ...]]:
-    """Distinct non-null `columns` of `relation` (a parent's ids), sorted, each with its `carry`
-    columns; with `cut`, only the parents whose stored list may have been cut."""
-    sql, params = parent_keys_sql(relation, columns, row_filter, carry, cut)
+    """Distinct non-null `columns` of `relation` (a parent's ids), sorted; with `cut`, only the
+    parents whose stored list may have been cut."""
+    sql, params = parent_keys_sql(relation, columns, row_filter, (), cut)
     return con.execute(f"{sql} ORDER BY {', '.join(q(c) for c in columns)}", params).fetchall()
 
 

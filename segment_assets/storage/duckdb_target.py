@@ -545,13 +545,12 @@ class DuckDBTarget(Target):
         table: str,
         columns: Sequence[str],
         row_filter: RowFilter | None = None,
-        carry: Sequence[str] = (),
         cut: InlineRecords | None = None,
     ) -> list[tuple[object, ...]]:
         def read(con: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
             if not self._existing_columns(con, table):
                 raise missing_parent_error(self, table)
-            return select_parent_keys(con, self._qualified(table), columns, row_filter, carry, cut)
+            return select_parent_keys(con, self._qualified(table), columns, row_filter, cut)
 
         return self._read(read)
 

@@ -685,11 +685,10 @@ class LakeTarget(Target):
         table: str,
         columns: Sequence[str],
         row_filter: RowFilter | None = None,
-        carry: Sequence[str] = (),
         cut: InlineRecords | None = None,
     ) -> list[tuple[object, ...]]:
         with self._reading(table) as con:
-            return select_parent_keys(con, "_t", columns, row_filter, carry, cut)
+            return select_parent_keys(con, "_t", columns, row_filter, cut)
 
     def _copy_complete_lists(
         self, table: str, columns: Sequence[str], row_filter: RowFilter | None, inline: InlineRecords, path: str
