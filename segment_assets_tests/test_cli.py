@@ -89,6 +89,27 @@ def test_simulate_help() -> None:
     assert all(name in STREAMS for name in ("sources", "audit_events"))
 
 
+# What the command's process allocates Arrow buffers with, once it has run (the streams command).
+ARROW_BACKEND = (
+    "import sys; from segment_assets.cli import main; main(['streams', '--json']); "
+    "import pyarrow as pa; print(pa.default_memory_pool().backend_name, file=sys.stderr)"
+)
+
+
+def test_the_command_allocates_arrow_buffers_with_the_c_library_unless_told_otherwise() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+
+    def backend(**extra: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", ARROW_BACKEND], capture_output=True, text=True, timeout=120, env={**env, **extra}
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stderr.strip().splitlines()[-1]
+
+    assert backend() == "system"
+    assert backend(ARROW_DEFAULT_MEMORY_POOL="mimalloc") == "mimalloc"
+
+
 def change_rows(db: Path) -> dict[str, int]:
     con = duckdb.connect(str(db), read_only=True)
     try:
