@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import sys
 import time
 import uuid
 
 STARTED = time.monotonic()  # as close to the process start as this job can see
+# Arrow's allocator as `segment-assets` chooses it for its processes (cli/commands.py,
+# prefer_system_allocator), set the same way: before pyarrow is first imported.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 # The number of parallel streams and fan-out requests (SegmentResource's defaults).
 MAX_STREAMS = 16
