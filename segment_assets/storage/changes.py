@@ -190,16 +190,8 @@ def parents_left_sql(
     `done` (which holds them as text, under `done_columns`) does not, and a `parents` relation of
     them all. With `cut`, only the parents whose stored list may have been cut (`InlineRecords`):
     the others' records are in that list and cost no request."""
-    cols = ", ".join(q(c) for c in columns)
-    where = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
-    params: list[object] = []
-    if row_filter:
-        condition, params = row_filter_sql(row_filter)
-        where += f" AND {condition}"
-    if cut:
-        condition, more = inline_list_sql(cut, cut=True)
-        where, params = f"{where} AND {condition}", [*params, *more]
-    sql = f"parents AS (SELECT DISTINCT {cols} FROM {parent} WHERE {where}), todo AS (SELECT * FROM parents"
+    parents, params = parent_keys_sql(parent, columns, row_filter, (), cut)
+    sql = f"parents AS ({parents}), todo AS (SELECT * FROM parents"
     if done:
         same = " AND ".join(f"d.{q(d)} = CAST(p.{q(c)} AS VARCHAR)" for d, c in zip(done_columns, columns))
         sql += f" p WHERE NOT EXISTS (SELECT 1 FROM {done} d WHERE {same})"
