@@ -74,6 +74,28 @@ def _peak(fn: Callable[[], T]) -> tuple[int, T]:
     return peak, value
 
 
+def peak_figures(
+    now: dict[int, int], before: dict[int, int], what: str, what_before: str, target: str, target_ratio: float
+) -> list[Figure]:
+    """The two figures of a memory-against-size benchmark: the ratio of the traced peaks at the
+    largest and smallest size now (against `target_ratio`), and the same as it was before."""
+    low, high = min(now), max(now)
+    ratio = now[high] / now[low]
+    sizes = f"{high:,} / {low:,} parents"
+    return [
+        Figure(
+            f"{what}, {sizes}",
+            f"{ratio:.2f}× ({now[high] / 2**20:,.1f} vs {now[low] / 2**20:,.1f} MiB)",
+            target,
+            ratio <= target_ratio,
+        ),
+        Figure(
+            f"{what_before}, {sizes}",
+            f"{before[high] / before[low]:.1f}× ({before[high] / 2**20:,.1f} vs {before[low] / 2**20:,.1f} MiB)",
+        ),
+    ]
+
+
 def _list_all(stream: StreamSpec, target: DuckDBTarget) -> object:
     """What the runner did before: every parent key as a dict, then the cycle's set of those done."""
     from segment_assets.engine.reading import ParentKeys
@@ -100,22 +122,14 @@ def run(settings: Settings, work: Workdir) -> Section:
         listed[n], _ = _peak(partial(_list_all, stream, target))
         target.close()
         rows.append([f"{n:,}", f"{now[n] / 2**20:,.1f} MiB", f"{listed[n] / 2**20:,.1f} MiB", str(len(cycle.chunk))])
-    low, high = SIZES
-    ratio = now[high] / now[low]
     section = Section(12, "Memory of a resumable cycle against its parents", method=prose(__doc__))
-    section.figures.append(
-        Figure(
-            f"traced peak choosing a run's share, {high:,} / {low:,} parents",
-            f"{ratio:.2f}× ({now[high] / 2**20:,.1f} vs {now[low] / 2**20:,.1f} MiB)",
-            f"≤ {TARGET_RATIO}×",
-            ratio <= TARGET_RATIO,
-        )
-    )
-    section.figures.append(
-        Figure(
-            f"the same, listing every parent as before, {high:,} / {low:,} parents",
-            f"{listed[high] / listed[low]:.1f}× ({listed[high] / 2**20:,.1f} vs {listed[low] / 2**20:,.1f} MiB)",
-        )
+    section.figures += peak_figures(
+        now,
+        listed,
+        "traced peak choosing a run's share",
+        "the same, listing every parent as before",
+        f"≤ {TARGET_RATIO}×",
+        TARGET_RATIO,
     )
     section.tables.append(
         Table(
